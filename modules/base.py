@@ -1,0 +1,89 @@
+"""EvaluationModule template: declares (sources, task, dataset, split, processors, variants), decides
+``accepts(model)`` from the model's metadata, and loads and runs a model. It never computes metrics."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pipeline.registry import Registry
+
+
+class ModelLoadError(Exception):
+    """The model cannot be loaded (missing/corrupt config or weights, unsupported architecture)."""
+
+    error_class = "model_load"
+
+
+class UnsafeModelError(ModelLoadError):
+    """The model would need remote code or unpickling of arbitrary objects; refused."""
+
+    error_class = "unsafe_model"
+
+
+@dataclass
+class LoadedModel:
+    """What a module's load() returns: the framework objects plus the model's label names."""
+
+    model: Any
+    preprocessor: Any
+    id2label: dict[int, str]
+    device: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class EvaluationModule(ABC):
+    kind: ClassVar[str]  # e.g. "hf-text-classification"
+    version: ClassVar[int] = 1
+    sources: ClassVar[tuple[str, ...]]
+    task: ClassVar[str]
+    datatype: ClassVar[str]
+
+    def __init__(
+        self,
+        dataset: str,
+        split: str = "test",
+        processors: tuple[str, ...] = ("classification",),
+        variants: tuple[str, ...] = ("original",),
+        seed: int = 0,
+    ) -> None:
+        self.dataset = dataset
+        self.split = split
+        self.processors = tuple(processors)
+        self.variants = tuple(variants)
+        self.seed = seed
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}/{self.dataset}"
+
+    def identity(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version}
+
+    def accepts(self, model: dict[str, Any], datasets: dict[str, dict[str, Any]]) -> bool:
+        """Source and task match, and the model was trained on this dataset or a compatible one."""
+        if model.get("source") not in self.sources or model.get("task") != self.task:
+            return False
+        trained = set(model.get("datasets") or [])
+        if self.dataset in trained:
+            return True
+        compatible = set((datasets.get(self.dataset) or {}).get("compatible_with") or [])
+        return bool(trained & compatible)
+
+    def trained_on(self, model: dict[str, Any]) -> bool:
+        return self.dataset in set(model.get("datasets") or [])
+
+    @abstractmethod
+    def load(self, model: dict[str, Any], device: str) -> LoadedModel:
+        """Load weights and preprocessor; raise ModelLoadError / UnsafeModelError with a clear reason."""
+
+    @abstractmethod
+    def prepare(self, loaded: LoadedModel, inputs: list[Any]) -> dict[str, Any]:
+        """Turn raw inputs (PIL images or strings) into CPU tensors. Runs in the prefetch thread."""
+
+    @abstractmethod
+    def forward(self, loaded: LoadedModel, batch: dict[str, Any]) -> Any:
+        """Logits (n, n_model_labels) for a prepared batch already on the device."""
+
+
+MODULES: Registry[EvaluationModule] = Registry("evaluation module")

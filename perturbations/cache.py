@@ -1,0 +1,184 @@
+"""On-disk cache of perturbed dataset variants.
+
+A variant of a dataset under a perturbation and seed lives at
+``cache_root/<dataset name>/<perturbation name>-<fingerprint[:16]>/`` in the LocalDataset format
+(pipeline.data). It is built once, in a temporary sibling folder, finished with a ``_COMPLETE`` marker
+and renamed into place atomically, so a folder without the marker is never trusted. A per-variant
+``fcntl`` lock keeps concurrent processes from doing the same work twice.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from perturbations.base import Perturbation
+from pipeline.data import DataError, LocalDataset, write_dataset
+from pipeline.fingerprint import chain, fingerprint
+
+COMPLETE_MARKER = "_COMPLETE"
+ORIGINAL = "original"
+
+#: ``progress(done, total)`` is called after each sample is written (counts over all splits).
+Progress = Callable[[int, int], Any]
+
+
+def _is_original(perturbation: Perturbation | str | None) -> bool:
+    return perturbation is None or perturbation == ORIGINAL
+
+
+def variant_fingerprint(dataset_revision: str, perturbation: Perturbation | str | None, seed: int) -> str:
+    """Chained fingerprint of a variant: chain(dataset revision, fingerprint(identity + seed)).
+
+    For the pseudo-variant "original" (None) it is the dataset revision itself.
+    """
+    if _is_original(perturbation):
+        return dataset_revision
+    return chain(dataset_revision, fingerprint({**perturbation.identity(), "seed": int(seed)}))
+
+
+def _safe(name: str) -> str:
+    return name.replace(os.sep, "__").replace("/", "__")
+
+
+def variant_path(cache_root: str | os.PathLike, dataset: LocalDataset, dataset_revision: str,
+                 perturbation: Perturbation, seed: int) -> Path:
+    """Where the variant lives (whether or not it is built yet)."""
+    fp = variant_fingerprint(dataset_revision, perturbation, seed)
+    return Path(cache_root) / _safe(dataset.name) / f"{_safe(perturbation.name)}-{fp[:16]}"
+
+
+def is_complete(path: Path) -> bool:
+    return (path / COMPLETE_MARKER).is_file()
+
+
+@contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    with open(lock_path, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink(missing_ok=True)
+
+
+def _build(dataset: LocalDataset, dataset_revision: str, perturbation: Perturbation, seed: int,
+           out: Path, progress: Progress | None) -> None:
+    """Write the whole variant into ``out`` (an empty folder), marker last."""
+    is_image = dataset.datatype != "text"
+    all_rows = {split: dataset.rows(split) for split in dataset.splits}
+    total = sum(len(r) for r in all_rows.values())
+    done = 0
+    new_splits: dict[str, list[dict[str, Any]]] = {}
+    for split, rows in all_rows.items():
+        new_rows = []
+        if is_image:
+            (out / "images" / _safe(split)).mkdir(parents=True, exist_ok=True)
+        for i, row in enumerate(rows):
+            result = perturbation(dataset.load_input(row), seed, index=i)
+            new_row = dict(row)
+            if is_image:
+                rel = f"images/{_safe(split)}/{i:06d}.png"
+                if result.mode != "RGB":
+                    result = result.convert("RGB")
+                result.save(out / rel, format="PNG")
+                new_row["file"] = rel
+            else:
+                if not isinstance(result, str):
+                    raise TypeError(f"text perturbation {perturbation.name!r} returned {type(result).__name__}")
+                new_row["text"] = result
+            new_rows.append(new_row)
+            done += 1
+            if progress is not None:
+                progress(done, total)
+        new_splits[split] = new_rows
+    meta = {k: v for k, v in dataset.meta.items() if k not in ("variant", "parent_revision")}
+    meta["variant"] = {
+        "name": perturbation.name,
+        "version": perturbation.version,
+        "params": perturbation.params,
+        "seed": int(seed),
+        "description": perturbation.description,
+        "method": perturbation.method,
+    }
+    meta["parent_revision"] = dataset_revision
+    write_dataset(out, meta, new_splits)
+    marker = out / COMPLETE_MARKER
+    with open(marker, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps({"fingerprint": variant_fingerprint(dataset_revision, perturbation, seed)}) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def ensure_variant(dataset: LocalDataset, dataset_revision: str, perturbation: Perturbation | str | None,
+                   seed: int, cache_root: str | os.PathLike, progress: Progress | None = None) -> LocalDataset:
+    """The variant of every split of ``dataset`` under ``perturbation`` and ``seed``, built at most once.
+
+    Sample i of a split (its position in the split) gets ``perturbation(input, seed, index=i)``. The
+    pseudo-variant "original" (``None`` or the string "original") returns ``dataset`` unchanged.
+
+    Raises ValueError when the perturbation's datatype does not match the dataset's, and lets
+    pipeline.data.DataError from unreadable source files propagate (no complete variant is left behind).
+    """
+    if _is_original(perturbation):
+        return dataset
+    if not isinstance(perturbation, Perturbation):
+        raise TypeError(f"expected a Perturbation, None or {ORIGINAL!r}, got {perturbation!r}")
+    if perturbation.datatype != dataset.datatype:
+        raise ValueError(
+            f"perturbation {perturbation.name!r} works on {perturbation.datatype} data but dataset "
+            f"{dataset.name!r} holds {dataset.datatype} data"
+        )
+
+    final = variant_path(cache_root, dataset, dataset_revision, perturbation, seed)
+    if is_complete(final):
+        return LocalDataset.open(final)
+
+    parent = final.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp_prefix = f".{final.name}.tmp-"
+    with _locked(parent / f".{final.name}.lock"):
+        if is_complete(final):  # built by another process while we waited
+            return LocalDataset.open(final)
+        # We hold the lock, so any leftover temp folder or unmarked final folder is from a crashed build.
+        for stale in parent.glob(tmp_prefix + "*"):
+            _remove(stale)
+        if final.exists() or final.is_symlink():
+            _remove(final)
+
+        tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix, dir=parent))
+        try:
+            _build(dataset, dataset_revision, perturbation, seed, tmp, progress)
+        except BaseException:
+            _remove(tmp)
+            raise
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            # Someone (not honouring the lock) put a folder there first.
+            if is_complete(final):
+                _remove(tmp)  # lost the race: use the winner's variant
+            else:
+                _remove(final)
+                try:
+                    os.rename(tmp, final)
+                except OSError:
+                    _remove(tmp)
+                    if not is_complete(final):
+                        raise
+    return LocalDataset.open(final)
+
+
+__all__ = ["COMPLETE_MARKER", "DataError", "ensure_variant", "is_complete", "variant_fingerprint", "variant_path"]

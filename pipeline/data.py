@@ -1,0 +1,137 @@
+"""Local labelled datasets on disk, the format every module reads and every variant is written in.
+
+A dataset folder holds ``dataset.json`` (metadata) and one ``<split>.jsonl`` per split. Each line is
+``{"id": str, "label": int, "text": str}`` for text or ``{"id": str, "label": int, "file": "rel/path.png"}``
+for images. ``label`` indexes ``classes`` in dataset.json. A perturbed variant is a folder of the same
+format (written by perturbations.cache).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+
+class DataError(Exception):
+    """A dataset file is missing, unreadable or malformed."""
+
+
+@dataclass
+class Sample:
+    id: str
+    label: int
+    input: Any  # PIL.Image.Image for images, str for text
+
+
+@dataclass
+class LocalDataset:
+    root: Path
+    meta: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def open(cls, root: str | os.PathLike) -> "LocalDataset":
+        root = Path(root)
+        meta_path = root / "dataset.json"
+        try:
+            meta = json.loads(meta_path.read_text())
+        except FileNotFoundError:
+            raise DataError(f"dataset metadata {meta_path} is missing") from None
+        except (OSError, ValueError) as exc:
+            raise DataError(f"dataset metadata {meta_path} is unreadable: {exc}") from None
+        for key in ("name", "datatype", "classes", "splits"):
+            if key not in meta:
+                raise DataError(f"dataset metadata {meta_path} has no {key!r}")
+        return cls(root, meta)
+
+    @property
+    def name(self) -> str:
+        return self.meta["name"]
+
+    @property
+    def datatype(self) -> str:
+        return self.meta["datatype"]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.meta["splits"])
+
+    def split_path(self, split: str) -> Path:
+        if split not in self.meta["splits"]:
+            raise DataError(f"dataset {self.name!r} has no split {split!r}; it has {self.splits}")
+        return self.root / f"{split}.jsonl"
+
+    def rows(self, split: str) -> list[dict[str, Any]]:
+        """The split's index rows (no media loaded)."""
+        path = self.split_path(split)
+        rows = []
+        try:
+            with open(path, encoding="utf-8") as fh:
+                for lineno, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                        row["id"], row["label"]
+                    except (ValueError, KeyError, TypeError):
+                        raise DataError(f"{path}:{lineno}: not a valid sample row") from None
+                    rows.append(row)
+        except OSError as exc:
+            raise DataError(f"cannot read split file {path}: {exc}") from None
+        return rows
+
+    def load_input(self, row: dict[str, Any]) -> Any:
+        """The sample's input: the text, or the image decoded to RGB."""
+        if self.datatype == "text":
+            return row["text"]
+        from PIL import Image
+
+        path = self.root / row["file"]
+        try:
+            with Image.open(path) as img:
+                return img.convert("RGB")
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read image {path} (sample {row['id']!r}): {exc}") from None
+
+    def samples(self, split: str) -> Iterator[Sample]:
+        for row in self.rows(split):
+            yield Sample(str(row["id"]), int(row["label"]), self.load_input(row))
+
+    def revision(self) -> str:
+        """Content hash of the metadata, every split file and every media file they reference."""
+        h = hashlib.sha256()
+        h.update((self.root / "dataset.json").read_bytes())
+        for split in sorted(self.splits):
+            path = self.split_path(split)
+            h.update(split.encode())
+            h.update(path.read_bytes())
+            if self.datatype != "text":
+                for row in self.rows(split):
+                    h.update((self.root / row["file"]).read_bytes())
+        return h.hexdigest()[:16]
+
+    def class_counts(self, split: str) -> dict[str, int]:
+        counts = {c: 0 for c in self.classes}
+        for row in self.rows(split):
+            counts[self.classes[int(row["label"])]] += 1
+        return counts
+
+
+def write_dataset(root: str | os.PathLike, meta: dict[str, Any], splits: dict[str, list[dict[str, Any]]]) -> Path:
+    """Write dataset.json and the split files (media files must already be under root)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    meta = dict(meta)
+    meta["splits"] = sorted(splits)
+    for split, rows in splits.items():
+        with open(root / f"{split}.jsonl", "w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    (root / "dataset.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+    return root

@@ -1,0 +1,66 @@
+"""Device choice at run time, and the library versions and hardware recorded with every result."""
+from __future__ import annotations
+
+import functools
+import os
+import platform
+from importlib import metadata
+from typing import Any
+
+LIBRARIES = ("zooeval", "torch", "torchvision", "transformers", "numpy", "pymongo", "huggingface-hub", "safetensors")
+
+
+def choose_device(requested: str | None = None) -> str:
+    """``requested`` or env ZOOEVAL_DEVICE, else cuda when available, else mps, else cpu."""
+    requested = requested or os.environ.get("ZOOEVAL_DEVICE")
+    import torch
+
+    if requested:
+        if requested.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(f"device {requested!r} was requested but CUDA is not available here")
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@functools.lru_cache(maxsize=None)
+def _static_env() -> dict[str, Any]:
+    versions = {}
+    for lib in LIBRARIES:
+        try:
+            versions[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            versions[lib] = None
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "libraries": versions,
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def environment(device: str) -> dict[str, Any]:
+    """Library versions and hardware for a result record."""
+    env = dict(_static_env())
+    env["device"] = device
+    env["gpu"] = None
+    if device.startswith("cuda"):
+        import torch
+
+        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return env

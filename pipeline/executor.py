@@ -1,0 +1,398 @@
+"""The Executor: module selection -> task creation -> task filtering -> model execution -> processing.
+
+Planning computes every candidate's result id and asks the store, one indexed query per chunk, which
+exist. What is missing is grouped by inference identity; a task whose predictions are already stored is
+re-scored from them with zero forward passes.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import traceback
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from modules.base import EvaluationModule, ModelLoadError
+from perturbations import get_perturbation
+from perturbations.cache import ensure_variant
+from pipeline import identity as ident
+from pipeline.data import DataError, LocalDataset
+from pipeline.envinfo import choose_device, environment
+from pipeline.inference import InferenceError, run_classification
+from pipeline.labels import LabelMappingError, map_labels
+from pipeline.store import Store, utcnow
+from processors.base import PROCESSORS, ClassificationPredictions
+
+log = logging.getLogger("zooeval")
+
+MODEL_PROJECTION = {"name": 1, "source": 1, "revision": 1, "task": 1, "datasets": 1}
+
+
+@dataclass
+class PlannedTask:
+    model_key: str
+    module: EvaluationModule
+    variant: str
+    inference_id: str
+    identity: dict[str, Any]
+    processors: list[str]  # the processors whose results are missing
+    has_predictions: bool = False
+
+
+@dataclass
+class Plan:
+    tasks: list[PlannedTask]
+    candidates: int = 0
+    models: int = 0
+    skipped_failed: int = 0
+    seconds: float = 0.0
+
+    @property
+    def inference_tasks(self) -> list[PlannedTask]:
+        return [t for t in self.tasks if not t.has_predictions]
+
+    @property
+    def rescore_tasks(self) -> list[PlannedTask]:
+        return [t for t in self.tasks if t.has_predictions]
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    plan: Plan
+    results_written: int = 0
+    inferences: int = 0
+    rescored: int = 0
+    models_loaded: int = 0
+    forward_samples: int = 0
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    stopped: bool = False
+
+
+FAILURE_BACKOFF = dt.timedelta(hours=1)
+
+
+def classify_failure(exc: BaseException) -> str:
+    if isinstance(exc, LabelMappingError):
+        return "unknown_labels"
+    if isinstance(exc, DataError):
+        return "data_error"
+    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+        return "out_of_memory"
+    if isinstance(exc, (ImportError, AttributeError)) and "transformers" in str(exc):
+        return "incompatible_library"
+    return getattr(exc, "error_class", "inference_error")
+
+
+class Executor:
+    def __init__(
+        self,
+        store: Store,
+        modules: list[EvaluationModule],
+        home: str | Path,
+        batch_size: int = 32,
+        device: str | None = None,
+        max_attempts: int = 3,
+        progress: bool = True,
+        echo: Callable[[str], None] = print,
+    ) -> None:
+        self.store = store
+        self.modules = modules
+        self.home = Path(home)
+        self.batch_size = batch_size
+        self.device_request = device
+        self.max_attempts = max_attempts
+        self.progress = progress
+        self.echo = echo
+        self._datasets: dict[str, dict[str, Any]] | None = None
+        self._opened: dict[tuple[str, str], LocalDataset] = {}
+
+    # -- identities -------------------------------------------------------------------------------
+    @property
+    def datasets(self) -> dict[str, dict[str, Any]]:
+        if self._datasets is None:
+            self._datasets = self.store.datasets()
+        return self._datasets
+
+    def variant_identity(self, module: EvaluationModule, variant: str) -> dict[str, Any]:
+        p = get_perturbation(variant)
+        if p is None:
+            return dict(ident.ORIGINAL_VARIANT)
+        return {"name": p.name, "version": p.version, "params": p.params, "seed": module.seed}
+
+    def module_work(self, module: EvaluationModule) -> list[tuple[str, dict[str, Any], str]]:
+        """(variant, identity, work fingerprint) for each of the module's variants."""
+        ds = self.datasets.get(module.dataset)
+        if ds is None:
+            raise KeyError(f"module {module.name} needs dataset {module.dataset!r}, which is not registered")
+        dataset_id = {"name": ds["name"], "split": module.split, "revision": ds["revision"]}
+        out = []
+        for variant in module.variants:
+            vid = self.variant_identity(module, variant)
+            identity = {"module": module.identity(), "dataset": dataset_id, "variant": vid}
+            out.append((variant, identity, ident.work_fingerprint(module.identity(), dataset_id, vid)))
+        return out
+
+    # -- steps 1-3: selection, creation, filtering ------------------------------------------------
+    def plan(self, model_query: dict[str, Any] | None = None, limit: int | None = None) -> Plan:
+        t0 = time.perf_counter()
+        usable = [m for m in self.modules if m.dataset in self.datasets]
+        work = {m.name: self.module_work(m) for m in usable}
+        proc_fps = {p: ident.processor_fingerprint(p, PROCESSORS.get(p).version) for m in usable for p in m.processors}
+        candidates: list[tuple[str, PlannedTask]] = []  # (result id, task)
+        result_ids: list[str] = []
+        by_result: dict[str, tuple[PlannedTask, str]] = {}
+        n_models = 0
+        cursor = self.store.iter_models(model_query, MODEL_PROJECTION)
+        if limit:
+            cursor = cursor.limit(limit)
+        for model in cursor:
+            n_models += 1
+            model_fp = None
+            for module in usable:
+                if not module.accepts(model, self.datasets):
+                    continue
+                model_fp = model_fp or ident.model_fingerprint(model)
+                for variant, identity, work_fp in work[module.name]:
+                    inf = ident.inference_id(model_fp, work_fp)
+                    task = PlannedTask(model["_id"], module, variant, inf, {"model": ident.model_identity(model), **identity}, [])
+                    for proc in module.processors:
+                        rid = ident.result_id(inf, proc_fps[proc])
+                        result_ids.append(rid)
+                        by_result[rid] = (task, proc)
+        existing = self.store.existing_ids("results", result_ids)
+        tasks: dict[str, PlannedTask] = {}
+        for rid in result_ids:
+            if rid in existing:
+                continue
+            task, proc = by_result[rid]
+            task.processors.append(proc)
+            tasks[task.inference_id] = task
+        inf_ids = list(tasks)
+        parked = self.parked(inf_ids)
+        for inf in parked:
+            tasks.pop(inf, None)
+        stored = self.store.existing_ids("inferences", list(tasks))
+        for inf in stored:
+            tasks[inf].has_predictions = True
+        return Plan(list(tasks.values()), len(result_ids), n_models, len(parked), time.perf_counter() - t0)
+
+    def parked(self, inference_ids: list[str]) -> set[str]:
+        """Tasks that failed max_attempts times, or failed recently (backoff), are not retried now."""
+        out: set[str] = set()
+        now = utcnow()
+        for start in range(0, len(inference_ids), 20000):
+            part = inference_ids[start : start + 20000]
+            for doc in self.store.db.failures.find({"_id": {"$in": part}}, {"attempts": 1, "retry_after": 1}):
+                if doc["attempts"] >= self.max_attempts or (doc.get("retry_after") and doc["retry_after"] > now):
+                    out.add(doc["_id"])
+        return out
+
+    # -- steps 4-5: execution and processing -------------------------------------------------------
+    def run(
+        self,
+        model_query: dict[str, Any] | None = None,
+        limit: int | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> RunSummary:
+        run_id = uuid.uuid4().hex[:12]
+        plan = self.plan(model_query, limit)
+        summary = RunSummary(run_id, plan)
+        self.echo(
+            f"plan: {plan.models} models, {plan.candidates} candidate results, {len(plan.tasks)} tasks to do "
+            f"({len(plan.inference_tasks)} need inference, {len(plan.rescore_tasks)} re-scored from stored predictions, "
+            f"{plan.skipped_failed} parked after failures) in {plan.seconds:.2f}s"
+        )
+        if not plan.tasks:
+            self.echo("nothing to do: every result is already stored; no model was loaded")
+            return summary
+        self.store.start_run(run_id, {"planned": len(plan.tasks), "device": self.device_request})
+        status = "done"
+        try:
+            for task in plan.rescore_tasks:
+                self._rescore(task, summary)
+            by_model: dict[tuple[str, str], list[PlannedTask]] = defaultdict(list)
+            for task in plan.inference_tasks:
+                by_model[(task.model_key, task.module.name)].append(task)
+            device = choose_device(self.device_request)
+            bar = _bar(self.progress, total=len(plan.inference_tasks), desc="tasks", unit="task")
+            for (model_key, _), tasks in by_model.items():
+                if should_stop and should_stop():
+                    summary.stopped = True
+                    status = "stopped"
+                    break
+                self._evaluate_model(model_key, tasks, device, summary, bar, should_stop)
+            bar.close()
+        except KeyboardInterrupt:
+            summary.stopped = True
+            status = "stopped"
+        finally:
+            counts = {
+                "results_written": summary.results_written,
+                "inferences": summary.inferences,
+                "rescored": summary.rescored,
+                "models_loaded": summary.models_loaded,
+                "failures": len(summary.failures),
+            }
+            self.store.finish_run(run_id, status, counts)
+        return summary
+
+    def _dataset_for(self, task: PlannedTask) -> LocalDataset:
+        module = task.module
+        key = (module.dataset, task.variant)
+        if key not in self._opened:
+            doc = self.datasets[module.dataset]
+            base = LocalDataset.open(doc["path"])
+            pert = get_perturbation(task.variant)
+            if pert is not None:
+                self.echo(f"variant {module.dataset}/{task.variant}: building or reusing the cached variant")
+            self._opened[key] = ensure_variant(base, doc["revision"], pert, module.seed, self.home / "variants")
+        return self._opened[key]
+
+    def _evaluate_model(self, model_key, tasks, device, summary, bar, should_stop) -> None:
+        module = tasks[0].module
+        model = self.store.get_model(model_key)
+        ds_doc = self.datasets[module.dataset]
+        classes = [c["label"] for c in ds_doc["classes"]]
+        try:
+            t0 = time.perf_counter()
+            loaded = module.load(model, device)
+            load_s = time.perf_counter() - t0
+            summary.models_loaded += 1
+            mapping = map_labels(loaded.id2label, classes, ds_doc.get("synonyms"), trained_on_dataset=module.trained_on(model))
+        except (ModelLoadError, LabelMappingError, OSError, ValueError, RuntimeError) as exc:
+            for task in tasks:
+                self._fail(task, exc, summary)
+                bar.update(1)
+            return
+        mapping_doc = mapping.to_doc(classes, loaded.id2label)
+        for task in tasks:
+            if should_stop and should_stop():
+                raise KeyboardInterrupt
+            try:
+                dataset = self._dataset_for(task)
+                sample_bar = _bar(self.progress, total=sum(s["total"] for s in ds_doc["splits"] if s["name"] == module.split),
+                                  desc=f"{model['name']} {task.variant}", unit="sample", leave=False)
+                preds, runtime = run_classification(
+                    module, loaded, dataset, module.split, mapping.model_to_dataset, self.batch_size,
+                    on_batch=sample_bar.update, should_stop=should_stop,
+                )
+                sample_bar.close()
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # one task's failure never stops the cycle
+                self._fail(task, exc, summary)
+                bar.update(1)
+                continue
+            runtime["load_s"] = load_s
+            summary.inferences += 1
+            summary.forward_samples += runtime["n"]
+            env = environment(device)
+            doc = {
+                **_flat_identity(task),
+                "label_mapping": mapping_doc,
+                "runtime": runtime,
+                "env": env,
+                "n_samples": runtime["n"],
+                "run_id": summary.run_id,
+            }
+            self.store.save_inference(task.inference_id, doc, preds)
+            batch = ClassificationPredictions(preds["sample_ids"], preds["y_true"], preds["topk_labels"], preds["topk_scores"])
+            self._process(task, [batch], doc, classes, summary)
+            self.store.clear_failure(task.inference_id)
+            bar.update(1)
+
+    def _rescore(self, task: PlannedTask, summary: RunSummary) -> None:
+        doc = self.store.get_inference(task.inference_id)
+        classes = [c["label"] for c in self.datasets[task.module.dataset]["classes"]]
+        batches = [
+            ClassificationPredictions(
+                c["sample_ids"], np.asarray(c["y_true"], dtype=np.int64),
+                np.asarray(c["topk_labels"], dtype=np.int64).reshape(len(c["sample_ids"]), -1),
+                np.asarray(c["topk_scores"], dtype=np.float64).reshape(len(c["sample_ids"]), -1),
+            )
+            for c in self.store.iter_predictions(task.inference_id)
+        ]
+        self._process(task, batches, doc, classes, summary)
+        summary.rescored += 1
+
+    def _process(self, task: PlannedTask, batches, inference_doc, classes, summary) -> None:
+        for proc_name in task.processors:
+            cls = PROCESSORS.get(proc_name)
+            proc = cls(classes)
+            for b in batches:
+                proc.update(b)
+            out = proc.compute()
+            rid = ident.result_id(task.inference_id, ident.processor_fingerprint(cls.name, cls.version))
+            doc = {
+                **_flat_identity(task),
+                "inference_id": task.inference_id,
+                "processor": cls.name,
+                "processor_version": cls.version,
+                **out,
+                "runtime": inference_doc["runtime"],
+                "label_mapping": inference_doc.get("label_mapping"),
+                "env": inference_doc.get("env"),
+                "created_at": utcnow(),
+                "run_id": summary.run_id,
+            }
+            doc.setdefault("overall", {})
+            if self.store.insert_result(rid, doc):
+                summary.results_written += 1
+
+    def _fail(self, task: PlannedTask, exc: BaseException, summary: RunSummary) -> None:
+        error_class = classify_failure(exc)
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=6))[-4000:]
+        doc = {
+            **_flat_identity(task),
+            "error_class": error_class,
+            "reason": str(exc)[:2000] or type(exc).__name__,
+            "details": {"unmapped_labels": exc.unmapped} if isinstance(exc, LabelMappingError) else {},
+            "traceback": tb,
+            "retry_after": utcnow() + FAILURE_BACKOFF,
+            "run_id": summary.run_id,
+        }
+        self.store.record_failure(task.inference_id, doc)
+        summary.failures.append(doc)
+        self.echo(f"FAILED {task.model_key} on {task.module.dataset}/{task.variant}: [{error_class}] {doc['reason'][:300]}")
+
+
+def _flat_identity(task: PlannedTask) -> dict[str, Any]:
+    i = task.identity
+    return {
+        "model_key": task.model_key,
+        "model_name": i["model"]["name"],
+        "source": i["model"]["source"],
+        "model_revision": i["model"]["revision"],
+        "module": i["module"]["name"],
+        "module_version": i["module"]["version"],
+        "dataset": i["dataset"]["name"],
+        "split": i["dataset"]["split"],
+        "dataset_revision": i["dataset"]["revision"],
+        "variant": i["variant"]["name"],
+        "variant_version": i["variant"]["version"],
+        "variant_params": i["variant"]["params"],
+        "variant_seed": i["variant"]["seed"],
+    }
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _bar(enabled: bool, **kwargs):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(**kwargs)

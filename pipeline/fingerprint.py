@@ -1,0 +1,41 @@
+"""The one fingerprint function: sha256 of canonical JSON, with a schema version inside.
+
+Chained fingerprints (as in Hugging Face datasets): a child's fingerprint is the hash of its parent's
+fingerprint and the child's own plain data, so a task id is cheap to compute for millions of candidates.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+#: Bump when the meaning of any fingerprinted field changes; every id changes with it.
+SCHEMA_VERSION = 1
+
+
+def canonical_json(data: Any) -> str:
+    """Serialise plain data deterministically: sorted keys, fixed separators, no NaN."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def fingerprint(data: Any) -> str:
+    """sha256 hex digest of ``{"schema": SCHEMA_VERSION, "data": data}`` as canonical JSON."""
+    payload = canonical_json({"schema": SCHEMA_VERSION, "data": data})
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def chain(parent: str, child: str) -> str:
+    """Fingerprint of a child fingerprint under a parent one (both hex digests)."""
+    return hashlib.sha256(f"{SCHEMA_VERSION}|{parent}|{child}".encode("ascii")).hexdigest()
+
+
+def file_digest(path: str, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,35 @@
+"""Task identity. An inference identity is a chained fingerprint of plain data:
+model (source, name, revision) -> module (name, version) + dataset (name, split, revision) + variant
+(name, version, params, seed). A result identity adds the processor (name, version)."""
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.fingerprint import chain, fingerprint
+
+ORIGINAL_VARIANT = {"name": "original", "version": 0, "params": {}, "seed": 0}
+
+
+def model_identity(model: dict[str, Any]) -> dict[str, Any]:
+    return {"source": model["source"], "name": model["name"], "revision": model.get("revision") or ""}
+
+
+def model_fingerprint(model: dict[str, Any]) -> str:
+    return fingerprint({"model": model_identity(model)})
+
+
+def work_fingerprint(module: dict[str, Any], dataset: dict[str, Any], variant: dict[str, Any]) -> str:
+    """The part of an inference identity that does not depend on the model."""
+    return fingerprint({"module": module, "dataset": dataset, "variant": variant})
+
+
+def inference_id(model_fp: str, work_fp: str) -> str:
+    return chain(model_fp, work_fp)
+
+
+def processor_fingerprint(name: str, version: int) -> str:
+    return fingerprint({"processor": {"name": name, "version": version}})
+
+
+def result_id(inference: str, processor_fp: str) -> str:
+    return chain(inference, processor_fp)

@@ -1,0 +1,252 @@
+"""The store: the only code that talks to MongoDB.
+
+Collections follow the metadata model of the thesis (section 3.2): models, tasks, datasets,
+dataset_examples, variants, metrics, references; evaluation data: inferences (one per inference
+identity, with runtime and label mapping), predictions (per-sample outputs, chunked), results (one per
+result identity: overall, per class, confusion matrix, misclassifications); and runs and failures.
+Every write is idempotent by a deterministic ``_id``, so a killed cycle that is restarted never duplicates.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+from pymongo import ASCENDING, MongoClient, ReplaceOne, UpdateOne
+from pymongo.errors import BulkWriteError, CollectionInvalid, DuplicateKeyError
+
+PREDICTION_CHUNK = 5000
+DUPLICATE_KEY = 11000
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+_STR = {"bsonType": "string"}
+VALIDATORS: dict[str, dict[str, Any]] = {
+    "models": {
+        "required": ["name", "source", "status"],
+        "properties": {"name": _STR, "source": _STR, "status": {"enum": ["active", "removed"]}},
+    },
+    "datasets": {
+        "required": ["name", "datatype", "classes", "splits", "revision"],
+        "properties": {"name": _STR, "datatype": {"enum": ["image", "text"]}, "revision": _STR},
+    },
+    "inferences": {
+        "required": ["model_key", "model_revision", "module", "dataset", "split", "variant", "runtime", "n_samples"],
+        "properties": {"model_key": _STR, "model_revision": _STR, "n_samples": {"bsonType": ["int", "long"]}},
+    },
+    "predictions": {
+        "required": ["inference_id", "chunk", "sample_ids", "y_true", "topk_labels", "topk_scores"],
+        "properties": {"inference_id": _STR},
+    },
+    "results": {
+        "required": [
+            "inference_id", "model_key", "model_revision", "module", "processor", "dataset", "split",
+            "dataset_revision", "variant", "overall", "created_at",
+        ],
+        "properties": {"inference_id": _STR, "model_key": _STR, "model_revision": _STR, "overall": {"bsonType": "object"}},
+    },
+    "failures": {
+        "required": ["model_key", "error_class", "reason", "attempts"],
+        "properties": {
+            "error_class": {
+                "enum": [
+                    "model_load", "incompatible_library", "unknown_labels", "inference_error", "timeout",
+                    "out_of_memory", "data_error", "unsafe_model",
+                ]
+            }
+        },
+    },
+}
+
+INDEXES: dict[str, list[list[tuple[str, int]]]] = {
+    "models": [[("source", 1), ("name", 1)], [("task", 1)], [("status", 1)], [("datasets", 1)]],
+    "dataset_examples": [[("dataset", 1), ("class_id", 1)]],
+    "inferences": [[("model_key", 1)]],
+    "predictions": [[("inference_id", 1), ("chunk", 1)]],
+    "results": [[("model_key", 1)], [("dataset", 1), ("split", 1), ("variant", 1)], [("inference_id", 1)]],
+    "failures": [[("model_key", 1)], [("error_class", 1)]],
+    "runs": [[("started_at", -1)]],
+}
+
+
+class Store:
+    """All MongoDB access for zooeval."""
+
+    def __init__(self, uri: str, db_name: str = "zooeval", client: MongoClient | None = None) -> None:
+        self.client = client or MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=15000)
+        self.db = self.client[db_name]
+        self.ensure_schema()
+
+    # -- schema ---------------------------------------------------------------------------------
+    def ensure_schema(self) -> None:
+        existing = set(self.db.list_collection_names())
+        for name, schema in VALIDATORS.items():
+            validator = {"$jsonSchema": {"bsonType": "object", **schema}}
+            if name in existing:
+                self.db.command("collMod", name, validator=validator)
+            else:
+                try:
+                    self.db.create_collection(name, validator=validator)
+                except CollectionInvalid:
+                    self.db.command("collMod", name, validator=validator)
+        for name, indexes in INDEXES.items():
+            for keys in indexes:
+                self.db[name].create_index(keys)
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- models ---------------------------------------------------------------------------------
+    def upsert_models(self, docs: Iterable[dict[str, Any]]) -> dict[str, int]:
+        """Insert or update models by ``_id`` (``source/name``). Returns counts of new and changed."""
+        now = utcnow()
+        ops = []
+        for doc in docs:
+            doc = dict(doc)
+            doc.setdefault("status", "active")
+            doc["scraped_at"] = now
+            _id = doc.pop("_id")
+            ops.append(UpdateOne({"_id": _id}, {"$set": doc, "$setOnInsert": {"first_seen": now}}, upsert=True))
+        if not ops:
+            return {"new": 0, "changed": 0}
+        res = self.db.models.bulk_write(ops, ordered=False)
+        return {"new": res.upserted_count, "changed": res.modified_count}
+
+    def mark_removed(self, source: str, keep_ids: set[str]) -> int:
+        res = self.db.models.update_many(
+            {"source": source, "status": "active", "_id": {"$nin": list(keep_ids)}},
+            {"$set": {"status": "removed", "removed_at": utcnow()}},
+        )
+        return res.modified_count
+
+    def iter_models(self, query: dict[str, Any] | None = None, projection: dict | None = None) -> Iterator[dict]:
+        q = {"status": "active"}
+        q.update(query or {})
+        return self.db.models.find(q, projection).sort("_id", ASCENDING)
+
+    def get_model(self, key_or_name: str) -> dict[str, Any] | None:
+        doc = self.db.models.find_one({"_id": key_or_name})
+        if doc is None:
+            doc = self.db.models.find_one({"name": key_or_name}, sort=[("status", ASCENDING)])
+        return doc
+
+    # -- datasets and catalogue entities ---------------------------------------------------------
+    def upsert_dataset(self, doc: dict[str, Any], examples: list[dict[str, Any]] | None = None) -> None:
+        self.db.datasets.replace_one({"_id": doc["name"]}, {**doc, "_id": doc["name"], "updated_at": utcnow()}, upsert=True)
+        if examples is not None:
+            self.db.dataset_examples.delete_many({"dataset": doc["name"]})
+            if examples:
+                self.db.dataset_examples.insert_many([{**e, "dataset": doc["name"]} for e in examples])
+
+    def datasets(self) -> dict[str, dict[str, Any]]:
+        return {d["_id"]: d for d in self.db.datasets.find()}
+
+    def upsert_named(self, collection: str, docs: Iterable[dict[str, Any]]) -> None:
+        """Catalogue entities keyed by name: tasks, variants, metrics, references."""
+        ops = [ReplaceOne({"_id": d["name"]}, {**d, "_id": d["name"]}, upsert=True) for d in docs]
+        if ops:
+            self.db[collection].bulk_write(ops, ordered=False)
+
+    # -- planning -------------------------------------------------------------------------------
+    def existing_ids(self, collection: str, ids: list[str], chunk: int = 20000) -> set[str]:
+        """Which of ``ids`` exist as ``_id`` in ``collection``: one indexed $in query per chunk."""
+        found: set[str] = set()
+        coll = self.db[collection]
+        for start in range(0, len(ids), chunk):
+            part = ids[start : start + chunk]
+            found.update(d["_id"] for d in coll.find({"_id": {"$in": part}}, {"_id": 1}))
+        return found
+
+    def parked_failures(self, ids: list[str], max_attempts: int) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(ids), 20000):
+            part = ids[start : start + 20000]
+            found.update(
+                d["_id"] for d in self.db.failures.find({"_id": {"$in": part}, "attempts": {"$gte": max_attempts}}, {"_id": 1})
+            )
+        return found
+
+    # -- predictions ----------------------------------------------------------------------------
+    def save_inference(self, inference_id: str, doc: dict[str, Any], preds: dict[str, np.ndarray | list]) -> None:
+        """Store per-sample predictions (chunked), then the inference record that marks them complete.
+
+        Both writes are idempotent replaces keyed by id; a crash between them leaves no inference
+        record, so the task is simply run again and overwrites the same chunks.
+        """
+        n = len(preds["sample_ids"])
+        ops = []
+        for c, start in enumerate(range(0, max(n, 1), PREDICTION_CHUNK)):
+            sl = slice(start, start + PREDICTION_CHUNK)
+            ops.append(
+                ReplaceOne(
+                    {"_id": f"{inference_id}:{c:06d}"},
+                    {
+                        "inference_id": inference_id,
+                        "chunk": c,
+                        "sample_ids": list(preds["sample_ids"][sl]),
+                        "y_true": np.asarray(preds["y_true"][sl]).astype(int).tolist(),
+                        "topk_labels": np.asarray(preds["topk_labels"][sl]).astype(int).tolist(),
+                        "topk_scores": np.asarray(preds["topk_scores"][sl]).astype(float).tolist(),
+                    },
+                    upsert=True,
+                )
+            )
+        self.db.predictions.bulk_write(ops, ordered=True)
+        self.db.predictions.delete_many({"inference_id": inference_id, "chunk": {"$gte": len(ops)}})
+        self.db.inferences.replace_one(
+            {"_id": inference_id}, {**doc, "_id": inference_id, "n_chunks": len(ops), "created_at": utcnow()}, upsert=True
+        )
+
+    def get_inference(self, inference_id: str) -> dict[str, Any] | None:
+        return self.db.inferences.find_one({"_id": inference_id})
+
+    def iter_predictions(self, inference_id: str) -> Iterator[dict[str, Any]]:
+        return self.db.predictions.find({"inference_id": inference_id}).sort("chunk", ASCENDING)
+
+    # -- results --------------------------------------------------------------------------------
+    def insert_result(self, result_id: str, doc: dict[str, Any]) -> bool:
+        """Insert a result once. Returns False if it was already stored (never overwritten)."""
+        try:
+            self.db.results.insert_one({**doc, "_id": result_id})
+            return True
+        except DuplicateKeyError:
+            return False
+
+    def results_for_model(self, model_key: str) -> list[dict[str, Any]]:
+        return list(self.db.results.find({"model_key": model_key}).sort([("dataset", 1), ("variant.name", 1), ("processor", 1)]))
+
+    def iter_results(self, query: dict | None = None) -> Iterator[dict[str, Any]]:
+        return self.db.results.find(query or {}).sort("_id", ASCENDING)
+
+    def count(self, collection: str, query: dict | None = None) -> int:
+        return self.db[collection].count_documents(query or {})
+
+    # -- failures and runs ----------------------------------------------------------------------
+    def record_failure(self, failure_id: str, doc: dict[str, Any]) -> None:
+        now = utcnow()
+        self.db.failures.update_one(
+            {"_id": failure_id},
+            {"$set": {**doc, "last_at": now}, "$inc": {"attempts": 1}, "$setOnInsert": {"first_at": now}},
+            upsert=True,
+        )
+
+    def clear_failure(self, failure_id: str) -> None:
+        self.db.failures.delete_one({"_id": failure_id})
+
+    def start_run(self, run_id: str, doc: dict[str, Any]) -> None:
+        self.db.runs.insert_one({**doc, "_id": run_id, "started_at": utcnow(), "status": "running"})
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        self.db.runs.update_one({"_id": run_id}, {"$set": fields})
+
+    def finish_run(self, run_id: str, status: str, counts: dict[str, Any]) -> None:
+        self.db.runs.update_one({"_id": run_id}, {"$set": {"status": status, "ended_at": utcnow(), "counts": counts}})
+
+    def last_run(self) -> dict[str, Any] | None:
+        return self.db.runs.find_one(sort=[("started_at", -1)])
+
+
+__all__ = ["Store", "BulkWriteError", "DUPLICATE_KEY", "PREDICTION_CHUNK", "utcnow"]

@@ -1,0 +1,228 @@
+"""Single-label classification metrics from a streamed confusion matrix.
+
+The processor state is only a ``C x C`` int64 confusion matrix (rows = true class, columns =
+predicted class) plus a capped list of misclassified samples. ``update()`` accumulates,
+``merge()`` adds another instance's state and ``compute()`` derives every number through the
+pure functions :func:`confusion_matrix` and :func:`metrics_from_confusion`.
+
+All numbers equal scikit-learn's with ``labels=list(range(C))`` and ``zero_division=0``
+(``accuracy_score``, ``confusion_matrix``, ``precision_recall_fscore_support`` with
+``average=None/"macro"/"micro"/"weighted"``). In particular the macro average runs over *all*
+``C`` classes, so a class absent from both the ground truth and the predictions contributes
+0.0 to it, exactly as sklearn does when given ``labels=range(C)``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from processors.base import ClassificationPredictions, Processor, register_processor
+
+
+def _as_labels(values: Any, what: str) -> np.ndarray:
+    """Return ``values`` as a 1-D int64 array; integral floats are accepted, others rejected."""
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{what} must be 1-D, got shape {arr.shape}")
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if arr.dtype.kind in "iub":
+        return arr.astype(np.int64, copy=False)
+    if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+        return arr.astype(np.int64)
+    raise ValueError(f"{what} must hold integer class indices, got dtype {arr.dtype}")
+
+
+def confusion_matrix(y_true: Any, y_pred: Any, n_classes: int) -> np.ndarray:
+    """``n_classes x n_classes`` int64 count matrix; ``cm[i, j]`` = samples of true class i predicted j.
+
+    Equals ``sklearn.metrics.confusion_matrix(y_true, y_pred, labels=range(n_classes))``.
+    Raises ValueError when the lengths differ or a label lies outside ``[0, n_classes)``.
+    """
+    if n_classes < 1:
+        raise ValueError(f"n_classes must be >= 1, got {n_classes}")
+    t = _as_labels(y_true, "y_true")
+    p = _as_labels(y_pred, "y_pred")
+    if t.shape != p.shape:
+        raise ValueError(f"y_true and y_pred differ in length: {t.shape[0]} != {p.shape[0]}")
+    for arr, what in ((t, "y_true"), (p, "y_pred")):
+        bad = np.flatnonzero((arr < 0) | (arr >= n_classes))
+        if bad.size:
+            raise ValueError(
+                f"{what} label {int(arr[bad[0]])} at position {int(bad[0])} "
+                f"is out of range [0, {n_classes})"
+            )
+    counts = np.bincount(t * n_classes + p, minlength=n_classes * n_classes)
+    return counts.astype(np.int64).reshape(n_classes, n_classes)
+
+
+def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """Element-wise ``num / den`` with 0.0 where ``den == 0`` (sklearn's zero_division=0)."""
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    out = np.zeros(np.broadcast(num, den).shape, dtype=np.float64)
+    np.divide(num, den, out=out, where=den != 0)
+    return out
+
+
+def metrics_from_confusion(cm: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    """Derive ``{"overall": {...}, "per_class": {...}}`` from a confusion matrix.
+
+    ``overall`` holds n, correct, incorrect, accuracy and precision/recall/f1 under the macro,
+    micro and weighted averages; ``per_class`` holds tp, fp, fn, support, precision, recall, f1
+    for every label in ``classes`` (also classes never predicted or absent from the ground
+    truth). Divisions by zero give 0.0. The macro average is the unweighted mean over all
+    ``len(classes)`` classes, including classes absent from both y_true and y_pred (which count
+    as 0.0), as sklearn does with ``labels=range(C)``. The weighted average weights each class by
+    its support and is 0.0 when the total support is 0. All values are plain Python int/float.
+    """
+    cm = np.asarray(cm)
+    n_classes = len(classes)
+    if cm.shape != (n_classes, n_classes):
+        raise ValueError(f"confusion matrix shape {cm.shape} does not match {n_classes} classes")
+    cm = cm.astype(np.int64, copy=False)
+
+    tp = np.diag(cm).astype(np.int64)
+    support = cm.sum(axis=1)  # true counts per class
+    predicted = cm.sum(axis=0)  # predicted counts per class
+    fp = predicted - tp
+    fn = support - tp
+
+    precision = _divide(tp, predicted)
+    recall = _divide(tp, support)
+    # sklearn (>= 1.3) computes F-beta directly from the counts: (1+b^2) tp / (b^2 (tp+fn) + tp+fp)
+    f1 = _divide(2 * tp, support + predicted)
+
+    n = int(cm.sum())
+    correct = int(tp.sum())
+    tp_sum, pred_sum, true_sum = tp.sum(), predicted.sum(), support.sum()
+    micro_p = float(_divide(tp_sum, pred_sum))
+    micro_r = float(_divide(tp_sum, true_sum))
+    micro_f1 = float(_divide(2 * tp_sum, true_sum + pred_sum))
+
+    def weighted(values: np.ndarray) -> float:
+        total = support.sum()
+        if total == 0:
+            return 0.0
+        return float(np.average(values, weights=support))
+
+    overall = {
+        "n": n,
+        "correct": correct,
+        "incorrect": n - correct,
+        "accuracy": float(_divide(correct, n)),
+        "macro_precision": float(np.mean(precision)),
+        "macro_recall": float(np.mean(recall)),
+        "macro_f1": float(np.mean(f1)),
+        "micro_precision": micro_p,
+        "micro_recall": micro_r,
+        "micro_f1": micro_f1,
+        "weighted_precision": weighted(precision),
+        "weighted_recall": weighted(recall),
+        "weighted_f1": weighted(f1),
+    }
+    per_class = {
+        label: {
+            "tp": int(tp[i]),
+            "fp": int(fp[i]),
+            "fn": int(fn[i]),
+            "support": int(support[i]),
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+        }
+        for i, label in enumerate(classes)
+    }
+    return {"overall": overall, "per_class": per_class}
+
+
+@register_processor
+class ClassificationProcessor(Processor):
+    """Accuracy, precision/recall/F1 (per class, macro, micro, weighted), confusion matrix and
+    the list of misclassified samples, from the top-1 prediction.
+
+    Numbers equal scikit-learn's with ``labels=range(C)`` and ``zero_division=0``; the macro
+    average includes classes absent from both the ground truth and the predictions (as 0.0).
+    """
+
+    name = "classification"
+    version = 1
+    tasks = ("image-classification", "text-classification")
+
+    def __init__(self, classes: list[str], max_misclassifications: int = 10000) -> None:
+        super().__init__(classes)
+        if not self.classes:
+            raise ValueError("ClassificationProcessor needs at least one class")
+        if len(set(self.classes)) != len(self.classes):
+            dupes = sorted({c for c in self.classes if self.classes.count(c) > 1})
+            raise ValueError(f"duplicate class labels: {dupes}")
+        if max_misclassifications < 0:
+            raise ValueError(f"max_misclassifications must be >= 0, got {max_misclassifications}")
+        self.max_misclassifications = int(max_misclassifications)
+        n = len(self.classes)
+        self.confmat = np.zeros((n, n), dtype=np.int64)
+        self.misclassifications: list[dict[str, Any]] = []
+
+    def _check_range(self, values: np.ndarray, what: str, sample_ids: list[str]) -> None:
+        bad = np.flatnonzero((values < 0) | (values >= len(self.classes)))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(
+                f"{what} label {int(values[i])} of sample {sample_ids[i]!r} is out of range "
+                f"[0, {len(self.classes)})"
+            )
+
+    def update(self, batch: ClassificationPredictions) -> None:
+        n = len(batch)
+        if n == 0:
+            return
+        ids = list(batch.sample_ids)
+        labels = np.asarray(batch.topk_labels)
+        scores = np.asarray(batch.topk_scores)
+        if labels.ndim != 2 or labels.shape[0] != n or labels.shape[1] < 1:
+            raise ValueError(f"topk_labels must have shape ({n}, k>=1), got {labels.shape}")
+        if scores.ndim != 2 or scores.shape[0] != n or scores.shape[1] < 1:
+            raise ValueError(f"topk_scores must have shape ({n}, k>=1), got {scores.shape}")
+        y_true = _as_labels(batch.y_true, "y_true")
+        y_pred = _as_labels(labels[:, 0], "topk_labels[:, 0]")
+        if y_true.shape[0] != n:
+            raise ValueError(f"y_true has {y_true.shape[0]} entries for {n} sample ids")
+        self._check_range(y_true, "true", ids)
+        self._check_range(y_pred, "predicted", ids)
+
+        self.confmat += confusion_matrix(y_true, y_pred, len(self.classes))
+
+        room = self.max_misclassifications - len(self.misclassifications)
+        if room > 0:
+            for i in np.flatnonzero(y_true != y_pred)[:room]:
+                self.misclassifications.append(
+                    {
+                        "instance": ids[i],
+                        "true_class": self.classes[int(y_true[i])],
+                        "predicted_class": self.classes[int(y_pred[i])],
+                        "confidence": float(scores[i, 0]),
+                    }
+                )
+
+    def merge(self, other: Processor) -> None:
+        if not isinstance(other, ClassificationProcessor):
+            raise TypeError(f"cannot merge {type(other).__name__} into ClassificationProcessor")
+        if other.classes != self.classes:
+            raise ValueError("cannot merge processors with different classes")
+        self.confmat += other.confmat
+        room = self.max_misclassifications - len(self.misclassifications)
+        if room > 0:
+            self.misclassifications.extend(dict(m) for m in other.misclassifications[:room])
+
+    def compute(self) -> dict[str, Any]:
+        result = metrics_from_confusion(self.confmat, self.classes)
+        result["confusion_matrix"] = {
+            "labels": list(self.classes),
+            "matrix": self.confmat.tolist(),
+        }
+        result["misclassifications"] = [dict(m) for m in self.misclassifications]
+        # Every misclassified sample is kept until the cap, so fewer kept than counted = truncated.
+        incorrect = result["overall"]["incorrect"]
+        result["misclassifications_truncated"] = bool(incorrect > len(self.misclassifications))
+        return result

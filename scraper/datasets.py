@@ -1,0 +1,92 @@
+"""Dataset metadata (thesis 3.2.2): register local datasets, their classes, splits and examples."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.data import DataError, LocalDataset
+
+EXAMPLES_PER_CLASS = 20
+
+
+def dataset_doc(ds: LocalDataset) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    meta = ds.meta
+    classes = ds.classes
+    extra = meta.get("class_extra") or {}
+    splits = []
+    examples: list[dict[str, Any]] = []
+    per_class = {i: 0 for i in range(len(classes))}
+    for split in ds.splits:
+        rows = ds.rows(split)
+        counts = {c: 0 for c in classes}
+        for row in rows:
+            label = int(row["label"])
+            if not 0 <= label < len(classes):
+                raise DataError(f"dataset {ds.name!r} split {split!r}: sample {row['id']!r} has label {label}, classes are 0..{len(classes) - 1}")
+            counts[classes[label]] += 1
+            if split == "train" or "train" not in ds.splits:
+                if per_class[label] < EXAMPLES_PER_CLASS:
+                    per_class[label] += 1
+                    examples.append({"class_id": label, "example": row.get("text") if ds.datatype == "text" else row.get("file")})
+        splits.append({"name": split, "total": len(rows), "class_counts": counts})
+    doc = {
+        "name": ds.name,
+        "version": str(meta.get("version", "1")),
+        "datatype": ds.datatype,
+        "description": meta.get("description"),
+        "homepage": meta.get("homepage"),
+        "year": meta.get("year"),
+        "reference": meta.get("reference"),
+        "compatible_with": list(meta.get("compatible_with") or []),
+        "supported_variants": list(meta.get("supported_variants") or []),
+        "synonyms": dict(meta.get("synonyms") or {}),
+        "classes": [{"id": i, "label": c, "extra": extra.get(c, {})} for i, c in enumerate(classes)],
+        "splits": splits,
+        "revision": ds.revision(),
+        "path": str(ds.root.resolve()),
+    }
+    return doc, examples
+
+
+def register_datasets(store, root: str | Path, log=print) -> list[str]:
+    """Register every dataset folder (holding dataset.json) under root. Unreadable ones are reported, not fatal."""
+    root = Path(root)
+    names = []
+    if not root.is_dir():
+        return names
+    for folder in sorted(p for p in root.iterdir() if (p / "dataset.json").is_file()):
+        try:
+            ds = LocalDataset.open(folder)
+            doc, examples = dataset_doc(ds)
+        except (DataError, OSError) as exc:
+            log(f"dataset {folder.name}: skipped: {exc}")
+            continue
+        store.upsert_dataset(doc, examples)
+        names.append(ds.name)
+    return names
+
+
+TASKS = [{"name": "image-classification"}, {"name": "text-classification"}, {"name": "object-detection"}]
+
+METRICS = [
+    {"name": "accuracy", "description": "Share of instances whose top-1 prediction is the true class", "calculation": "correct / n", "values": "0 to 1, higher is better", "tasks": ["image-classification", "text-classification"]},
+    {"name": "precision", "description": "Of the instances predicted as a class, the share that are that class", "calculation": "TP / (TP + FP), 0 when TP + FP = 0", "values": "0 to 1, higher is better", "tasks": ["image-classification", "text-classification"]},
+    {"name": "recall", "description": "Of the instances of a class, the share predicted as that class", "calculation": "TP / (TP + FN), 0 when TP + FN = 0", "values": "0 to 1, higher is better", "tasks": ["image-classification", "text-classification"]},
+    {"name": "f1", "description": "Harmonic mean of precision and recall", "calculation": "2 TP / (2 TP + FP + FN)", "values": "0 to 1, higher is better", "tasks": ["image-classification", "text-classification"]},
+    {"name": "macro_f1", "description": "Unweighted mean of per-class F1 over all dataset classes", "calculation": "mean over classes of f1", "values": "0 to 1", "tasks": ["image-classification", "text-classification"]},
+    {"name": "micro_f1", "description": "F1 of the pooled TP/FP/FN counts (equals accuracy for single-label classification)", "calculation": "2 sum TP / (2 sum TP + sum FP + sum FN)", "values": "0 to 1", "tasks": ["image-classification", "text-classification"]},
+    {"name": "weighted_f1", "description": "Per-class F1 averaged with support as weights", "calculation": "sum_c support_c f1_c / n", "values": "0 to 1", "tasks": ["image-classification", "text-classification"]},
+    {"name": "instances_per_second", "description": "Inference throughput, model load and warm-up excluded", "calculation": "n / inference seconds", "values": ">= 0, higher is faster", "tasks": ["image-classification", "text-classification", "object-detection"]},
+]
+
+
+def register_catalogue(store) -> None:
+    """Tasks, metrics and variants (thesis tables 3.2e, 3.3d)."""
+    from perturbations import PERTURBATIONS
+
+    store.upsert_named("tasks", TASKS)
+    store.upsert_named("metrics", METRICS)
+    variants = [{"name": "original", "version": 0, "description": "The unmodified dataset", "method": "none", "datatype": "any"}]
+    for p in PERTURBATIONS:
+        variants.append({"name": p.name, "version": p.version, "description": p.description, "method": p.method, "datatype": p.datatype, "params": p.params})
+    store.upsert_named("variants", variants)

@@ -1,0 +1,355 @@
+"""ClassificationProcessor and its pure metric functions, checked against scikit-learn."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from processors.base import PROCESSORS, ClassificationPredictions
+from processors.classification import (
+    ClassificationProcessor,
+    confusion_matrix,
+    metrics_from_confusion,
+)
+
+TOL = 1e-12
+
+
+def make_batch(y_true, y_pred, scores=None, ids=None, k=3, rng=None) -> ClassificationPredictions:
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    n = len(y_true)
+    if ids is None:
+        ids = [f"s{i}" for i in range(n)]
+    rng = rng or np.random.default_rng(0)
+    labels = np.zeros((n, k), dtype=np.int64)
+    labels[:, 0] = y_pred
+    if k > 1:
+        labels[:, 1:] = rng.integers(0, max(int(y_pred.max(initial=0)) + 1, 1), size=(n, k - 1))
+    if scores is None:
+        top = rng.uniform(0.34, 1.0, size=n)
+    else:
+        top = np.asarray(scores, dtype=np.float64)
+    topk_scores = np.zeros((n, k), dtype=np.float64)
+    topk_scores[:, 0] = top
+    if k > 1:
+        topk_scores[:, 1:] = (1.0 - top)[:, None] / (k - 1)
+    return ClassificationPredictions(list(ids), y_true, labels, topk_scores)
+
+
+def classes_for(c: int) -> list[str]:
+    return [f"class_{i}" for i in range(c)]
+
+
+def sklearn_expected(y_true, y_pred, c: int) -> dict:
+    labels = list(range(c))
+    out = {"accuracy": skm.accuracy_score(y_true, y_pred)}
+    for avg in ("macro", "micro", "weighted"):
+        p, r, f, _ = skm.precision_recall_fscore_support(
+            y_true, y_pred, labels=labels, average=avg, zero_division=0
+        )
+        out[f"{avg}_precision"], out[f"{avg}_recall"], out[f"{avg}_f1"] = p, r, f
+    p, r, f, s = skm.precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, average=None, zero_division=0
+    )
+    out["per_class"] = (p, r, f, s)
+    out["cm"] = skm.confusion_matrix(y_true, y_pred, labels=labels)
+    return out
+
+
+def assert_matches_sklearn(result: dict, y_true, y_pred, c: int) -> None:
+    exp = sklearn_expected(y_true, y_pred, c)
+    overall = result["overall"]
+    assert overall["n"] == len(y_true)
+    assert overall["correct"] == int(np.sum(np.asarray(y_true) == np.asarray(y_pred)))
+    assert overall["incorrect"] == len(y_true) - overall["correct"]
+    for key in (
+        "accuracy",
+        "macro_precision", "macro_recall", "macro_f1",
+        "micro_precision", "micro_recall", "micro_f1",
+        "weighted_precision", "weighted_recall", "weighted_f1",
+    ):
+        assert abs(overall[key] - float(exp[key])) <= TOL, (key, overall[key], exp[key])
+    p, r, f, s = exp["per_class"]
+    cm = exp["cm"]
+    names = classes_for(c)
+    assert list(result["per_class"]) == names
+    for i, name in enumerate(names):
+        pc = result["per_class"][name]
+        assert pc["support"] == int(s[i])
+        assert pc["tp"] == int(cm[i, i])
+        assert pc["fp"] == int(cm[:, i].sum() - cm[i, i])
+        assert pc["fn"] == int(cm[i, :].sum() - cm[i, i])
+        assert abs(pc["precision"] - p[i]) <= TOL
+        assert abs(pc["recall"] - r[i]) <= TOL
+        assert abs(pc["f1"] - f[i]) <= TOL
+    assert result["confusion_matrix"]["labels"] == names
+    assert result["confusion_matrix"]["matrix"] == cm.tolist()
+
+
+def assert_plain_json(obj) -> None:
+    """Only plain Python types, no NaN/inf; round-trips through strict JSON."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            assert type(k) is str
+            assert_plain_json(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            assert_plain_json(v)
+    elif isinstance(obj, float):
+        assert type(obj) is float and math.isfinite(obj)
+    else:
+        assert obj is None or type(obj) in (int, str, bool), type(obj)
+    json.dumps(obj, allow_nan=False)
+
+
+def run(y_true, y_pred, c: int, **kw) -> dict:
+    proc = ClassificationProcessor(classes_for(c), **kw)
+    proc.update(make_batch(y_true, y_pred))
+    return proc.compute()
+
+
+# --------------------------------------------------------------------------- registry / identity
+
+
+def test_registered_with_identity():
+    assert PROCESSORS.get("classification") is ClassificationProcessor
+    assert ClassificationProcessor.identity() == {"name": "classification", "version": 1}
+    assert ClassificationProcessor.tasks == ("image-classification", "text-classification")
+    assert ClassificationProcessor(["a", "b"]).key == "classification@1"
+
+
+# --------------------------------------------------------------------------- random vs sklearn
+
+
+@pytest.mark.parametrize("seed", range(50))
+def test_random_inputs_match_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    c = int(rng.integers(2, 13))
+    n = int(rng.integers(1, 301))
+    y_true = rng.integers(0, c, size=n)
+    # mix of correct and random predictions, sometimes with a skewed distribution
+    y_pred = np.where(rng.uniform(size=n) < rng.uniform(), y_true, rng.integers(0, c, size=n))
+    if seed % 3 == 0:  # restrict labels so some classes are missing from y_true / y_pred
+        y_true = np.minimum(y_true, c - 2)
+        y_pred = np.maximum(y_pred, 1)
+    result = run(y_true, y_pred, c)
+    assert_matches_sklearn(result, y_true, y_pred, c)
+    assert_plain_json(result)
+    # the pure functions give the same as the processor
+    cm = confusion_matrix(y_true, y_pred, c)
+    assert cm.dtype == np.int64
+    np.testing.assert_array_equal(cm, skm.confusion_matrix(y_true, y_pred, labels=range(c)))
+    pure = metrics_from_confusion(cm, classes_for(c))
+    assert pure["overall"] == result["overall"]
+    assert pure["per_class"] == result["per_class"]
+
+
+# --------------------------------------------------------------------------- missing classes
+
+
+def test_class_never_predicted():
+    y_true = [0, 1, 2, 2, 1, 0]
+    y_pred = [0, 1, 1, 1, 1, 0]  # class 2 never predicted
+    result = run(y_true, y_pred, 3)
+    assert_matches_sklearn(result, y_true, y_pred, 3)
+    pc = result["per_class"]["class_2"]
+    assert pc == {"tp": 0, "fp": 0, "fn": 2, "support": 2, "precision": 0.0, "recall": 0.0, "f1": 0.0}
+
+
+def test_class_absent_from_ground_truth():
+    y_true = [0, 1, 1, 0]
+    y_pred = [0, 2, 1, 2]  # class 2 predicted, never true
+    result = run(y_true, y_pred, 3)
+    assert_matches_sklearn(result, y_true, y_pred, 3)
+    pc = result["per_class"]["class_2"]
+    assert pc == {"tp": 0, "fp": 2, "fn": 0, "support": 0, "precision": 0.0, "recall": 0.0, "f1": 0.0}
+
+
+def test_class_absent_from_both_counts_in_macro():
+    y_true = [0, 1, 0, 1]
+    y_pred = [0, 1, 0, 1]  # perfect on classes 0/1; classes 2 and 3 never appear
+    result = run(y_true, y_pred, 4)
+    assert_matches_sklearn(result, y_true, y_pred, 4)
+    o = result["overall"]
+    assert o["accuracy"] == 1.0
+    assert o["macro_precision"] == o["macro_recall"] == o["macro_f1"] == 0.5
+    assert o["weighted_f1"] == 1.0 and o["micro_f1"] == 1.0
+    assert set(result["per_class"]) == set(classes_for(4))
+    assert result["per_class"]["class_3"]["support"] == 0
+
+
+@pytest.mark.filterwarnings("ignore:A single label was found:UserWarning")
+def test_single_class():
+    result = run([0, 0, 0], [0, 0, 0], 1)
+    assert_matches_sklearn(result, [0, 0, 0], [0, 0, 0], 1)
+    assert result["overall"]["macro_f1"] == 1.0
+
+
+# --------------------------------------------------------------------------- empty
+
+
+def _assert_empty_result(result: dict, c: int) -> None:
+    o = result["overall"]
+    assert (o["n"], o["correct"], o["incorrect"]) == (0, 0, 0)
+    for k, v in o.items():
+        if k not in ("n", "correct", "incorrect"):
+            assert v == 0.0 and type(v) is float, k
+    assert result["confusion_matrix"]["matrix"] == [[0] * c for _ in range(c)]
+    assert result["misclassifications"] == []
+    assert result["misclassifications_truncated"] is False
+    for pc in result["per_class"].values():
+        assert pc == {"tp": 0, "fp": 0, "fn": 0, "support": 0,
+                      "precision": 0.0, "recall": 0.0, "f1": 0.0}
+    assert_plain_json(result)
+
+
+def test_no_updates():
+    _assert_empty_result(ClassificationProcessor(classes_for(3)).compute(), 3)
+
+
+def test_empty_batches():
+    proc = ClassificationProcessor(classes_for(3))
+    proc.update(ClassificationPredictions([], np.zeros(0, np.int64),
+                                          np.zeros((0, 5), np.int64), np.zeros((0, 5))))
+    proc.update(ClassificationPredictions([], np.zeros(0, np.int64),
+                                          np.zeros(0, np.int64), np.zeros(0)))
+    _assert_empty_result(proc.compute(), 3)
+
+
+def test_pure_functions_empty():
+    cm = confusion_matrix([], [], 4)
+    assert cm.shape == (4, 4) and cm.dtype == np.int64 and cm.sum() == 0
+    out = metrics_from_confusion(cm, classes_for(4))
+    assert out["overall"]["n"] == 0 and out["overall"]["weighted_f1"] == 0.0
+
+
+# --------------------------------------------------------------------------- merge / streaming
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_merge_equals_concatenation(seed):
+    rng = np.random.default_rng(1000 + seed)
+    c = int(rng.integers(2, 9))
+    n1, n2 = int(rng.integers(0, 80)), int(rng.integers(0, 80))
+    yt = rng.integers(0, c, size=n1 + n2)
+    yp = rng.integers(0, c, size=n1 + n2)
+    sc = rng.uniform(0.2, 1.0, size=n1 + n2)
+    ids = [f"id{i}" for i in range(n1 + n2)]
+
+    whole = ClassificationProcessor(classes_for(c))
+    whole.update(make_batch(yt, yp, sc, ids))
+
+    a = ClassificationProcessor(classes_for(c))
+    b = ClassificationProcessor(classes_for(c))
+    a.update(make_batch(yt[:n1], yp[:n1], sc[:n1], ids[:n1]))
+    b.update(make_batch(yt[n1:], yp[n1:], sc[n1:], ids[n1:]))
+    a.merge(b)
+    assert a.compute() == whole.compute()
+    assert_matches_sklearn(a.compute(), yt, yp, c)
+
+
+def test_merge_respects_cap_and_rejects_mismatch():
+    a = ClassificationProcessor(["x", "y"], max_misclassifications=3)
+    b = ClassificationProcessor(["x", "y"], max_misclassifications=3)
+    a.update(make_batch([0, 0], [1, 1], ids=["a0", "a1"]))
+    b.update(make_batch([1, 1, 1], [0, 0, 0], ids=["b0", "b1", "b2"]))
+    a.merge(b)
+    out = a.compute()
+    assert [m["instance"] for m in out["misclassifications"]] == ["a0", "a1", "b0"]
+    assert out["misclassifications_truncated"] is True
+    assert out["overall"]["incorrect"] == 5
+    with pytest.raises(ValueError):
+        a.merge(ClassificationProcessor(["x", "z"]))
+
+
+def test_streaming_batches_equal_one_batch():
+    rng = np.random.default_rng(7)
+    c, n = 6, 250
+    yt = rng.integers(0, c, size=n)
+    yp = rng.integers(0, c, size=n)
+    sc = rng.uniform(size=n)
+    ids = [f"id{i}" for i in range(n)]
+    one = ClassificationProcessor(classes_for(c))
+    one.update(make_batch(yt, yp, sc, ids))
+    streamed = ClassificationProcessor(classes_for(c))
+    cuts = [0, 1, 1, 40, 41, 120, 200, n]  # includes an empty and a length-1 batch
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        streamed.update(make_batch(yt[lo:hi], yp[lo:hi], sc[lo:hi], ids[lo:hi]))
+    assert streamed.compute() == one.compute()
+    assert_matches_sklearn(streamed.compute(), yt, yp, c)
+
+
+# --------------------------------------------------------------------------- misclassifications
+
+
+def test_misclassifications_content_in_input_order():
+    classes = ["cat", "dog", "bird"]
+    proc = ClassificationProcessor(classes)
+    proc.update(make_batch([0, 1, 2, 0], [0, 2, 2, 1], scores=[0.9, 0.6, 0.8, 0.55],
+                           ids=["img-a", "img-b", "img-c", "img-d"]))
+    out = proc.compute()
+    assert out["misclassifications"] == [
+        {"instance": "img-b", "true_class": "dog", "predicted_class": "bird", "confidence": 0.6},
+        {"instance": "img-d", "true_class": "cat", "predicted_class": "dog", "confidence": 0.55},
+    ]
+    assert out["misclassifications_truncated"] is False
+    assert all(type(m["confidence"]) is float for m in out["misclassifications"])
+    assert_plain_json(out)
+
+
+def test_misclassifications_cap_across_batches():
+    proc = ClassificationProcessor(["a", "b"], max_misclassifications=4)
+    proc.update(make_batch([0, 0, 0], [1, 0, 1], ids=["x0", "x1", "x2"]))
+    proc.update(make_batch([1, 1, 1, 1], [0, 0, 0, 1], ids=["y0", "y1", "y2", "y3"]))
+    out = proc.compute()
+    assert [m["instance"] for m in out["misclassifications"]] == ["x0", "x2", "y0", "y1"]
+    assert out["misclassifications_truncated"] is True
+    assert out["overall"]["incorrect"] == 5
+
+
+def test_cap_zero_and_exact_cap():
+    out = run([0, 1], [1, 0], 2, max_misclassifications=0)
+    assert out["misclassifications"] == [] and out["misclassifications_truncated"] is True
+    out = run([0, 1], [1, 0], 2, max_misclassifications=2)
+    assert len(out["misclassifications"]) == 2 and out["misclassifications_truncated"] is False
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def test_out_of_range_true_label_names_value_and_sample():
+    proc = ClassificationProcessor(classes_for(3))
+    with pytest.raises(ValueError, match=r"5.*'s1'|'s1'.*5"):
+        proc.update(make_batch([0, 5, 1], [0, 1, 1]))
+    # nothing was accumulated from the rejected batch
+    assert proc.compute()["overall"]["n"] == 0
+
+
+def test_out_of_range_predicted_label_names_value_and_sample():
+    proc = ClassificationProcessor(classes_for(3))
+    batch = make_batch([0, 1, 2], [0, 1, 2], ids=["a", "b", "c"])
+    batch.topk_labels[2, 0] = -1
+    with pytest.raises(ValueError, match=r"-1.*'c'"):
+        proc.update(batch)
+
+
+def test_pure_function_validation():
+    with pytest.raises(ValueError, match="3"):
+        confusion_matrix([0, 3], [0, 1], 3)
+    with pytest.raises(ValueError):
+        confusion_matrix([0, 1], [0], 3)
+    with pytest.raises(ValueError):
+        metrics_from_confusion(np.zeros((2, 2), np.int64), classes_for(3))
+
+
+def test_constructor_validation():
+    with pytest.raises(ValueError):
+        ClassificationProcessor([])
+    with pytest.raises(ValueError):
+        ClassificationProcessor(["a", "a"])
+    with pytest.raises(ValueError):
+        ClassificationProcessor(["a"], max_misclassifications=-1)
