@@ -145,9 +145,8 @@ class Executor:
         usable = [m for m in self.modules if m.dataset in self.datasets]
         work = {m.name: self.module_work(m) for m in usable}
         proc_fps = {p: ident.processor_fingerprint(p, PROCESSORS.get(p).version) for m in usable for p in m.processors}
-        candidates: list[tuple[str, PlannedTask]] = []  # (result id, task)
         result_ids: list[str] = []
-        by_result: dict[str, tuple[PlannedTask, str]] = {}
+        candidates: list[tuple[dict, EvaluationModule, int, str, str]] = []  # per result id
         n_models = 0
         cursor = self.store.iter_models(model_query, MODEL_PROJECTION)
         if limit:
@@ -159,21 +158,21 @@ class Executor:
                 if not module.accepts(model, self.datasets):
                     continue
                 model_fp = model_fp or ident.model_fingerprint(model)
-                for variant, identity, work_fp in work[module.name]:
+                for i, (_, _, work_fp) in enumerate(work[module.name]):
                     inf = ident.inference_id(model_fp, work_fp)
-                    task = PlannedTask(model["_id"], module, variant, inf, {"model": ident.model_identity(model), **identity}, [])
                     for proc in module.processors:
-                        rid = ident.result_id(inf, proc_fps[proc])
-                        result_ids.append(rid)
-                        by_result[rid] = (task, proc)
+                        result_ids.append(ident.result_id(inf, proc_fps[proc]))
+                        candidates.append((model, module, i, inf, proc))
         existing = self.store.existing_ids("results", result_ids)
         tasks: dict[str, PlannedTask] = {}
-        for rid in result_ids:
+        for rid, (model, module, i, inf, proc) in zip(result_ids, candidates):
             if rid in existing:
                 continue
-            task, proc = by_result[rid]
+            task = tasks.get(inf)
+            if task is None:
+                variant, identity, _ = work[module.name][i]
+                task = tasks[inf] = PlannedTask(model["_id"], module, variant, inf, {"model": ident.model_identity(model), **identity}, [])
             task.processors.append(proc)
-            tasks[task.inference_id] = task
         inf_ids = list(tasks)
         parked = self.parked(inf_ids)
         for inf in parked:

@@ -1,0 +1,34 @@
+"""Shared fixtures: one real embedded mongod for the whole test session, and a throw-away database per test."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from pipeline.mongo import EmbeddedMongo, MongoStartError, free_port
+
+
+@pytest.fixture(scope="session")
+def mongo_uri(tmp_path_factory):
+    """URI of one real mongod (replica set rs0, so transactions work) started for this test session."""
+    home = tmp_path_factory.mktemp("zooeval-mongo-home")
+    server = EmbeddedMongo(home, port=free_port())
+    try:
+        uri = server.ensure_running()
+    except MongoStartError as e:
+        pytest.fail(f"could not start the test MongoDB: {e}", pytrace=False)
+    try:
+        yield uri
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def db_name(mongo_uri):
+    """A unique database name ("zt_<hex>") on the session mongod; the database is dropped after the test."""
+    from pymongo import MongoClient
+
+    name = "zt_" + uuid.uuid4().hex[:10]
+    yield name
+    with MongoClient(mongo_uri, serverSelectionTimeoutMS=5000) as client:
+        client.drop_database(name)
