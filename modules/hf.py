@@ -54,6 +54,7 @@ class _HFClassification(EvaluationModule):
     def _load_common(self, model: dict[str, Any], device: str, pre_cls_name: str) -> LoadedModel:
         import transformers
 
+        transformers.utils.logging.disable_progress_bar()
         where, kwargs = model_location(model)
         kwargs.update(check_safe(model))
         if model.get("path") and not (Path(where) / "config.json").is_file():

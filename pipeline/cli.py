@@ -234,11 +234,13 @@ def summary_table(store) -> None:
                      f"{r['runtime']['instances_per_second']:.1f}"])
     rows.sort()
     print_table(["model", "dataset", "variant", "accuracy", "macro-F1", "instances/s"], rows)
-    fails = list(store.db.failures.find({}, {"model_name": 1, "dataset": 1, "variant": 1, "error_class": 1, "reason": 1}))
-    if fails:
+    groups: dict[tuple, list[str]] = {}
+    for f in store.db.failures.find({}, {"model_name": 1, "dataset": 1, "variant": 1, "error_class": 1, "reason": 1}):
+        groups.setdefault((f.get("model_name"), f.get("dataset"), f["error_class"], f["reason"][:80]), []).append(f.get("variant"))
+    if groups:
         click.echo("")
-        print_table(["failed model", "dataset", "variant", "class", "reason"],
-                    sorted([f.get("model_name"), f.get("dataset"), f.get("variant"), f["error_class"], f["reason"][:70]] for f in fails))
+        print_table(["failed model", "dataset", "variants", "class", "reason"],
+                    sorted([m, d, len(v), cls, reason] for (m, d, cls, reason), v in groups.items()))
 
 
 # -- results --------------------------------------------------------------------------------------

@@ -101,8 +101,14 @@ class Store:
 
     # -- models ---------------------------------------------------------------------------------
     def upsert_models(self, docs: Iterable[dict[str, Any]]) -> dict[str, int]:
-        """Insert or update models by ``_id`` (``source/name``). Returns counts of new and changed."""
+        """Insert or update models by ``_id`` (``source/name``). Returns counts of new and changed (new revision)."""
         now = utcnow()
+        docs = list(docs)
+        known = {
+            d["_id"]: d.get("revision")
+            for d in self.db.models.find({"_id": {"$in": [d["_id"] for d in docs]}}, {"revision": 1})
+        }
+        changed = sum(1 for d in docs if d["_id"] in known and known[d["_id"]] != d.get("revision"))
         ops = []
         for doc in docs:
             doc = dict(doc)
@@ -113,7 +119,7 @@ class Store:
         if not ops:
             return {"new": 0, "changed": 0}
         res = self.db.models.bulk_write(ops, ordered=False)
-        return {"new": res.upserted_count, "changed": res.modified_count}
+        return {"new": res.upserted_count, "changed": changed}
 
     def mark_removed(self, source: str, keep_ids: set[str]) -> int:
         res = self.db.models.update_many(
