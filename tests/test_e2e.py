@@ -1,0 +1,187 @@
+"""End to end against the real mongod, real (small, trained) models and real labelled data.
+
+The demo zoo is built once per session from wheels (quick mode); every test uses its own database.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from sklearn.metrics import accuracy_score, f1_score
+
+from pipeline.cli import main
+from pipeline.store import Store
+
+GOOD_MODELS = {
+    "demo/minilm-rt-labels": "rotten_tomatoes",
+    "demo/minilm-rt-cased": "rotten_tomatoes",
+    "demo/minilm-rt-sentiment": "rotten_tomatoes",
+    "demo/resnet-digits": "digits",
+    "demo/resnet-digits-words": "digits",
+}
+VARIANTS = {"rotten_tomatoes": 4, "digits": 6}  # original + supported perturbations
+
+
+@pytest.fixture(scope="session")
+def demo_home(tmp_path_factory):
+    from pipeline.demo import build_demo
+
+    home = tmp_path_factory.mktemp("demo-home")
+    build_demo(home, quick=True, log=lambda *a: None)
+    return home
+
+
+@pytest.fixture
+def env(demo_home, mongo_uri, db_name, monkeypatch):
+    monkeypatch.setenv("ZOOEVAL_HOME", str(demo_home))
+    monkeypatch.setenv("ZOOEVAL_MONGO_URI", mongo_uri)
+    monkeypatch.setenv("ZOOEVAL_DB", db_name)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    return {"home": demo_home, "uri": mongo_uri, "db": db_name}
+
+
+def cli(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_demo_cycle_then_nothing_to_do(env):
+    out = cli("demo", "--quick", "--no-progress")
+    store = Store(env["uri"], env["db"])
+    # every good model x every variant of its dataset has a classification result
+    for name, dataset in GOOD_MODELS.items():
+        res = list(store.iter_results({"model_name": name, "processor": "classification"}))
+        assert sorted(r["variant"] for r in res) == sorted(
+            ["original", *store.datasets()[dataset]["supported_variants"]]
+        ), name
+        assert len(res) == VARIANTS[dataset]
+        for r in res:
+            assert r["dataset"] == dataset and r["split"] == "test"
+            assert r["model_revision"] and r["dataset_revision"] and r["module_version"] >= 1
+            assert r["env"]["libraries"]["torch"] and r["env"]["device"] == "cpu" and r["env"]["cpu"]
+            rt = r["runtime"]
+            assert rt["n"] == r["overall"]["n"] > 0 and rt["instances_per_second"] > 0 and rt["load_s"] > 0
+            assert rt["time_per_instance"] == pytest.approx(rt["time_in_seconds"] / rt["n"])
+    # metrics equal scikit-learn on the stored predictions
+    r = next(store.iter_results({"model_name": "demo/resnet-digits", "variant": "original"}))
+    chunks = list(store.iter_predictions(r["inference_id"]))
+    y_true = np.concatenate([c["y_true"] for c in chunks])
+    y_pred = np.concatenate([np.asarray(c["topk_labels"])[:, 0] for c in chunks])
+    assert r["overall"]["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred), abs=1e-12)
+    assert r["overall"]["macro_f1"] == pytest.approx(
+        f1_score(y_true, y_pred, labels=list(range(10)), average="macro", zero_division=0), abs=1e-12)
+    assert r["overall"]["accuracy"] > 0.8  # a real trained model
+    # label mapping recorded with the rule used
+    rules = {r["model_name"]: {p["rule"] for p in r["label_mapping"]["pairs"]} for r in store.iter_results({"variant": "original"})}
+    assert rules["demo/minilm-rt-labels"] == {"index"}
+    assert rules["demo/minilm-rt-cased"] == {"normalised"}
+    assert rules["demo/minilm-rt-sentiment"] == {"synonym"}
+    assert "synonym" in rules["demo/resnet-digits-words"]
+    # broken models: a failure each, with the right class; never scored
+    fails = {f["model_name"]: f for f in store.db.failures.find()}
+    assert fails["broken/corrupt-weights"]["error_class"] == "model_load"
+    assert fails["broken/no-config"]["error_class"] == "model_load"
+    assert "config.json" in fails["broken/no-config"]["reason"]
+    assert fails["broken/unmappable-labels"]["error_class"] == "unknown_labels"
+    assert fails["broken/unmappable-labels"]["details"]["unmapped_labels"] == ["spam", "ham"]
+    for broken in fails:
+        assert store.count("results", {"model_name": broken}) == 0
+    assert "demo/resnet-digits" in out and "accuracy" in out and "instances/s" in out
+    n_results = store.count("results")
+
+    # second run: nothing to do, no model loaded, nothing written
+    out2 = cli("run", "--no-progress")
+    assert "nothing to do" in out2
+    assert store.count("results") == n_results
+
+    # results and export
+    out3 = cli("results", "demo/minilm-rt-cased", "--per-class")
+    assert "rotten" in out3 and "fresh" in out3 and "macro-F1" in out3
+    export = env["home"] / "export.csv"
+    cli("export", "--format", "csv", "-o", str(export))
+    lines = export.read_text().splitlines()
+    assert lines[0] == "model,source,revision,dataset,split,variant,processor,class,metric,value"
+    assert any(",overall,accuracy," in line for line in lines) and any(",fresh,f1," in line for line in lines)
+
+
+def test_new_processor_costs_no_forward_pass(env, monkeypatch):
+    from modules.catalog import build_modules
+    from pipeline.executor import Executor
+    from processors.base import PROCESSORS, Processor
+
+    store = Store(env["uri"], env["db"])
+    cli("demo", "--quick", "--no-progress", "--variant", "original")
+    evaluated = {r["model_key"] for r in store.iter_results()}
+    assert len(evaluated) == len(GOOD_MODELS)
+
+    class Top2Accuracy(Processor):
+        name = "top2_accuracy_test"
+        version = 1
+        tasks = ("image-classification", "text-classification")
+
+        def __init__(self, classes):
+            super().__init__(classes)
+            self.hits = self.n = 0
+
+        def update(self, batch):
+            self.hits += int((batch.topk_labels[:, :2] == batch.y_true[:, None]).any(axis=1).sum())
+            self.n += len(batch)
+
+        def merge(self, other):
+            self.hits += other.hits
+            self.n += other.n
+
+        def compute(self):
+            return {"overall": {"top2_accuracy": self.hits / self.n if self.n else 0.0}}
+
+    PROCESSORS.register(Top2Accuracy.name, Top2Accuracy)
+    try:
+        mods = build_modules(store.datasets(), variants=["original"])
+        for m in mods:
+            m.processors = (*m.processors, Top2Accuracy.name)
+            monkeypatch.setattr(m, "load", lambda *a, **k: pytest.fail("a model was loaded"))
+        summary = Executor(store, mods, env["home"], progress=False, echo=lambda s: None).run()
+        assert summary.models_loaded == 0 and summary.forward_samples == 0
+        assert summary.rescored == len(GOOD_MODELS)
+        new = {r["model_key"]: r for r in store.iter_results({"processor": Top2Accuracy.name})}
+        assert set(new) == evaluated
+        for r in new.values():
+            base = next(store.iter_results({"inference_id": r["inference_id"], "processor": "classification"}))
+            assert r["overall"]["top2_accuracy"] >= base["overall"]["accuracy"]
+    finally:
+        PROCESSORS.unregister(Top2Accuracy.name)
+
+
+def test_sigkill_mid_cycle_then_resume_without_duplicates(env):
+    store = Store(env["uri"], env["db"])
+    cmd = [sys.executable, "-m", "pipeline.cli", "run", "--no-progress", "--module", "hf-text-classification/*"]
+    # a first quick scrape so the run has models
+    cli("scrape", "--source", "local")
+    proc = subprocess.Popen(cmd, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while store.count("results") < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the cycle ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = store.count("results")
+    expected = 3 * VARIANTS["rotten_tomatoes"]  # 3 good text models
+    assert 0 < partial < expected
+    out = subprocess.run(cmd, env=os.environ.copy(), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert store.count("results", {"module": {"$regex": "^hf-text"}}) == expected
+    dup = list(store.db.results.aggregate([
+        {"$group": {"_id": {"i": "$inference_id", "p": "$processor"}, "n": {"$sum": 1}}}, {"$match": {"n": {"$gt": 1}}}]))
+    assert dup == []
+    # and predictions: one set of chunks per inference
+    for inf in store.db.inferences.find():
+        assert store.count("predictions", {"inference_id": inf["_id"]}) == inf["n_chunks"]
