@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import multiprocessing as mp
+import signal
+import sys
 import time
 import traceback
 import uuid
@@ -74,6 +77,41 @@ class RunSummary:
     failures: list[dict[str, Any]] = field(default_factory=list)
     stopped: bool = False
 
+    COUNTERS = ("results_written", "inferences", "rescored", "models_loaded", "forward_samples")
+
+    def counts(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in self.COUNTERS} | {"failures": len(self.failures)}
+
+    def add(self, other: dict[str, Any]) -> None:
+        for k in self.COUNTERS:
+            setattr(self, k, getattr(self, k) + other.get(k, 0))
+        self.failures.extend(other.get("failure_docs", []))
+
+
+class IsolationError(Exception):
+    """The child process evaluating a model hung, ran out of memory or died."""
+
+    def __init__(self, error_class: str, message: str) -> None:
+        super().__init__(message)
+        self.error_class = error_class
+
+
+class StopFlag:
+    """True once ``zooeval stop`` was requested (checked in the store at most once a second)."""
+
+    def __init__(self, store: Store, extra: Callable[[], bool] | None = None) -> None:
+        self.store, self.extra, self._last, self._value = store, extra, 0.0, False
+
+    def __call__(self) -> bool:
+        if self._value or (self.extra and self.extra()):
+            self._value = True
+            return True
+        now = time.monotonic()
+        if now - self._last >= 1.0:
+            self._last = now
+            self._value = self.store.stop_requested()
+        return self._value
+
 
 FAILURE_BACKOFF = dt.timedelta(hours=1)
 
@@ -101,6 +139,9 @@ class Executor:
         max_attempts: int = 3,
         progress: bool = True,
         echo: Callable[[str], None] = print,
+        isolate: bool = False,
+        task_timeout: float = 1800.0,
+        memory_limit_mb: int | None = None,
     ) -> None:
         self.store = store
         self.modules = modules
@@ -110,6 +151,9 @@ class Executor:
         self.max_attempts = max_attempts
         self.progress = progress
         self.echo = echo
+        self.isolate = isolate
+        self.task_timeout = task_timeout
+        self.memory_limit_mb = memory_limit_mb
         self._datasets: dict[str, dict[str, Any]] | None = None
         self._opened: dict[tuple[str, str], LocalDataset] = {}
 
@@ -211,36 +255,85 @@ class Executor:
         if not plan.tasks:
             self.echo("nothing to do: every result is already stored; no model was loaded")
             return summary
-        self.store.start_run(run_id, {"planned": len(plan.tasks), "device": self.device_request})
+        self.store.clear_stop()
+        stop = StopFlag(self.store, should_stop)
+        by_model: dict[tuple[str, str], list[PlannedTask]] = defaultdict(list)
+        for task in plan.inference_tasks:
+            by_model[(task.model_key, task.module.name)].append(task)
+        self.store.start_run(run_id, {
+            "planned": len(plan.tasks),
+            "planned_by_model": _count_by(plan.tasks, lambda t: t.model_key),
+            "planned_by_dataset": _count_by(plan.tasks, lambda t: t.module.dataset),
+            "device": self.device_request, "isolated": self.isolate,
+        })
         status = "done"
         try:
             for task in plan.rescore_tasks:
                 self._rescore(task, summary)
-            by_model: dict[tuple[str, str], list[PlannedTask]] = defaultdict(list)
-            for task in plan.inference_tasks:
-                by_model[(task.model_key, task.module.name)].append(task)
             device = choose_device(self.device_request)
             bar = _bar(self.progress, total=len(plan.inference_tasks), desc="tasks", unit="task")
             for (model_key, _), tasks in by_model.items():
-                if should_stop and should_stop():
-                    summary.stopped = True
-                    status = "stopped"
-                    break
-                self._evaluate_model(model_key, tasks, device, summary, bar, should_stop)
+                if stop():
+                    raise KeyboardInterrupt
+                if self.isolate:
+                    self._evaluate_isolated(model_key, tasks, device, summary, bar)
+                else:
+                    self._evaluate_model(model_key, tasks, device, summary, bar, stop)
+                self.store.update_run(run_id, counts=summary.counts())
+                if summary.stopped:
+                    raise KeyboardInterrupt
             bar.close()
         except KeyboardInterrupt:
             summary.stopped = True
             status = "stopped"
+            self.echo("stopped after the current batch; `zooeval run` (or `zooeval resume`) continues from here")
+        except BaseException:
+            status = "crashed"
+            raise
         finally:
-            counts = {
-                "results_written": summary.results_written,
-                "inferences": summary.inferences,
-                "rescored": summary.rescored,
-                "models_loaded": summary.models_loaded,
-                "failures": len(summary.failures),
-            }
-            self.store.finish_run(run_id, status, counts)
+            self.store.finish_run(run_id, status, summary.counts())
         return summary
+
+    def _evaluate_isolated(self, model_key: str, tasks: list[PlannedTask], device: str, summary: RunSummary, bar) -> None:
+        """Run one model's tasks in a child process with a time limit and a memory limit."""
+        ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+        receiver, sender = ctx.Pipe(duplex=False)
+        args = (sender, self.store.uri, self.store.db_name, str(self.home), self.batch_size, device, model_key, tasks,
+                summary.run_id, self.max_attempts)
+        proc = ctx.Process(target=_child_main, args=args, name=f"zooeval-eval-{model_key}")
+        proc.start()
+        sender.close()
+        limit_s = self.task_timeout * len(tasks)
+        deadline = time.monotonic() + limit_s
+        result, problem = None, None
+        while result is None and problem is None:
+            if receiver.poll(0.5):
+                try:
+                    result = receiver.recv()
+                except EOFError:
+                    break
+            elif not proc.is_alive():
+                break
+            elif time.monotonic() > deadline:
+                problem = IsolationError("timeout", f"evaluating {model_key} exceeded the time limit of {limit_s:.0f} s ({len(tasks)} tasks x {self.task_timeout:.0f} s); the process was killed")
+            elif self.memory_limit_mb and _rss_mb(proc.pid) > self.memory_limit_mb:
+                problem = IsolationError("out_of_memory", f"evaluating {model_key} used more than the memory limit of {self.memory_limit_mb} MB; the process was killed")
+        if problem is not None and proc.is_alive():
+            proc.kill()
+        proc.join(30)
+        if result is not None:
+            summary.add(result)
+            summary.stopped = summary.stopped or result.get("stopped", False)
+        else:
+            if problem is None:
+                code = proc.exitcode
+                how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+                problem = IsolationError("inference_error", f"the process evaluating {model_key} died ({how})")
+            done = self.store.existing_ids("inferences", [t.inference_id for t in tasks])
+            for task in tasks:
+                if task.inference_id not in done:
+                    self._fail(task, problem, summary)
+        bar.update(len(tasks))
 
     def _dataset_for(self, task: PlannedTask) -> LocalDataset:
         module = task.module
@@ -276,13 +369,14 @@ class Executor:
                 raise KeyboardInterrupt
             try:
                 dataset = self._dataset_for(task)
-                sample_bar = _bar(self.progress, total=sum(s["total"] for s in ds_doc["splits"] if s["name"] == module.split),
-                                  desc=f"{model['name']} {task.variant}", unit="sample", leave=False)
+                total = sum(s["total"] for s in ds_doc["splits"] if s["name"] == module.split)
+                reporter = _Progress(self.store, summary.run_id, task, total,
+                                     _bar(self.progress, total=total, desc=f"{model['name']} {task.variant}", unit="sample", leave=False))
                 preds, runtime = run_classification(
                     module, loaded, dataset, module.split, mapping.model_to_dataset, self.batch_size,
-                    on_batch=sample_bar.update, should_stop=should_stop,
+                    on_batch=reporter.update, should_stop=should_stop,
                 )
-                sample_bar.close()
+                reporter.close()
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # one task's failure never stops the cycle
@@ -362,6 +456,43 @@ class Executor:
         self.echo(f"FAILED {task.model_key} on {task.module.dataset}/{task.variant}: [{error_class}] {doc['reason'][:300]}")
 
 
+def _child_main(conn, uri, db_name, home, batch_size, device, model_key, tasks, run_id, max_attempts) -> None:
+    """Entry point of the isolated evaluation process: load one model and run its tasks."""
+    store = Store(uri, db_name, init_schema=False)
+    ex = Executor(store, [tasks[0].module], home, batch_size=batch_size, device=device, max_attempts=max_attempts,
+                  progress=False, echo=lambda s: print(s, flush=True))
+    summary = RunSummary(run_id, Plan([]))
+    stopped = False
+    try:
+        ex._evaluate_model(model_key, tasks, device, summary, _NoBar(), StopFlag(store))
+    except KeyboardInterrupt:
+        stopped = True
+    out = summary.counts()
+    out["failure_docs"] = [{k: v for k, v in f.items() if k != "traceback"} for f in summary.failures]
+    out["stopped"] = stopped
+    conn.send(out)
+    conn.close()
+    store.close()
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children, in MB."""
+    import psutil
+
+    try:
+        p = psutil.Process(pid)
+        return (p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))) / 2**20
+    except psutil.Error:
+        return 0.0
+
+
+def _count_by(tasks: list[PlannedTask], key: Callable[[PlannedTask], str]) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for t in tasks:
+        out[key(t).replace(".", "\uff0e")] += 1  # MongoDB keys may not contain dots
+    return dict(out)
+
+
 def _flat_identity(task: PlannedTask) -> dict[str, Any]:
     i = task.identity
     return {
@@ -379,6 +510,35 @@ def _flat_identity(task: PlannedTask) -> dict[str, Any]:
         "variant_params": i["variant"]["params"],
         "variant_seed": i["variant"]["seed"],
     }
+
+
+class _Progress:
+    """Sample progress of the running task: a progress bar, and the run record (for `zooeval status`)."""
+
+    def __init__(self, store: Store, run_id: str, task: PlannedTask, total: int, bar) -> None:
+        self.store, self.run_id, self.bar, self.done, self.total = store, run_id, bar, 0, total
+        self.started = time.monotonic()
+        self.last = 0.0
+        self.current = {"model": task.model_key, "dataset": task.module.dataset, "split": task.module.split,
+                        "variant": task.variant, "total": total}
+        self._write()
+
+    def _write(self) -> None:
+        elapsed = time.monotonic() - self.started
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        self.store.update_run(self.run_id, current={**self.current, "done": self.done, "rate": rate,
+                                                    "eta_s": (self.total - self.done) / rate if rate else None})
+
+    def update(self, n: int) -> None:
+        self.done += n
+        self.bar.update(n)
+        if time.monotonic() - self.last >= 2.0:
+            self.last = time.monotonic()
+            self._write()
+
+    def close(self) -> None:
+        self.bar.close()
+        self._write()
 
 
 class _NoBar:

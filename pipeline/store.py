@@ -75,10 +75,13 @@ INDEXES: dict[str, list[list[tuple[str, int]]]] = {
 class Store:
     """All MongoDB access for zooeval."""
 
-    def __init__(self, uri: str, db_name: str = "zooeval", client: MongoClient | None = None) -> None:
+    def __init__(self, uri: str, db_name: str = "zooeval", client: MongoClient | None = None, init_schema: bool = True) -> None:
+        self.uri = uri
+        self.db_name = db_name
         self.client = client or MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=15000)
         self.db = self.client[db_name]
-        self.ensure_schema()
+        if init_schema:
+            self.ensure_schema()
 
     # -- schema ---------------------------------------------------------------------------------
     def ensure_schema(self) -> None:
@@ -253,6 +256,16 @@ class Store:
 
     def last_run(self) -> dict[str, Any] | None:
         return self.db.runs.find_one(sort=[("started_at", -1)])
+
+    # -- graceful stop --------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        self.db.control.replace_one({"_id": "stop"}, {"_id": "stop", "requested_at": utcnow()}, upsert=True)
+
+    def clear_stop(self) -> None:
+        self.db.control.delete_one({"_id": "stop"})
+
+    def stop_requested(self) -> bool:
+        return self.db.control.find_one({"_id": "stop"}, {"_id": 1}) is not None
 
 
 __all__ = ["Store", "BulkWriteError", "DUPLICATE_KEY", "PREDICTION_CHUNK", "utcnow"]
