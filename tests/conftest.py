@@ -32,3 +32,22 @@ def db_name(mongo_uri):
     yield name
     with MongoClient(mongo_uri, serverSelectionTimeoutMS=5000) as client:
         client.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def demo_home(tmp_path_factory):
+    from pipeline.demo import build_demo
+
+    home = tmp_path_factory.mktemp("demo-home")
+    build_demo(home, quick=True, log=lambda *a: None)
+    return home
+
+
+@pytest.fixture
+def env(demo_home, mongo_uri, db_name, monkeypatch):
+    monkeypatch.setenv("ZOOEVAL_HOME", str(demo_home))
+    monkeypatch.setenv("ZOOEVAL_MONGO_URI", mongo_uri)
+    monkeypatch.setenv("ZOOEVAL_DB", db_name)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    return {"home": demo_home, "uri": mongo_uri, "db": db_name}

@@ -29,25 +29,6 @@ GOOD_MODELS = {
 VARIANTS = {"rotten_tomatoes": 4, "digits": 6}  # original + supported perturbations
 
 
-@pytest.fixture(scope="session")
-def demo_home(tmp_path_factory):
-    from pipeline.demo import build_demo
-
-    home = tmp_path_factory.mktemp("demo-home")
-    build_demo(home, quick=True, log=lambda *a: None)
-    return home
-
-
-@pytest.fixture
-def env(demo_home, mongo_uri, db_name, monkeypatch):
-    monkeypatch.setenv("ZOOEVAL_HOME", str(demo_home))
-    monkeypatch.setenv("ZOOEVAL_MONGO_URI", mongo_uri)
-    monkeypatch.setenv("ZOOEVAL_DB", db_name)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    return {"home": demo_home, "uri": mongo_uri, "db": db_name}
-
-
 def cli(*args: str) -> str:
     result = CliRunner().invoke(main, list(args), catch_exceptions=False)
     assert result.exit_code == 0, result.output

@@ -1,0 +1,122 @@
+"""One evaluation cycle as the operator runs it: under the cycle lock, with a log file and a run record.
+
+Used by ``zooeval run``, ``zooeval resume``, ``zooeval demo`` and the scheduler, so every entry point gets
+the same guarantees: two cycles never overlap (pipeline.lock), every run writes
+``<ZOOEVAL_HOME>/logs/run-<UTC time>.log``, the options of the last cycle are kept so ``zooeval resume``
+repeats them, and a lost lock (expired while the database was unreachable, then taken by another
+process) stops the cycle after the current batch.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from pipeline.lock import CycleLock, wait_for_lock
+from pipeline.store import Store, utcnow
+
+LAST_OPTIONS_ID = "last_run_options"
+
+
+@dataclass
+class CycleOptions:
+    """What a cycle evaluates and how. Stored, so ``zooeval resume`` can repeat the last cycle."""
+
+    batch_size: int = 32
+    device: str | None = None
+    modules: list[str] = field(default_factory=list)
+    variants: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    source: str | None = None
+    task: str | None = None
+    limit: int | None = None
+    isolate: bool = False
+    timeout: float = 1800.0
+    memory_limit_mb: int | None = None
+    max_attempts: int = 3
+
+    def model_query(self) -> dict[str, Any]:
+        import fnmatch
+
+        q: dict[str, Any] = {}
+        if self.models:
+            q["$or"] = [{"name": {"$regex": fnmatch.translate(m)}} for m in self.models]
+        if self.source:
+            q["source"] = self.source
+        if self.task:
+            q["task"] = self.task
+        return q
+
+
+def save_options(store: Store, options: CycleOptions) -> None:
+    store.db.control.replace_one({"_id": LAST_OPTIONS_ID}, {"_id": LAST_OPTIONS_ID, **asdict(options), "saved_at": utcnow()}, upsert=True)
+
+
+def load_options(store: Store) -> CycleOptions | None:
+    doc = store.db.control.find_one({"_id": LAST_OPTIONS_ID})
+    if doc is None:
+        return None
+    known = CycleOptions.__dataclass_fields__
+    return CycleOptions(**{k: v for k, v in doc.items() if k in known})
+
+
+class RunLog:
+    """Echo to the terminal and append to the run's log file."""
+
+    def __init__(self, home: Path, echo: Callable[[str], None]) -> None:
+        logs = home / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+        self.path = logs / f"run-{stamp}-{os.getpid()}.log"
+        self._file = open(self.path, "a", encoding="utf-8")
+        self._echo = echo
+
+    def __call__(self, message: str) -> None:
+        self._echo(message)
+        self._file.write(f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M:%S} {message}\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def build_executor(store: Store, home: Path, options: CycleOptions, echo: Callable[[str], None], progress: bool):
+    from modules.catalog import build_modules
+    from pipeline.executor import Executor
+
+    import processors.classification  # noqa: F401  (registers the processor)
+
+    mods = build_modules(store.datasets(), include=options.modules or None, variants=options.variants or None)
+    return Executor(
+        store, mods, home, batch_size=options.batch_size, device=options.device, max_attempts=options.max_attempts,
+        progress=progress, echo=echo, isolate=options.isolate, task_timeout=options.timeout,
+        memory_limit_mb=options.memory_limit_mb,
+    )
+
+
+def run_cycle(store: Store, home: Path, options: CycleOptions, echo: Callable[[str], None] = print,
+              progress: bool = False, wait_lock: float = 0.0, lock_ttl: float | None = None):
+    """Run one cycle under the lock. Raises pipeline.lock.LockHeld when another cycle runs (after waiting
+    up to ``wait_lock`` seconds). Returns the executor's RunSummary."""
+    lock = CycleLock(store, ttl=lock_ttl) if lock_ttl else CycleLock(store)
+    wait_for_lock(lock, wait_lock)
+    log = RunLog(home, echo)
+    try:
+        save_options(store, options)
+        log(f"cycle started (pid {os.getpid()}); log file {log.path}")
+        ex = build_executor(store, home, options, log, progress)
+        summary = ex.run(options.model_query(), options.limit, should_stop=lambda: lock.lost)
+        if lock.lost:
+            log("the cycle lock was lost (the database was unreachable longer than the lock's expiry); stopped")
+        store.update_run(summary.run_id, log=str(log.path), options=asdict(options))
+        log(
+            f"run {summary.run_id}: {summary.inferences} inference tasks, {summary.rescored} re-scored from stored "
+            f"predictions, {summary.results_written} results written, {len(summary.failures)} failures, "
+            f"{summary.models_loaded} models loaded" + (" (stopped early)" if summary.stopped else "")
+        )
+        return summary
+    finally:
+        log.close()
+        lock.release()
