@@ -28,7 +28,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", type=int, default=100_000)
     ap.add_argument("--done", type=float, default=0.99)
+    ap.add_argument("--quick", action="store_true", help="10,000 models (a smoke run; the target is for 100,000)")
     args = ap.parse_args()
+    if args.quick:
+        args.models = 10_000
     with temp_mongo() as uri:
         store = Store(uri, "bench_planning")
         for name in ("bench_a", "bench_b"):
