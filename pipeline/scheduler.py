@@ -57,8 +57,16 @@ def scrape_source(store: Store, home: Path, src: dict[str, Any]) -> None:
 
             sync_huggingface(store, tasks=tuple(src.get("tasks") or ("text-classification", "image-classification")),
                              progress=False, log=log.info)
+        elif kind == "fiftyone":
+            from scraper.fiftyone import scrape_fiftyone
+
+            scrape_fiftyone(store, log=log.info)
         else:
             log.error("unknown source %r in the schedule; skipped", kind)
+            return
+        from scraper.training_data import infer_missing_training_datasets
+
+        infer_missing_training_datasets(store, source=kind, log=log.info)
     except Exception as exc:  # the stored models are still evaluated
         log.error("scrape of %s failed: %s: %s", kind, type(exc).__name__, exc)
 

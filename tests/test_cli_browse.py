@@ -1,0 +1,54 @@
+"""Browsing the store from the command line: models (filters, inferred training data), dataset NAME."""
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from pipeline.store import Store
+
+
+def cli(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def rows(out: str) -> dict[str, str]:
+    """model name -> its table row"""
+    return {line.split()[0]: line for line in out.splitlines()[2:] if line and not line.startswith("...")}
+
+
+def test_models_filters_and_dataset_view(env):
+    out = cli("scrape", "--source", "local")
+    assert "training data inferred from labels" in out
+    store = Store(env["uri"], env["db"])
+    # every demo model's card declares its dataset; drop one declaration so it must be inferred from labels
+    store.db.models.update_one({"_id": "local/demo/minilm-rt-cased"}, {"$set": {"datasets": []}})
+    from scraper.training_data import infer_missing_training_datasets
+
+    assert infer_missing_training_datasets(store, log=lambda s: None)["inferred"] == 1
+    cli("run", "--no-progress", "--model", "demo/resnet-digits", "--variant", "original")
+
+    all_models = rows(cli("models"))
+    assert {"demo/resnet-digits", "demo/minilm-rt-cased", "broken/unmappable-labels"} <= set(all_models)
+    assert "rotten_tomatoes (inferred)" in all_models["demo/minilm-rt-cased"]
+    digits = rows(cli("models", "--trained-on", "digits"))
+    assert set(digits) >= {"demo/resnet-digits", "demo/resnet-digits-words"} and "demo/minilm-rt-cased" not in digits
+    assert "demo/minilm-rt-cased" in rows(cli("models", "--trained-on", "rotten_tomatoes"))
+    assert set(rows(cli("models", "--evaluated-on", "digits"))) == {"demo/resnet-digits"}
+    assert set(rows(cli("models", "--has-metrics"))) == {"demo/resnet-digits"}
+    assert rows(cli("models", "--evaluated-on", "rotten_tomatoes")) == {}
+    ranked = list(rows(cli("models", "--sort", "results")))
+    assert ranked[0] == "demo/resnet-digits"
+    assert set(rows(cli("models", "--task", "image-classification", "--name-contains", "WORDS"))) == {"demo/resnet-digits-words"}
+    limited = cli("models", "--limit", "2")
+    assert len(rows(limited)) == 2 and "more (use --limit 0 for all)" in limited
+
+    out = cli("dataset", "digits")
+    assert "datatype: image" in out and "supported variants" in out
+    ds = store.datasets()["digits"]
+    test_counts = next(s for s in ds["splits"] if s["name"] == "test")["class_counts"]
+    line = next(l for l in out.splitlines() if l.startswith("3 ") or l.startswith("3  "))
+    assert str(test_counts["3"]) in line.split()
+    result = CliRunner().invoke(main, ["dataset", "nope"])
+    assert result.exit_code != 0 and "no dataset 'nope'" in result.output

@@ -1,0 +1,86 @@
+"""Training dataset inferred from a model's label set when it declares none (real mongod)."""
+from __future__ import annotations
+
+from pipeline.store import Store
+from scraper.training_data import infer_missing_training_datasets, infer_training_datasets
+
+
+def _ds(name: str, datatype: str, classes: list[str], synonyms: dict[str, str] | None = None) -> dict:
+    return {"name": name, "datatype": datatype, "classes": [{"id": i, "label": c} for i, c in enumerate(classes)],
+            "splits": [{"name": "test", "total": 1, "class_counts": {}}], "revision": f"rev-{name}",
+            "synonyms": synonyms or {}, "path": "/nonexistent"}
+
+
+DATASETS = {
+    "rotten_tomatoes": _ds("rotten_tomatoes", "text", ["rotten", "fresh"], {"negative": "rotten", "positive": "fresh"}),
+    "imdb": _ds("imdb", "text", ["neg", "pos"], {"negative": "neg", "positive": "pos"}),
+    "digits": _ds("digits", "image", [str(i) for i in range(10)], {"zero": "0", "one": "1", "two": "2"}),
+    "emotion": _ds("emotion", "text", ["sadness", "joy", "love", "anger", "fear", "surprise"]),
+}
+
+
+def model(task: str, labels: list[str] | None) -> dict:
+    return {"task": task, "config": {"id2label": {str(i): l for i, l in enumerate(labels)} if labels is not None else {}}}
+
+
+def test_exact_and_normalised_label_sets():
+    names, ev = infer_training_datasets(model("text-classification", ["Fresh", "ROTTEN"]), DATASETS)
+    assert names == ["rotten_tomatoes"] and ev["coverage"] == {"rotten_tomatoes": 1.0}
+    names, _ = infer_training_datasets(model("text-classification", ["Sadness", "Joy", "Love", "Anger", "Fear", "Surprise"]), DATASETS)
+    assert names == ["emotion"]
+    names, _ = infer_training_datasets(model("image-classification", [f"{i} digit" for i in range(10)]), DATASETS)
+    assert names == ["digits"]
+
+
+def test_tie_keeps_every_equally_good_dataset():
+    # negative/positive are synonyms in both sentiment datasets
+    names, ev = infer_training_datasets(model("text-classification", ["negative", "positive"]), DATASETS)
+    assert names == ["imdb", "rotten_tomatoes"]
+    assert set(ev["coverage"]) == {"imdb", "rotten_tomatoes"}
+
+
+def test_datatype_must_match():
+    names, ev = infer_training_datasets(model("text-classification", [str(i) for i in range(10)]), DATASETS)
+    assert names == [] and "match no known text dataset" in ev["reason"]
+
+
+def test_no_match_reasons():
+    names, ev = infer_training_datasets(model("text-classification", ["LABEL_0", "LABEL_1"]), DATASETS)
+    assert names == [] and "LABEL_0" in ev["reason"]
+    names, ev = infer_training_datasets(model("text-classification", ["spam", "ham"]), DATASETS)
+    assert names == [] and "spam" in ev["reason"]
+    names, ev = infer_training_datasets(model("image-classification", ["0", "1"]), DATASETS)
+    assert names == [] and "cover only 2 of the 10 classes of 'digits'" in ev["reason"]
+    names, ev = infer_training_datasets(model("text-classification", ["sadness", "joy", "boredom"]), DATASETS)
+    assert names == [] and "closest: 'emotion', 2 of 3 labels" in ev["reason"]
+    names, ev = infer_training_datasets(model("text-classification", None), DATASETS)
+    assert names == [] and "no labels" in ev["reason"]
+    names, ev = infer_training_datasets(model("object-detection", ["cat"]), DATASETS)
+    assert names == [] and "object-detection" in ev["reason"]
+
+
+def test_store_pass_sets_evidence_and_reasons(mongo_uri, db_name):
+    store = Store(mongo_uri, db_name)
+    for d in DATASETS.values():
+        store.upsert_dataset(d)
+    docs = [
+        {"_id": "local/a", "name": "a", "source": "local", "task": "text-classification", "datasets": [],
+         "config": {"id2label": {"0": "rotten", "1": "fresh"}}, "revision": "1"},
+        {"_id": "local/b", "name": "b", "source": "local", "task": "text-classification", "datasets": [],
+         "config": {"id2label": {"0": "spam", "1": "ham"}}, "revision": "1"},
+        {"_id": "local/c", "name": "c", "source": "local", "task": "text-classification", "datasets": ["imdb"],
+         "config": {"id2label": {"0": "rotten", "1": "fresh"}}, "revision": "1"},
+    ]
+    store.upsert_models(docs)
+    counts = infer_missing_training_datasets(store, log=lambda s: None)
+    assert counts == {"inferred": 1, "unmatched": 1}
+    a, b, c = (store.db.models.find_one({"_id": f"local/{x}"}) for x in "abc")
+    assert a["inferred_datasets"] == ["rotten_tomatoes"] and a["datasets"] == []
+    assert a["dataset_evidence"]["method"] == "label_set" and "unevaluated_reason" not in a
+    assert b["inferred_datasets"] == [] and "spam" in b["unevaluated_reason"]
+    assert "inferred_datasets" not in c  # declared datasets are left alone
+    # a later scrape that finds a new label set updates the inference
+    store.db.models.update_one({"_id": "local/b"}, {"$set": {"config.id2label": {"0": "neg", "1": "pos"}}})
+    infer_missing_training_datasets(store, log=lambda s: None)
+    b = store.db.models.find_one({"_id": "local/b"})
+    assert b["inferred_datasets"] == ["imdb"] and "unevaluated_reason" not in b
