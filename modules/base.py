@@ -61,10 +61,11 @@ class EvaluationModule(ABC):
         return {"name": self.name, "version": self.version}
 
     def accepts(self, model: dict[str, Any], datasets: dict[str, dict[str, Any]]) -> bool:
-        """Source and task match, and the model was trained on this dataset or a compatible one."""
+        """Source and task match, and the model was trained on this dataset or a compatible one (as declared,
+        or, when it declares none, as inferred from its label set by scraper.training_data)."""
         if model.get("source") not in self.sources or model.get("task") != self.task:
             return False
-        trained = set(model.get("datasets") or [])
+        trained = set(model.get("datasets") or model.get("inferred_datasets") or [])
         if self.dataset in trained:
             return True
         compatible = set((datasets.get(self.dataset) or {}).get("compatible_with") or [])

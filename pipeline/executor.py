@@ -34,7 +34,7 @@ from processors.base import PROCESSORS, ClassificationPredictions
 
 log = logging.getLogger("zooeval")
 
-MODEL_PROJECTION = {"name": 1, "source": 1, "revision": 1, "task": 1, "datasets": 1}
+MODEL_PROJECTION = {"name": 1, "source": 1, "revision": 1, "task": 1, "datasets": 1, "inferred_datasets": 1}
 
 
 @dataclass

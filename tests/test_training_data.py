@@ -84,3 +84,14 @@ def test_store_pass_sets_evidence_and_reasons(mongo_uri, db_name):
     infer_missing_training_datasets(store, log=lambda s: None)
     b = store.db.models.find_one({"_id": "local/b"})
     assert b["inferred_datasets"] == ["imdb"] and "unevaluated_reason" not in b
+
+
+def test_inferred_dataset_makes_a_model_evaluable():
+    from modules.hf import HFTextClassification
+
+    module = HFTextClassification(dataset="rotten_tomatoes")
+    m = {"source": "local", "task": "text-classification", "datasets": [], "config": {"id2label": {"0": "rotten", "1": "fresh"}}}
+    assert not module.accepts(m, DATASETS)
+    m["inferred_datasets"], _ = infer_training_datasets(m, DATASETS)
+    assert module.accepts(m, DATASETS)
+    assert not module.trained_on(m)  # inferred data never enables LABEL_i index mapping
