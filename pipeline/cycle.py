@@ -102,12 +102,13 @@ def run_cycle(store: Store, home: Path, options: CycleOptions, echo: Callable[[s
     up to ``wait_lock`` seconds). Returns the executor's RunSummary."""
     lock = CycleLock(store, ttl=lock_ttl) if lock_ttl else CycleLock(store)
     wait_for_lock(lock, wait_lock)
+    since = utcnow()  # a stop requested from here on applies to this cycle
     log = RunLog(home, echo)
     try:
         save_options(store, options)
         log(f"cycle started (pid {os.getpid()}); log file {log.path}")
         ex = build_executor(store, home, options, log, progress)
-        summary = ex.run(options.model_query(), options.limit, should_stop=lambda: lock.lost)
+        summary = ex.run(options.model_query(), options.limit, should_stop=lambda: lock.lost, stop_since=since)
         if lock.lost:
             log("the cycle lock was lost (the database was unreachable longer than the lock's expiry); stopped")
         store.update_run(summary.run_id, log=str(log.path), options=asdict(options))
@@ -118,5 +119,6 @@ def run_cycle(store: Store, home: Path, options: CycleOptions, echo: Callable[[s
         )
         return summary
     finally:
+        store.clear_stop()
         log.close()
         lock.release()

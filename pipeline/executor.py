@@ -99,8 +99,8 @@ class IsolationError(Exception):
 class StopFlag:
     """True once ``zooeval stop`` was requested (checked in the store at most once a second)."""
 
-    def __init__(self, store: Store, extra: Callable[[], bool] | None = None) -> None:
-        self.store, self.extra, self._last, self._value = store, extra, 0.0, False
+    def __init__(self, store: Store, extra: Callable[[], bool] | None = None, since: dt.datetime | None = None) -> None:
+        self.store, self.extra, self.since, self._last, self._value = store, extra, since, 0.0, False
 
     def __call__(self) -> bool:
         if self._value or (self.extra and self.extra()):
@@ -109,7 +109,7 @@ class StopFlag:
         now = time.monotonic()
         if now - self._last >= 1.0:
             self._last = now
-            self._value = self.store.stop_requested()
+            self._value = self.store.stop_requested(self.since)
         return self._value
 
 
@@ -243,7 +243,11 @@ class Executor:
         model_query: dict[str, Any] | None = None,
         limit: int | None = None,
         should_stop: Callable[[], bool] | None = None,
+        stop_since: dt.datetime | None = None,
     ) -> RunSummary:
+        """Plan, then evaluate what is missing. A `zooeval stop` requested at or after ``stop_since`` (default:
+        now) stops the run after the current batch; older requests are stale and ignored."""
+        stop_since = stop_since or utcnow()
         run_id = uuid.uuid4().hex[:12]
         plan = self.plan(model_query, limit)
         summary = RunSummary(run_id, plan)
@@ -255,8 +259,8 @@ class Executor:
         if not plan.tasks:
             self.echo("nothing to do: every result is already stored; no model was loaded")
             return summary
-        self.store.clear_stop()
-        stop = StopFlag(self.store, should_stop)
+        self._stop_since = stop_since
+        stop = StopFlag(self.store, should_stop, since=stop_since)
         by_model: dict[tuple[str, str], list[PlannedTask]] = defaultdict(list)
         for task in plan.inference_tasks:
             by_model[(task.model_key, task.module.name)].append(task)
@@ -299,7 +303,7 @@ class Executor:
         ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
         receiver, sender = ctx.Pipe(duplex=False)
         args = (sender, self.store.uri, self.store.db_name, str(self.home), self.batch_size, device, model_key, tasks,
-                summary.run_id, self.max_attempts)
+                summary.run_id, self.max_attempts, self._stop_since)
         proc = ctx.Process(target=_child_main, args=args, name=f"zooeval-eval-{model_key}")
         proc.start()
         sender.close()
@@ -456,7 +460,7 @@ class Executor:
         self.echo(f"FAILED {task.model_key} on {task.module.dataset}/{task.variant}: [{error_class}] {doc['reason'][:300]}")
 
 
-def _child_main(conn, uri, db_name, home, batch_size, device, model_key, tasks, run_id, max_attempts) -> None:
+def _child_main(conn, uri, db_name, home, batch_size, device, model_key, tasks, run_id, max_attempts, stop_since) -> None:
     """Entry point of the isolated evaluation process: load one model and run its tasks."""
     store = Store(uri, db_name, init_schema=False)
     ex = Executor(store, [tasks[0].module], home, batch_size=batch_size, device=device, max_attempts=max_attempts,
@@ -464,7 +468,7 @@ def _child_main(conn, uri, db_name, home, batch_size, device, model_key, tasks, 
     summary = RunSummary(run_id, Plan([]))
     stopped = False
     try:
-        ex._evaluate_model(model_key, tasks, device, summary, _NoBar(), StopFlag(store))
+        ex._evaluate_model(model_key, tasks, device, summary, _NoBar(), StopFlag(store, since=stop_since))
     except KeyboardInterrupt:
         stopped = True
     out = summary.counts()

@@ -264,8 +264,12 @@ class Store:
     def clear_stop(self) -> None:
         self.db.control.delete_one({"_id": "stop"})
 
-    def stop_requested(self) -> bool:
-        return self.db.control.find_one({"_id": "stop"}, {"_id": 1}) is not None
+    def stop_requested(self, since: dt.datetime | None = None) -> bool:
+        """True when a stop was requested (at or after ``since``: older requests are stale)."""
+        q: dict[str, Any] = {"_id": "stop"}
+        if since is not None:
+            q["requested_at"] = {"$gte": since}
+        return self.db.control.find_one(q, {"_id": 1}) is not None
 
 
 __all__ = ["Store", "BulkWriteError", "DUPLICATE_KEY", "PREDICTION_CHUNK", "utcnow"]

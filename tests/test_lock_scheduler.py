@@ -224,3 +224,12 @@ def test_run_cycle_refuses_while_locked(env):
         assert "another cycle is running" in out and "--wait-lock" in out
     finally:
         held.release()
+
+
+def test_stale_stop_request_does_not_stop_a_later_cycle(env):
+    cli("scrape", "--source", "local")
+    store = Store(env["uri"], env["db"])
+    store.request_stop()  # e.g. left by a stop that raced with the end of an earlier cycle
+    summary = run_cycle(store, env["home"], CycleOptions(models=["demo/resnet-digits"], variants=["original"]))
+    assert not summary.stopped and summary.results_written == 1
+    assert not store.stop_requested()  # the cycle leaves no flag behind
