@@ -1,0 +1,469 @@
+"""The ``huggingface`` source: keep the store in step with the Hugging Face Hub, incrementally.
+
+For each supported task the Hub's models are listed newest first (``sort=lastModified``). A model not in
+the store is inserted, one whose commit sha changed gets the new ``revision`` (so its task identities
+change and the rest of the system re-evaluates it), the rest are left untouched: an unchanged Hub costs
+one listing page per task and no write. Listing stops at the task's watermark (the newest lastModified of
+its last complete listing, in ``sync_state``) unless ``full=True``. Only a full listing that reached its
+end marks the models it did not see as ``removed`` (their results stay; a removed model that shows up
+again is active again), never a listing that failed or was cut by ``limit``.
+
+Details (files with sizes, config.json, the model card's license, datasets, base_model and arXiv/DOI
+references) are fetched for new and changed models of the supported tasks, 4 at a time, and recorded
+with ``details_revision``; a model whose details could not be fetched keeps ``details_pending`` and is
+tried again by the next sync. A broken card or config is stored as far as it could be read, with a note.
+
+Hub etiquette: every request goes through :class:`HubClient`, which waits as long as a 429's
+``RateLimit``/``Retry-After`` headers say (pausing all workers), retries 5xx answers, timeouts and
+network errors with capped exponential backoff (:class:`RetryPolicy`), and turns an endpoint that cannot
+be reached into :class:`HubUnreachable`. ``huggingface_hub.list_models`` retries on its own (5 times,
+1-8 s, Retry-After + 1 s), but neither its retries nor its page size can be set and a failed page cannot be
+resumed, so the listing follows the Hub's ``Link`` pages itself with the client's session, headers
+(``HF_TOKEN``) and error mapping; ``model_info`` (which does not retry) goes through the same policy.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import Any, Callable, Iterator
+
+import httpx2
+from huggingface_hub import HfApi, constants, get_session, hf_hub_url
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, parse_ratelimit_headers
+from pymongo import InsertOne, UpdateOne
+from pymongo.errors import BulkWriteError
+
+from pipeline.store import DUPLICATE_KEY
+from scraper.local import WEIGHT_SUFFIXES, _as_list, find_references, parse_card
+
+SOURCE = "huggingface"
+SUPPORTED_TASKS = ("text-classification", "image-classification")  # what the evaluation modules take
+LIST_FIELDS = ("sha", "lastModified", "pipeline_tag", "library_name", "tags")
+RETRY_STATUS = (408, 500, 502, 503, 504)
+RETRY_EXCEPTIONS = (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError)
+
+
+class HubUnreachable(RuntimeError):
+    """The Hub endpoint could not be connected to at all (DNS, refused, connect timeout)."""
+
+
+class HubRequestFailed(RuntimeError):
+    """A Hub request still failed after the retries (5xx, read timeouts, a too long rate limit)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try. Waits grow ``base_wait * 2**attempt`` up to ``max_wait``; a 429 waits what the Hub
+    asks, unless that is more than ``max_rate_limit_wait``. ``timeout`` is per request, in seconds."""
+
+    max_retries: int = 5
+    base_wait: float = 1.0
+    max_wait: float = 60.0
+    max_rate_limit_wait: float = 900.0
+    timeout: float = 30.0
+
+    def backoff(self, attempt: int) -> float:
+        return min(self.max_wait, self.base_wait * 2 ** attempt)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+class HubClient:
+    """Requests to one Hub endpoint with retries, rate-limit pauses shared by all threads, and clear errors."""
+
+    def __init__(self, endpoint: str | None = None, token: str | None = None, retry: RetryPolicy | None = None,
+                 log: Callable[[str], Any] = print) -> None:
+        self.endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+        self.token = token
+        self.api = HfApi(endpoint=self.endpoint, token=token)
+        self.headers = build_hf_headers(token=token, library_name="zooeval")
+        self.retry = retry or RetryPolicy()
+        self.log = log
+        self._resume_at = 0.0  # time.monotonic() before which nobody sends a request (rate limited)
+        self._unreachable: str | None = None
+        self._lock = threading.Lock()
+
+    def call(self, what: str, fn: Callable[[], Any]) -> Any:
+        """``fn()`` with the retry policy. 404s and other 4xx raise at once (huggingface_hub's errors)."""
+        if self._unreachable is not None:  # another thread found the endpoint gone: do not wait for it again
+            raise HubUnreachable(self._unreachable)
+        failure = ""
+        for attempt in range(self.retry.max_retries + 1):
+            self._wait_for_rate_limit()
+            try:
+                return fn()
+            except HfHubHTTPError as exc:
+                status = exc.response.status_code if exc.response is not None else None
+                if status == 429:
+                    pause = self._rate_limit_wait(exc.response.headers, attempt)
+                    if pause > self.retry.max_rate_limit_wait:
+                        raise HubRequestFailed(f"{what}: rate limited by {self.endpoint} for {pause:.0f} s, more than the "
+                                               f"{self.retry.max_rate_limit_wait:.0f} s this sync waits; try later or set HF_TOKEN") from None
+                    failure = "HTTP 429 (rate limited)"
+                    if attempt < self.retry.max_retries:
+                        self._pause_everyone(pause)
+                        self.log(f"rate limited by {self.endpoint}: waiting {pause:.1f} s as the Hub asks ({what})")
+                    continue
+                if status not in RETRY_STATUS:
+                    raise
+                failure, pause = f"HTTP {status}", self.retry.backoff(attempt)
+            except RETRY_EXCEPTIONS as exc:
+                if isinstance(exc, (httpx2.ConnectError, httpx2.ConnectTimeout)) and attempt == self.retry.max_retries:
+                    self._unreachable = (f"cannot reach the Hugging Face Hub at {self.endpoint} ({_one_line(exc)}, "
+                                         f"{attempt + 1} attempts); check the network, or set HF_ENDPOINT to a reachable mirror")
+                    raise HubUnreachable(self._unreachable) from None
+                failure, pause = _one_line(exc), self.retry.backoff(attempt)
+            if attempt < self.retry.max_retries:
+                time.sleep(pause)
+        raise HubRequestFailed(f"{what}: {failure} from {self.endpoint}, {self.retry.max_retries + 1} attempts")
+
+    def _rate_limit_wait(self, headers: Any, attempt: int) -> float:
+        info = parse_ratelimit_headers(headers)
+        if info is not None and info.remaining == 0:
+            return float(info.reset_in_seconds)
+        retry_after = headers.get("Retry-After", "")
+        return float(retry_after) if retry_after.strip().isdigit() else self.retry.backoff(attempt)
+
+    def _pause_everyone(self, seconds: float) -> None:
+        with self._lock:
+            self._resume_at = max(self._resume_at, time.monotonic() + seconds)
+
+    def _wait_for_rate_limit(self) -> None:
+        while (delay := self._resume_at - time.monotonic()) > 0:
+            time.sleep(delay)
+
+    def _get(self, url: str, params: dict[str, Any] | None = None) -> httpx2.Response:
+        r = get_session().get(url, params=params, headers=self.headers, timeout=self.retry.timeout)
+        hf_raise_for_status(r)
+        info = parse_ratelimit_headers(r.headers)
+        if info is not None and info.remaining == 0:  # the quota is spent: wait before the next request
+            self._pause_everyone(info.reset_in_seconds)
+        return r
+
+    def list_pages(self, task: str, page_size: int) -> Iterator[list[dict[str, Any]]]:
+        """Pages of the models of ``task``, newest lastModified first, following the ``Link`` header."""
+        url: str | None = f"{self.endpoint}/api/models"
+        params: dict[str, Any] | None = {"pipeline_tag": task, "sort": "lastModified", "direction": -1,
+                                         "limit": page_size, "expand": list(LIST_FIELDS)}
+        page = 1
+        while url:
+            r = self.call(f"listing {task} page {page}", lambda u=url, p=params: self._get(u, p))
+            yield r.json()
+            url, params, page = r.links.get("next", {}).get("url"), None, page + 1
+
+    def model_info(self, repo_id: str, revision: str | None) -> Any:
+        return self.call(f"model_info {repo_id}", lambda: self.api.model_info(
+            repo_id, revision=revision, files_metadata=True, timeout=self.retry.timeout))
+
+    def read_text(self, repo_id: str, filename: str, revision: str | None) -> str | None:
+        """A repo file's text, or None when the repo has no such file."""
+        url = hf_hub_url(repo_id, filename, revision=revision, endpoint=self.endpoint)
+        try:
+            return self.call(f"{repo_id}/{filename}", lambda: self._get(url)).text
+        except EntryNotFoundError:
+            return None
+
+
+def _parse_time(value: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    return value.replace(tzinfo=dt.timezone.utc) if value is not None and value.tzinfo is None else value
+
+
+@dataclasses.dataclass
+class _Listing:
+    """How one task's listing went."""
+
+    task: str
+    watermark: dt.datetime | None
+    newest: dt.datetime | None = None
+    listed: int = 0
+    reached_end: bool = False
+    reached_watermark: bool = False
+    error: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Everything changed since the watermark (or everything, with none) was seen."""
+        return self.error is None and (self.reached_end or self.reached_watermark)
+
+
+class _Sync:
+    """One run of :func:`sync_huggingface` (its counters, the ids it saw, the time spent in MongoDB)."""
+
+    def __init__(self, store, client: HubClient, *, limit: int | None, progress: bool, page_size: int, write_batch: int) -> None:
+        self.store, self.models, self.client = store, store.db.models, client
+        self.limit, self.progress = limit, progress
+        self.page_size, self.write_batch = page_size, write_batch
+        self.counts = dict(listed=0, new=0, changed=0, restored=0, unchanged=0, removed=0, details_fetched=0,
+                           detail_failures=0, failed_listings=0)
+        self.store_seconds = 0.0
+        self.seen: set[str] = set()  # ids listed by full listings (for removals)
+        self.listed_ids: list[str] = []  # with a limit, the ids listed in this run (details are limited to them)
+
+    def _db(self, fn: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            self.store_seconds += time.perf_counter() - start
+
+    # -- listing ------------------------------------------------------------------------------------
+    def list_task(self, task: str, watermark: dt.datetime | None) -> _Listing:
+        """List ``task`` newest first down to ``watermark`` (all with None), storing as it goes."""
+        from tqdm import tqdm
+
+        result = _Listing(task, watermark)
+        batch: list[dict[str, Any]] = []
+        bar = tqdm(desc=f"huggingface {task}", unit=" models", disable=not self.progress, leave=False)
+        try:
+            for page in self.client.list_pages(task, self.page_size):
+                stop = False
+                for item in page:
+                    modified = item["_modified"] = _parse_time(item.get("lastModified"))
+                    if watermark is not None and modified is not None and modified < watermark:
+                        result.reached_watermark = stop = True
+                        break
+                    if modified is not None and (result.newest is None or modified > result.newest):
+                        result.newest = modified
+                    batch.append(item)
+                    result.listed += 1
+                    if self.limit is not None and result.listed >= self.limit:
+                        stop = True
+                        break
+                bar.update(len(page))
+                if len(batch) >= self.write_batch:
+                    self._store_listed(batch, task, watermark is None)
+                    batch = []
+                    bar.set_postfix(new=self.counts["new"], changed=self.counts["changed"])
+                if stop:
+                    break
+            else:
+                result.reached_end = True
+        except HubRequestFailed as exc:
+            result.error = str(exc)
+        finally:
+            self._store_listed(batch, task, watermark is None)
+            bar.close()
+        return result
+
+    def _store_listed(self, items: list[dict[str, Any]], task: str, full_listing: bool) -> None:
+        """Insert the unknown models, update the changed ones, write nothing for the rest.
+
+        The ``$in`` lookup already says which models are unknown, so they are inserted (about 5 times
+        faster than upserts on mongod 6); one inserted meanwhile by another sync is upserted instead."""
+        if not items:
+            return
+        by_id = {f"{SOURCE}/{it['id']}": it for it in items}
+        ids = list(by_id)
+        if self.limit is not None:
+            self.listed_ids += ids
+        if full_listing:
+            self.seen.update(ids)
+        known = self._db(lambda: {d["_id"]: d for d in self.models.find({"_id": {"$in": ids}}, {"revision": 1, "status": 1})})
+        now = dt.datetime.now(dt.timezone.utc)
+        new_docs: list[dict[str, Any]] = []
+        updates: list[UpdateOne] = []
+        for _id, it in by_id.items():
+            old = known.get(_id)
+            new_revision = old is None or old.get("revision") != it.get("sha")
+            if not new_revision and old.get("status") == "active":
+                self.counts["unchanged"] += 1
+                continue
+            self.counts["new" if old is None else "changed" if new_revision else "restored"] += 1
+            doc = {"name": it["id"], "source": SOURCE, "task": it.get("pipeline_tag") or task, "revision": it.get("sha"),
+                   "last_modified": it["_modified"], "library": it.get("library_name"),
+                   "tags": it.get("tags") or [], "status": "active", "scraped_at": now}
+            if new_revision:
+                doc["details_pending"] = True
+            if old is None:
+                new_docs.append({"_id": _id, **doc, "first_seen": now})
+            else:
+                updates.append(UpdateOne({"_id": _id}, {"$set": doc}))
+        self.counts["listed"] += len(items)
+        if new_docs:
+            try:
+                self._db(lambda: self.models.bulk_write([InsertOne(d) for d in new_docs], ordered=False))
+            except BulkWriteError as exc:
+                if any(e["code"] != DUPLICATE_KEY for e in exc.details["writeErrors"]):
+                    raise
+                for e in exc.details["writeErrors"]:
+                    doc = dict(new_docs[e["index"]])
+                    _id, first_seen = doc.pop("_id"), doc.pop("first_seen")
+                    updates.append(UpdateOne({"_id": _id}, {"$set": doc, "$setOnInsert": {"first_seen": first_seen}}, upsert=True))
+        if updates:
+            self._db(lambda: self.models.bulk_write(updates, ordered=False))
+
+    def mark_removed(self, tasks: list[str]) -> int:
+        """Models of ``tasks`` (whose full listings completed) that no listing showed: status removed."""
+        if not tasks:
+            return 0
+        query = {"source": SOURCE, "status": "active", "task": {"$in": tasks}}
+        gone = self._db(lambda: [d["_id"] for d in self.models.find(query, {"_id": 1}) if d["_id"] not in self.seen])
+        now = dt.datetime.now(dt.timezone.utc)
+        for start in range(0, len(gone), 10_000):
+            chunk = gone[start:start + 10_000]
+            self._db(lambda: self.models.update_many({"_id": {"$in": chunk}, "status": "active"},
+                                                     {"$set": {"status": "removed", "removed_at": now}}))
+        return len(gone)
+
+    # -- details ------------------------------------------------------------------------------------
+    def fetch_details(self, tasks: list[str], workers: int) -> None:
+        """Details of every active model of ``tasks`` still pending them (only those listed now, with a limit)."""
+        from tqdm import tqdm
+
+        query: dict[str, Any] = {"source": SOURCE, "status": "active", "details_pending": True, "task": {"$in": tasks}}
+        if self.limit is not None:
+            query["_id"] = {"$in": self.listed_ids}
+        pending = self._db(lambda: list(self.models.find(query, {"name": 1, "revision": 1})))
+        if not pending:
+            return
+        ops: list[UpdateOne] = []
+        refs: dict[str, dict[str, str]] = {}
+        bar = tqdm(total=len(pending), desc="huggingface details", unit=" models", disable=not self.progress, leave=False)
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hub-details")
+        try:
+            futures = {pool.submit(self._details, doc) for doc in pending}
+            while futures:
+                done, futures = wait(futures, timeout=5, return_when=FIRST_EXCEPTION)
+                for fut in done:
+                    op, model_refs, fetched = fut.result()  # HubUnreachable ends the sync
+                    self.counts["details_fetched" if fetched else "detail_failures"] += 1
+                    ops.append(op)
+                    refs.update(model_refs)
+                    bar.update(1)
+                if len(ops) >= 500 or not futures:
+                    self._write_details(ops, refs)
+                    ops, refs = [], {}
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            self._write_details(ops, refs)
+            bar.close()
+
+    def _write_details(self, ops: list[UpdateOne], refs: dict[str, dict[str, str]]) -> None:
+        if ops:
+            self._db(lambda: self.models.bulk_write(ops, ordered=False))
+        if refs:
+            self._db(lambda: self.store.upsert_named("references", refs.values()))
+
+    def _details(self, doc: dict[str, Any]) -> tuple[UpdateOne, dict[str, dict[str, str]], bool]:
+        """The update with one model's details (or with why they could not be fetched), its references, and
+        whether the details were fetched."""
+        name, revision = doc["name"], doc["revision"]
+        target = {"_id": doc["_id"], "revision": revision}  # a newer listing wins over late details
+        try:
+            info = self.client.model_info(name, revision)
+            files = {s.rfilename: s.size for s in info.siblings or []}
+            config_text = self.client.read_text(name, "config.json", revision) if "config.json" in files else None
+            card_text = self.client.read_text(name, "README.md", revision) if "README.md" in files else None
+        except (HfHubHTTPError, HubRequestFailed) as exc:
+            return UpdateOne(target, {"$set": {"details_error": _one_line(exc)}, "$inc": {"details_attempts": 1}}), {}, False
+        fields, refs = model_details(info, files, config_text, card_text)
+        fields.update(details_revision=revision, details_at=dt.datetime.now(dt.timezone.utc))
+        update = {"$set": fields, "$unset": {"details_pending": "", "details_error": "", "details_attempts": ""}}
+        return UpdateOne(target, update), {r["name"]: r for r in refs}, True
+
+
+def model_details(info: Any, files: dict[str, int | None], config_text: str | None,
+                  card_text: str | None) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """The model document fields read from a ``ModelInfo``, config.json and README.md, and the references
+    (arXiv ids and DOIs in the card and the Hub's tags). What cannot be read becomes a note."""
+    notes: list[str] = []
+    config: dict[str, Any] = {}
+    if config_text is None:
+        notes.append("config.json is missing")
+    else:
+        try:
+            config = json.loads(config_text)
+        except ValueError as exc:
+            notes.append(f"config.json is not valid JSON: {exc}")
+        if not isinstance(config, dict):
+            notes.append("config.json is not a JSON object")
+            config = {}
+    card: dict[str, Any] = {}
+    if card_text is None:
+        notes.append("no model card (README.md)")
+    else:
+        card, _, card_notes = parse_card(card_text)
+        notes += card_notes
+    if not card.get("pipeline_tag"):
+        notes.append(f"the model card declares no pipeline_tag (the Hub's is {info.pipeline_tag!r})")
+    if not any(f.endswith(WEIGHT_SUFFIXES) for f in files):
+        notes.append("no weight files")
+    refs = find_references("\n".join([card_text or "", *(info.tags or [])]))
+    id2label = config.get("id2label") or {}
+    fields = {
+        "tags": info.tags or [],
+        "library": info.library_name or card.get("library_name"),
+        "datasets": _as_list(card.get("datasets")),
+        "license": card.get("license"),
+        "base_model": card.get("base_model"),
+        "files": files,
+        "config": {
+            "architectures": _as_list(config.get("architectures")),
+            "model_type": config.get("model_type"),
+            "id2label": {str(k): str(v) for k, v in id2label.items()} if isinstance(id2label, dict) else {},
+            "auto_map": config.get("auto_map"),
+        },
+        "references": [r["name"] for r in refs],
+        "notes": notes,
+    }
+    return fields, refs
+
+
+def sync_huggingface(store, endpoint: str | None = None, token: str | None = None,
+                     tasks: tuple[str, ...] | list[str] = SUPPORTED_TASKS, limit: int | None = None, full: bool = False,
+                     progress: bool = True, log: Callable[[str], Any] = print, *, details: bool = True,
+                     retry: RetryPolicy | None = None, page_size: int = 1000, write_batch: int = 5000,
+                     workers: int = 4) -> dict[str, Any]:
+    """Bring the store's ``huggingface`` models in step with the Hub (``endpoint``, default ``HF_ENDPOINT``).
+
+    ``limit``: list at most that many models per task (such a listing never advances the watermark nor
+    removes anything); ``full``: ignore the watermarks and mark what a complete listing did not show as
+    removed; ``details``: fetch the details of new and changed models; ``page_size``: the listing's ``limit``
+    parameter (the Hub allows up to 1,000). Returns counts: listed, new, changed, restored (removed, listed
+    again), unchanged, removed, details_fetched, detail_failures, failed_listings, seconds, store_seconds
+    (time spent in MongoDB). Raises :class:`HubUnreachable` when the endpoint cannot be reached."""
+    started = time.perf_counter()
+    client = HubClient(endpoint, token, retry, log)
+    sync = _Sync(store, client, limit=limit, progress=progress, page_size=page_size, write_batch=write_batch)
+    sync._db(lambda: store.db.models.create_index([("details_pending", 1)], sparse=True))
+    removable: list[str] = []
+    for task in tasks:
+        state_id = f"{SOURCE}:{task}"
+        state = sync._db(lambda: store.db.sync_state.find_one({"_id": state_id})) or {}
+        watermark = _utc(state.get("watermark")) if not full and state.get("endpoint") == client.endpoint else None
+        result = sync.list_task(task, watermark)
+        how = f"since {watermark.isoformat()}" if watermark else "full listing"
+        if result.error:
+            sync.counts["failed_listings"] += 1
+            log(f"huggingface {task}: listing failed after {result.listed} models ({how}): {result.error}; "
+                "what was listed is stored, the watermark is unchanged and nothing is marked removed")
+            continue
+        log(f"huggingface {task}: {result.listed} models listed ({how})" + ("" if result.complete else f", stopped at --limit {limit}"))
+        if not result.complete:
+            continue
+        newest = max(filter(None, [result.newest, watermark]), default=None)
+        sync._db(lambda: store.db.sync_state.replace_one({"_id": state_id}, {
+            "endpoint": client.endpoint, "watermark": newest, "completed_at": dt.datetime.now(dt.timezone.utc),
+            "full": watermark is None, "listed": result.listed}, upsert=True))
+        if watermark is None:
+            removable.append(task)
+    sync.counts["removed"] = sync.mark_removed(removable)
+    if details:
+        sync.fetch_details(list(tasks), workers)
+    counts: dict[str, Any] = dict(sync.counts)
+    counts.update(seconds=round(time.perf_counter() - started, 3), store_seconds=round(sync.store_seconds, 3))
+    log("huggingface sync: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return counts
