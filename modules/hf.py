@@ -1,12 +1,17 @@
 """Hugging Face classification modules (image and text), for Hub models and local HF-format folders.
 
-Safe loading: ``trust_remote_code=False`` always; a repo whose config names custom code is refused;
-safetensors weights are required unless a pickle checkpoint can be loaded with ``weights_only=True``.
+Safe loading: ``trust_remote_code=False`` always; a repo whose config names custom code (``auto_map``) is
+refused; safetensors weights are used whenever the repo has them. A repo with only a pickle checkpoint
+(``pytorch_model.bin``) is first read here with ``torch.load(weights_only=True)`` (torch >= 2.6), which
+unpickles nothing but tensors and plain containers; a checkpoint that holds anything else is refused
+(``UnsafeModelError``) before transformers sees it, and transformers is then also told ``weights_only=True``.
 """
 from __future__ import annotations
 
 import json
-import os
+import pickle
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +20,9 @@ import torch
 from modules.base import EvaluationModule, LoadedModel, ModelLoadError, UnsafeModelError
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+# the pickle checkpoints from_pretrained reads (other .bin/.pt files, e.g. training_args.bin, it never opens)
+PICKLE_WEIGHTS = re.compile(r"^pytorch_model(-\d+-of-\d+)?\.bin$")
+SAFE_TORCH_LOAD = (2, 6)  # torch.load(weights_only=True) is unsafe before 2.6 (CVE-2025-32434)
 
 
 def model_location(model: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -37,13 +45,72 @@ def check_safe(model: dict[str, Any]) -> dict[str, Any]:
         )
     files = model.get("files") or {}
     if any(f.endswith(".safetensors") for f in files):
-        return {"use_safetensors": True}
+        return {"use_safetensors": True, "weights_only": True}
     if any(f.endswith(PICKLE_SUFFIXES) for f in files):
-        # transformers loads pickle checkpoints with torch.load(weights_only=True): no code runs.
-        return {"use_safetensors": False}
+        # read with torch.load(weights_only=True) by check_pickle_weights first, and by transformers after
+        return {"use_safetensors": False, "weights_only": True}
     if files:
         raise ModelLoadError(f"model {model['name']!r} has no weight files (files: {sorted(files)[:10]})")
-    return {}
+    return {"weights_only": True}
+
+
+def _torch_version() -> tuple[int, int]:
+    major, minor = (torch.__version__.split("+")[0].split(".") + ["0"])[:2]
+    return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
+
+
+def check_pickle_weights(model: dict[str, Any], where: str, kwargs: dict[str, Any]) -> list[str]:
+    """Read every pickle checkpoint from_pretrained would read with ``torch.load(weights_only=True)``.
+
+    Raises UnsafeModelError when a checkpoint holds anything but tensors and plain containers (its pickle
+    would run code), ModelLoadError when it is unreadable. Returns the files checked."""
+    names = sorted(f for f in (model.get("files") or {}) if PICKLE_WEIGHTS.match(f))
+    if not names:
+        return []  # from_pretrained finds no checkpoint either and fails with a clear message
+    if _torch_version() < SAFE_TORCH_LOAD:
+        raise UnsafeModelError(
+            f"model {model['name']!r} has only pickle weights ({', '.join(names)}) and torch {torch.__version__} "
+            "cannot load them safely (torch.load(weights_only=True) needs torch >= 2.6); convert them to safetensors"
+        )
+    for name in names:
+        try:
+            if model.get("path"):
+                path = Path(where) / name
+            else:
+                from huggingface_hub import hf_hub_download
+
+                path = Path(hf_hub_download(where, name, revision=kwargs.get("revision")))
+            mmap = zipfile.is_zipfile(path)
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except pickle.UnpicklingError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UnsafeModelError(
+                f"model {model['name']!r}: the pickle checkpoint {name} holds objects other than tensors, so loading "
+                f"it could run arbitrary code; refused (torch.load(weights_only=True): {first[:300]}). "
+                "Publish the weights as safetensors"
+            ) from None
+        except Exception as exc:
+            raise ModelLoadError(f"cannot read the checkpoint {name} of model {model['name']!r}: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(state, dict):
+            raise ModelLoadError(f"the checkpoint {name} of model {model['name']!r} is not a state dict ({type(state).__name__})")
+        del state
+    return names
+
+
+def check_local_config(model: dict[str, Any], where: str) -> None:
+    """The repo's config.json exists and names no custom code (the stored metadata may be stale)."""
+    path = Path(where) / "config.json"
+    if not path.is_file():
+        raise ModelLoadError(f"model {model['name']!r}: config.json is missing in {where}")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"model {model['name']!r}: config.json is unreadable: {exc}") from None
+    if isinstance(config, dict) and config.get("auto_map"):
+        raise UnsafeModelError(
+            f"model {model['name']!r} needs remote code (config.json auto_map {sorted(config['auto_map'])}); "
+            "zooeval never enables trust_remote_code"
+        )
 
 
 class _HFClassification(EvaluationModule):
@@ -57,18 +124,22 @@ class _HFClassification(EvaluationModule):
         transformers.utils.logging.disable_progress_bar()
         where, kwargs = model_location(model)
         kwargs.update(check_safe(model))
-        if model.get("path") and not (Path(where) / "config.json").is_file():
-            raise ModelLoadError(f"model {model['name']!r}: config.json is missing in {where}")
+        if model.get("path"):
+            check_local_config(model, where)
+        if kwargs.get("use_safetensors") is False:
+            check_pickle_weights(model, where, kwargs)
         auto = getattr(transformers, self.auto_model)
         pre_cls = getattr(transformers, pre_cls_name)
         try:
             net = auto.from_pretrained(where, trust_remote_code=False, **kwargs)
         except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if "trust_remote_code" in str(exc):
+                raise UnsafeModelError(f"model {model['name']!r} needs remote code, which zooeval never runs: {msg}") from exc
             raise ModelLoadError(f"cannot load model {model['name']!r}: {type(exc).__name__}: {msg}") from exc
         except Exception as exc:  # safetensors raises its own error type for truncated files
             raise ModelLoadError(f"cannot load model {model['name']!r}: {type(exc).__name__}: {exc}") from exc
-        pre_kwargs = {k: v for k, v in kwargs.items() if k != "use_safetensors"}
+        pre_kwargs = {k: v for k, v in kwargs.items() if k not in ("use_safetensors", "weights_only")}
         try:
             pre = pre_cls.from_pretrained(where, trust_remote_code=False, **pre_kwargs)
         except Exception as exc:

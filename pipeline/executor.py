@@ -109,11 +109,65 @@ class StopFlag:
         now = time.monotonic()
         if now - self._last >= 1.0:
             self._last = now
-            self._value = self.store.stop_requested(self.since)
+            try:
+                self._value = self.store.stop_requested(self.since)
+            except Exception as exc:  # MongoDB briefly unreachable: ask again next time
+                if not _db_unavailable(exc):
+                    raise
         return self._value
 
 
 FAILURE_BACKOFF = dt.timedelta(hours=1)
+DB_RETRY_SECONDS = 120.0  # how long a store call is retried while MongoDB is unreachable (the lock's expiry)
+_RETRYABLE_CODES = {91, 189, 10107, 11600, 11602, 13435, 13436}  # shutdown / stepdown / not primary
+
+
+def _db_unavailable(exc: BaseException) -> bool:
+    from pymongo.errors import ConnectionFailure, OperationFailure
+
+    if isinstance(exc, ConnectionFailure):  # AutoReconnect, NotPrimaryError, ServerSelectionTimeoutError, ...
+        return True
+    return isinstance(exc, OperationFailure) and exc.code in _RETRYABLE_CODES
+
+
+def with_retry(fn: Callable[..., Any], *args: Any, what: str = "", echo: Callable[[str], None] | None = None,
+               deadline_s: float = DB_RETRY_SECONDS, **kwargs: Any) -> Any:
+    """Call a store method, retrying with backoff while MongoDB is unreachable (restarted, stepping down).
+
+    Only idempotent calls are wrapped: every write has a deterministic _id, results are insert-once."""
+    deadline = time.monotonic() + deadline_s
+    delay, warned = 0.25, False
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if not _db_unavailable(exc) or time.monotonic() + delay > deadline:
+                raise
+            if not warned:
+                log.warning("MongoDB unavailable during %s (%s); retrying for up to %.0f s", what or fn.__name__,
+                            type(exc).__name__, deadline_s)
+                if echo:
+                    echo(f"MongoDB unavailable during {what or fn.__name__} ({type(exc).__name__}); retrying")
+                warned = True
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", ())
+    return isinstance(exc, (MemoryError, oom)) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+def _free_memory(device: str) -> None:
+    import gc
+
+    gc.collect()
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
 
 
 def classify_failure(exc: BaseException) -> str:
@@ -121,7 +175,7 @@ def classify_failure(exc: BaseException) -> str:
         return "unknown_labels"
     if isinstance(exc, DataError):
         return "data_error"
-    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+    if is_out_of_memory(exc):
         return "out_of_memory"
     if isinstance(exc, (ImportError, AttributeError)) and "transformers" in str(exc):
         return "incompatible_library"
@@ -156,12 +210,17 @@ class Executor:
         self.memory_limit_mb = memory_limit_mb
         self._datasets: dict[str, dict[str, Any]] | None = None
         self._opened: dict[tuple[str, str], LocalDataset] = {}
+        self._stop_since: dt.datetime | None = None
+
+    def _db(self, fn: Callable[..., Any], *args: Any, what: str = "", **kwargs: Any) -> Any:
+        """A store call that survives a short MongoDB outage (see with_retry)."""
+        return with_retry(fn, *args, what=what, echo=self.echo, **kwargs)
 
     # -- identities -------------------------------------------------------------------------------
     @property
     def datasets(self) -> dict[str, dict[str, Any]]:
         if self._datasets is None:
-            self._datasets = self.store.datasets()
+            self._datasets = self._db(self.store.datasets, what="reading the datasets")
         return self._datasets
 
     def variant_identity(self, module: EvaluationModule, variant: str) -> dict[str, Any]:
@@ -249,7 +308,7 @@ class Executor:
         now) stops the run after the current batch; older requests are stale and ignored."""
         stop_since = stop_since or utcnow()
         run_id = uuid.uuid4().hex[:12]
-        plan = self.plan(model_query, limit)
+        plan = self._db(self.plan, model_query, limit, what="planning")
         summary = RunSummary(run_id, plan)
         self.echo(
             f"plan: {plan.models} models, {plan.candidates} candidate results, {len(plan.tasks)} tasks to do "
@@ -264,12 +323,12 @@ class Executor:
         by_model: dict[tuple[str, str], list[PlannedTask]] = defaultdict(list)
         for task in plan.inference_tasks:
             by_model[(task.model_key, task.module.name)].append(task)
-        self.store.start_run(run_id, {
+        self._db(_start_run_once, self.store, run_id, {
             "planned": len(plan.tasks),
             "planned_by_model": _count_by(plan.tasks, lambda t: t.model_key),
             "planned_by_dataset": _count_by(plan.tasks, lambda t: t.module.dataset),
             "device": self.device_request, "isolated": self.isolate,
-        })
+        }, what="recording the run")
         status = "done"
         try:
             for task in plan.rescore_tasks:
@@ -283,7 +342,7 @@ class Executor:
                     self._evaluate_isolated(model_key, tasks, device, summary, bar)
                 else:
                     self._evaluate_model(model_key, tasks, device, summary, bar, stop)
-                self.store.update_run(run_id, counts=summary.counts())
+                self._db(self.store.update_run, run_id, counts=summary.counts(), what="updating the run")
                 if summary.stopped:
                     raise KeyboardInterrupt
             bar.close()
@@ -295,36 +354,60 @@ class Executor:
             status = "crashed"
             raise
         finally:
-            self.store.finish_run(run_id, status, summary.counts())
+            self._db(self.store.finish_run, run_id, status, summary.counts(), what="finishing the run")
         return summary
 
     def _evaluate_isolated(self, model_key: str, tasks: list[PlannedTask], device: str, summary: RunSummary, bar) -> None:
-        """Run one model's tasks in a child process with a time limit and a memory limit."""
-        ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+        """Run one model's tasks in a child process with a time limit per task and a memory limit.
+
+        The child comes from a fork server (see _isolation_context) and opens its own MongoDB client; the
+        tasks are pickled to it, so their modules' classes must be importable. Over a pipe it reports each
+        finished task, which restarts the task timer (the first task's time includes loading the model),
+        its messages, and its summary at the end. A child that hangs, exceeds the memory limit or dies is killed and every task it
+        did not finish is recorded as failed (timeout, out_of_memory, inference_error)."""
+        ctx = _isolation_context()
         receiver, sender = ctx.Pipe(duplex=False)
         args = (sender, self.store.uri, self.store.db_name, str(self.home), self.batch_size, device, model_key, tasks,
                 summary.run_id, self.max_attempts, self._stop_since)
         proc = ctx.Process(target=_child_main, args=args, name=f"zooeval-eval-{model_key}")
         proc.start()
         sender.close()
-        limit_s = self.task_timeout * len(tasks)
-        deadline = time.monotonic() + limit_s
-        result, problem = None, None
-        while result is None and problem is None:
-            if receiver.poll(0.5):
-                try:
-                    result = receiver.recv()
-                except EOFError:
-                    break
-            elif not proc.is_alive():
-                break
-            elif time.monotonic() > deadline:
-                problem = IsolationError("timeout", f"evaluating {model_key} exceeded the time limit of {limit_s:.0f} s ({len(tasks)} tasks x {self.task_timeout:.0f} s); the process was killed")
-            elif self.memory_limit_mb and _rss_mb(proc.pid) > self.memory_limit_mb:
-                problem = IsolationError("out_of_memory", f"evaluating {model_key} used more than the memory limit of {self.memory_limit_mb} MB; the process was killed")
-        if problem is not None and proc.is_alive():
-            proc.kill()
-        proc.join(30)
+        deadline = time.monotonic() + self.task_timeout
+        result, problem, reported = None, None, 0
+        try:
+            while result is None and problem is None:
+                if receiver.poll(0.1):
+                    try:
+                        kind, payload = receiver.recv()
+                    except EOFError:  # the child exited without a summary
+                        break
+                    if kind == "tasks":
+                        reported += payload
+                        bar.update(payload)
+                        deadline = time.monotonic() + self.task_timeout
+                    elif kind == "echo":
+                        self.echo(payload)
+                    else:
+                        result = payload
+                elif not proc.is_alive():
+                    if not receiver.poll(0.1):  # nothing left in the pipe
+                        break
+                elif time.monotonic() > deadline:
+                    problem = IsolationError(
+                        "timeout", f"a task of {model_key} exceeded the time limit of {self.task_timeout:g} s "
+                        f"(--timeout); the evaluating process was killed")
+                elif self.memory_limit_mb and _rss_mb(proc.pid) > self.memory_limit_mb:
+                    problem = IsolationError(
+                        "out_of_memory", f"evaluating {model_key} used more than the memory limit of "
+                        f"{self.memory_limit_mb} MB (--memory-limit); the evaluating process was killed")
+        finally:
+            if proc.is_alive() and result is None:
+                proc.kill()
+            proc.join(30)
+            receiver.close()
+        if result is not None and result.get("crashed"):
+            problem = IsolationError("inference_error", f"evaluating {model_key} failed in the child process: {result['crashed']}")
+            result = None
         if result is not None:
             summary.add(result)
             summary.stopped = summary.stopped or result.get("stopped", False)
@@ -333,11 +416,11 @@ class Executor:
                 code = proc.exitcode
                 how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
                 problem = IsolationError("inference_error", f"the process evaluating {model_key} died ({how})")
-            done = self.store.existing_ids("inferences", [t.inference_id for t in tasks])
+            done = self._db(self.store.existing_ids, "inferences", [t.inference_id for t in tasks], what="checking finished tasks")
             for task in tasks:
                 if task.inference_id not in done:
                     self._fail(task, problem, summary)
-        bar.update(len(tasks))
+        bar.update(max(0, len(tasks) - reported))
 
     def _dataset_for(self, task: PlannedTask) -> LocalDataset:
         module = task.module
@@ -353,34 +436,51 @@ class Executor:
 
     def _evaluate_model(self, model_key, tasks, device, summary, bar, should_stop) -> None:
         module = tasks[0].module
-        model = self.store.get_model(model_key)
+        model = self._db(self.store.get_model, model_key, what="reading the model")
         ds_doc = self.datasets[module.dataset]
         classes = [c["label"] for c in ds_doc["classes"]]
         try:
+            if model is None:
+                raise ModelLoadError(f"model {model_key!r} is no longer in the store")
             t0 = time.perf_counter()
             loaded = module.load(model, device)
             load_s = time.perf_counter() - t0
             summary.models_loaded += 1
             mapping = map_labels(loaded.id2label, classes, ds_doc.get("synonyms"), trained_on_dataset=module.trained_on(model))
-        except (ModelLoadError, LabelMappingError, OSError, ValueError, RuntimeError) as exc:
+        except Exception as exc:  # one model's failure never stops the cycle
             for task in tasks:
                 self._fail(task, exc, summary)
                 bar.update(1)
             return
         mapping_doc = mapping.to_doc(classes, loaded.id2label)
+        batch_size = self.batch_size
         for task in tasks:
             if should_stop and should_stop():
                 raise KeyboardInterrupt
+            oom_retries = 0
             try:
                 dataset = self._dataset_for(task)
                 total = sum(s["total"] for s in ds_doc["splits"] if s["name"] == module.split)
-                reporter = _Progress(self.store, summary.run_id, task, total,
-                                     _bar(self.progress, total=total, desc=f"{model['name']} {task.variant}", unit="sample", leave=False))
-                preds, runtime = run_classification(
-                    module, loaded, dataset, module.split, mapping.model_to_dataset, self.batch_size,
-                    on_batch=reporter.update, should_stop=should_stop,
-                )
-                reporter.close()
+                while True:  # on out-of-memory, retry with half the batch size, down to 1
+                    reporter = _Progress(self.store, summary.run_id, task, total,
+                                         _bar(self.progress, total=total, desc=f"{model['name']} {task.variant}", unit="sample", leave=False))
+                    try:
+                        preds, runtime = run_classification(
+                            module, loaded, dataset, module.split, mapping.model_to_dataset, batch_size,
+                            on_batch=reporter.update, should_stop=should_stop,
+                        )
+                        break
+                    except Exception as exc:
+                        if not is_out_of_memory(exc) or batch_size <= 1:
+                            raise
+                        oom = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                    finally:
+                        reporter.close()
+                    _free_memory(device)
+                    batch_size = max(1, batch_size // 2)
+                    oom_retries += 1
+                    self.echo(f"{model_key} on {module.dataset}/{task.variant}: out of memory ({oom[:200]}); "
+                              f"retrying with batch size {batch_size}")
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # one task's failure never stops the cycle
@@ -388,6 +488,8 @@ class Executor:
                 bar.update(1)
                 continue
             runtime["load_s"] = load_s
+            runtime["requested_batch_size"] = self.batch_size
+            runtime["oom_retries"] = oom_retries
             summary.inferences += 1
             summary.forward_samples += runtime["n"]
             env = environment(device)
@@ -399,22 +501,23 @@ class Executor:
                 "n_samples": runtime["n"],
                 "run_id": summary.run_id,
             }
-            self.store.save_inference(task.inference_id, doc, preds)
+            self._db(self.store.save_inference, task.inference_id, doc, preds, what="saving predictions")
             batch = ClassificationPredictions(preds["sample_ids"], preds["y_true"], preds["topk_labels"], preds["topk_scores"])
             self._process(task, [batch], doc, classes, summary)
-            self.store.clear_failure(task.inference_id)
+            self._db(self.store.clear_failure, task.inference_id, what="clearing an old failure")
             bar.update(1)
 
     def _rescore(self, task: PlannedTask, summary: RunSummary) -> None:
-        doc = self.store.get_inference(task.inference_id)
+        doc = self._db(self.store.get_inference, task.inference_id, what="reading stored predictions")
         classes = [c["label"] for c in self.datasets[task.module.dataset]["classes"]]
+        chunks = self._db(lambda: list(self.store.iter_predictions(task.inference_id)), what="reading stored predictions")
         batches = [
             ClassificationPredictions(
                 c["sample_ids"], np.asarray(c["y_true"], dtype=np.int64),
                 np.asarray(c["topk_labels"], dtype=np.int64).reshape(len(c["sample_ids"]), -1),
                 np.asarray(c["topk_scores"], dtype=np.float64).reshape(len(c["sample_ids"]), -1),
             )
-            for c in self.store.iter_predictions(task.inference_id)
+            for c in chunks
         ]
         self._process(task, batches, doc, classes, summary)
         summary.rescored += 1
@@ -440,7 +543,7 @@ class Executor:
                 "run_id": summary.run_id,
             }
             doc.setdefault("overall", {})
-            if self.store.insert_result(rid, doc):
+            if self._db(self.store.insert_result, rid, doc, what="storing a result"):
                 summary.results_written += 1
 
     def _fail(self, task: PlannedTask, exc: BaseException, summary: RunSummary) -> None:
@@ -455,28 +558,88 @@ class Executor:
             "retry_after": utcnow() + FAILURE_BACKOFF,
             "run_id": summary.run_id,
         }
-        self.store.record_failure(task.inference_id, doc)
+        self._db(self.store.record_failure, task.inference_id, doc, what="recording a failure")
         summary.failures.append(doc)
         self.echo(f"FAILED {task.model_key} on {task.module.dataset}/{task.variant}: [{error_class}] {doc['reason'][:300]}")
 
 
-def _child_main(conn, uri, db_name, home, batch_size, device, model_key, tasks, run_id, max_attempts, stop_since) -> None:
-    """Entry point of the isolated evaluation process: load one model and run its tasks."""
-    store = Store(uri, db_name, init_schema=False)
-    ex = Executor(store, [tasks[0].module], home, batch_size=batch_size, device=device, max_attempts=max_attempts,
-                  progress=False, echo=lambda s: print(s, flush=True))
-    summary = RunSummary(run_id, Plan([]))
-    stopped = False
+# imported once by the fork server, so that every isolated child starts with them (a module that fails to
+# import, e.g. with another transformers version, is skipped by multiprocessing)
+ISOLATION_PRELOAD = [
+    "torch", "transformers", "transformers.modeling_utils", "transformers.models.auto.modeling_auto",
+    "transformers.models.auto.tokenization_auto", "transformers.models.auto.image_processing_auto",
+    "pipeline.executor", "modules.hf", "processors.classification",
+]
+
+
+def _isolation_context():
+    """Where isolated children come from: a fork server on Linux, fresh interpreters elsewhere.
+
+    Not plain fork: a child forked from a process that has already run a multi-threaded torch operation
+    hangs in its first one (the OpenMP thread pool does not survive fork), and the parent's MongoClient is
+    not fork-safe. The fork server is a fresh interpreter that imports torch and transformers once (so each
+    child starts in milliseconds) and never runs a model itself."""
+    if sys.platform.startswith("linux"):
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(ISOLATION_PRELOAD)
+        return ctx
+    return mp.get_context("spawn")
+
+
+def _start_run_once(store: Store, run_id: str, doc: dict[str, Any]) -> None:
+    from pymongo.errors import DuplicateKeyError
+
     try:
-        ex._evaluate_model(model_key, tasks, device, summary, _NoBar(), StopFlag(store, since=stop_since))
-    except KeyboardInterrupt:
-        stopped = True
-    out = summary.counts()
-    out["failure_docs"] = [{k: v for k, v in f.items() if k != "traceback"} for f in summary.failures]
-    out["stopped"] = stopped
-    conn.send(out)
-    conn.close()
-    store.close()
+        store.start_run(run_id, doc)
+    except DuplicateKeyError:  # a retry after an insert whose acknowledgement was lost
+        pass
+
+
+class _ParentLink:
+    """The isolated child's side of the pipe: finished tasks (the parent restarts its timer) and messages."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+
+    def update(self, n: int = 1) -> None:
+        self.conn.send(("tasks", n))
+
+    def echo(self, message: str) -> None:
+        self.conn.send(("echo", message))
+
+    def close(self) -> None:
+        pass
+
+
+def _child_main(conn, uri, db_name, home, batch_size, device, model_key, tasks, run_id, max_attempts, stop_since) -> None:
+    """Entry point of the isolated evaluation process: load one model and run its tasks (with its own
+    MongoDB client), reporting to the parent through ``conn``."""
+    store = None
+    out: dict[str, Any]
+    try:
+        link = _ParentLink(conn)
+        store = Store(uri, db_name, init_schema=False)
+        ex = Executor(store, [tasks[0].module], home, batch_size=batch_size, device=device, max_attempts=max_attempts,
+                      progress=False, echo=link.echo)
+        ex._stop_since = stop_since
+        summary = RunSummary(run_id, Plan([]))
+        stopped = False
+        try:
+            ex._evaluate_model(model_key, tasks, device, summary, link, StopFlag(store, since=stop_since))
+        except KeyboardInterrupt:
+            stopped = True
+        out = summary.counts()
+        out["failure_docs"] = [{k: v for k, v in f.items() if k != "traceback"} for f in summary.failures]
+        out["stopped"] = stopped
+    except BaseException as exc:  # reported to the parent, which records the unfinished tasks as failed
+        traceback.print_exc()
+        out = {"crashed": f"{type(exc).__name__}: {exc}"[:2000]}
+    try:
+        conn.send(("done", out))
+        conn.close()
+    finally:
+        if store is not None:
+            store.close()
 
 
 def _rss_mb(pid: int) -> float:
@@ -530,8 +693,13 @@ class _Progress:
     def _write(self) -> None:
         elapsed = time.monotonic() - self.started
         rate = self.done / elapsed if elapsed > 0 else 0.0
-        self.store.update_run(self.run_id, current={**self.current, "done": self.done, "rate": rate,
-                                                    "eta_s": (self.total - self.done) / rate if rate else None})
+        try:
+            self.store.update_run(self.run_id, current={**self.current, "done": self.done, "rate": rate,
+                                                        "eta_s": (self.total - self.done) / rate if rate else None})
+        except Exception as exc:  # progress is best effort: never fail a task because MongoDB is restarting
+            if not _db_unavailable(exc):
+                raise
+            log.warning("could not record progress (%s)", type(exc).__name__)
 
     def update(self, n: int) -> None:
         self.done += n

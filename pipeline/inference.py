@@ -114,9 +114,16 @@ def run_classification(
             logits = module.forward(loaded, to_device(prepared, device))
             if logits.shape[-1] != index.shape[1]:
                 raise InferenceError(f"model returned {logits.shape[-1]} scores per sample, config declares {index.shape[1]} labels")
+            finite = torch.isfinite(logits.float()).all(dim=-1)
+            if not finite.all():
+                bad = [str(r["id"]) for r, ok in zip(part, finite.tolist()) if not ok]
+                raise InferenceError(
+                    f"the model produced NaN or infinite outputs for {len(bad)} of the {len(part)} samples of a batch "
+                    f"(first: {bad[0]!r}); its weights are probably corrupt (NaN), so no result is stored"
+                )
             scores = dataset_scores(logits, index, n_classes)
             if not torch.isfinite(scores).all():
-                raise InferenceError("model produced NaN or infinite scores")
+                raise InferenceError("the model's scores are NaN or infinite after the softmax; no result is stored")
             vals, idx = torch.topk(scores, k, dim=-1)
             top_labels.append(idx.cpu().numpy())
             top_scores.append(vals.cpu().numpy().astype(np.float64))
