@@ -1,7 +1,7 @@
 """Named, versioned, deterministic dataset transforms and the on-disk variant cache."""
 from __future__ import annotations
 
-from perturbations import image, text  # noqa: F401  (registers every perturbation)
+from perturbations import corruptions, image, text  # noqa: F401  (registers every perturbation)
 from perturbations.base import PERTURBATIONS, Perturbation, register_perturbation
 
 #: Pseudo-variant name for the unperturbed dataset. It is not a registered Perturbation;
