@@ -435,6 +435,11 @@ def sync_huggingface(store, endpoint: str | None = None, token: str | None = Non
     parameter (the Hub allows up to 1,000). Returns counts: listed, new, changed, restored (removed, listed
     again), unchanged, removed, details_fetched, detail_failures, failed_listings, seconds, store_seconds
     (time spent in MongoDB). Raises :class:`HubUnreachable` when the endpoint cannot be reached."""
+    from huggingface_hub import constants as hub_constants
+
+    if hub_constants.is_offline_mode():
+        raise HubUnreachable("HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set in this process, so huggingface_hub "
+                             "makes no requests: unset it to scrape the Hub")
     started = time.perf_counter()
     client = HubClient(endpoint, token, retry, log)
     sync = _Sync(store, client, limit=limit, progress=progress, page_size=page_size, write_batch=write_batch)

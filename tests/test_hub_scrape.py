@@ -43,6 +43,16 @@ def write_repo(root: Path, repo_id: str, readme: str | None, config: dict | str 
     return folder
 
 
+@pytest.fixture(autouse=True)
+def online(monkeypatch):
+    """Other tests run offline (HF_HUB_OFFLINE=1), and huggingface_hub reads that once, at import."""
+    import huggingface_hub.constants
+
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+
+
 @pytest.fixture
 def zoo(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
@@ -209,6 +219,15 @@ def test_unreachable_hub_is_one_clear_error(store):
         sync_huggingface(store, endpoint=endpoint, progress=False, log=lambda *a: None, retry=FAST)
     message = str(err.value)
     assert endpoint in message and "\n" not in message and "cannot reach the Hugging Face Hub" in message
+
+
+def test_offline_mode_is_named_not_mistaken_for_an_outage(store, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(HubUnreachable, match="HF_HUB_OFFLINE"):
+        sync_huggingface(store, endpoint="http://127.0.0.1:9", progress=False, log=lambda *a: None)
+    assert store.count("models") == 0
 
 
 def test_synthetic_zoo_incremental_changes_and_removals(store):
