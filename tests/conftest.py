@@ -1,6 +1,8 @@
 """Shared fixtures: one real embedded mongod for the whole test session, and a throw-away database per test."""
 from __future__ import annotations
 
+import os
+import time
 import uuid
 
 import pytest
@@ -34,13 +36,32 @@ def db_name(mongo_uri):
         client.drop_database(name)
 
 
+def _load() -> float:
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return 0.0
+
+
 @pytest.fixture(scope="session")
-def demo_home(tmp_path_factory):
+def demo_build(tmp_path_factory):
+    """One quick demo build (pipeline.demo.build_demo) for the session: its result, wall time and log lines."""
     from pipeline.demo import build_demo
 
     home = tmp_path_factory.mktemp("demo-home")
-    build_demo(home, quick=True, log=lambda *a: None)
-    return home
+    lines: list[str] = []
+    load_before = _load()
+    t0 = time.perf_counter()
+    result = build_demo(home, quick=True, log=lines.append)
+    result["wall_seconds"] = time.perf_counter() - t0
+    result["machine_busy"] = max(load_before, _load()) > (os.cpu_count() or 1)
+    result["log_lines"] = lines
+    return result
+
+
+@pytest.fixture(scope="session")
+def demo_home(demo_build):
+    return demo_build["home"]
 
 
 @pytest.fixture

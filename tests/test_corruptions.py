@@ -76,3 +76,30 @@ def test_variant_cache_builds_the_same_corrupted_images_twice(tmp_path, photo):
         expected = np.asarray(p(src.input, 1, index=i))
         np.testing.assert_array_equal(np.asarray(a.input), expected)
         np.testing.assert_array_equal(np.asarray(b.input), expected)
+
+
+def test_a_corruption_is_a_variant_of_a_real_cycle(demo_home, mongo_uri, db_name, tmp_path, monkeypatch):
+    """resnet-digits evaluated on two corrupted variants of digits through the Executor: results stored with
+    the variant's name, version and parameters; the strongest contrast reduction costs accuracy."""
+    import processors.classification  # noqa: F401
+    from modules.hf import HFImageClassification
+    from pipeline.executor import Executor
+    from pipeline.store import Store
+    from scraper.datasets import register_datasets
+    from scraper.local import scrape_local
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    store = Store(mongo_uri, db_name)
+    register_datasets(store, demo_home / "datasets", log=lambda *a: None)
+    scrape_local(store, demo_home / "zoo", log=lambda *a: None)
+    module = HFImageClassification(dataset="digits", variants=("original", "gaussian_noise-1", "contrast-5"))
+    Executor(store, [module], tmp_path, batch_size=64, progress=False, echo=lambda s: None).run({"name": "demo/resnet-digits"})
+    res = {r["variant"]: r for r in store.iter_results({"model_name": "demo/resnet-digits"})}
+    assert sorted(res) == ["contrast-5", "gaussian_noise-1", "original"]
+    for name in ("contrast-5", "gaussian_noise-1"):
+        corruption, severity = name.rsplit("-", 1)
+        assert res[name]["variant_version"] == get_perturbation(name).version
+        assert res[name]["variant_params"] == {"corruption": corruption, "severity": int(severity)}
+        assert res[name]["overall"]["n"] == res["original"]["overall"]["n"]
+    assert res["contrast-5"]["overall"]["accuracy"] < res["original"]["overall"]["accuracy"]
+    store.close()

@@ -52,16 +52,9 @@ def _load() -> float:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    home = tmp_path_factory.mktemp("demo-home")
-    lines: list[str] = []
-    load_before = _load()
-    t0 = time.perf_counter()
-    result = build_demo(home, quick=True, log=lines.append)
-    result["wall_seconds"] = time.perf_counter() - t0
-    result["machine_busy"] = max(load_before, _load()) > (os.cpu_count() or 1)
-    result["log_lines"] = lines
-    return result
+def built(demo_build):
+    """The session's quick demo build (tests/conftest.py), shared with the end-to-end tests."""
+    return demo_build
 
 
 def _item_folder(result, item: str) -> Path:
