@@ -124,7 +124,10 @@ def scrape(c: Ctx, source: str, path: Path | None, tasks: tuple[str, ...], limit
             counts = sync_huggingface(c.store, **kwargs)
         except HubUnreachable as exc:
             raise click.ClickException(str(exc)) from None
-        click.echo(", ".join(f"{k} {v}" for k, v in counts.items()))
+        if counts.get("failed_listings"):  # the summary line is already printed by the sync
+            raise click.ClickException(
+                f"{counts['failed_listings']} listing(s) failed after retries: what was listed is stored, nothing "
+                "was marked removed, and the next sync lists from the last complete watermark again")
     else:
         from scraper.fiftyone import scrape_fiftyone
 
