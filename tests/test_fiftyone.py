@@ -228,6 +228,17 @@ def test_mobilenet_v2_end_to_end_matches_torchvision(fo_env, capsys):
         pc = r["per_class"][classes[i]]
         assert (pc["precision"], pc["recall"], pc["f1"], pc["support"]) == pytest.approx((p[i], rec[i], f1[i], support[i])), classes[i]
     assert r["overall"]["macro_f1"] == pytest.approx(f1_score(y_true, y_ref, labels=list(range(1000)), average="macro", zero_division=0))
+    # 1,000 classes: the confusion matrix is stored sparse (a dense one is ~9 MB of BSON) and reads back equal
+    from sklearn.metrics import confusion_matrix
+
+    from pipeline.cli import export_rows
+    from processors.classification import dense_confusion
+
+    assert r["confusion_matrix"]["format"] == "sparse" and len(r["confusion_matrix"]["entries"]) <= 20
+    np.testing.assert_array_equal(dense_confusion(r["confusion_matrix"]),
+                                  confusion_matrix(y_true, y_ref, labels=list(range(1000))))
+    cells = [row for row in export_rows(store) if row["metric"].startswith("confusion:")]
+    assert sum(row["value"] for row in cells) == 20 and all(row["value"] > 0 for row in cells)
     # for the record: the same weights with torchvision's standard evaluation crop (ASSETS.md: 18 of 20)
     with capsys.disabled():
         print(f"\nmobilenet-v2-imagenet-torch on {IMAGENET_DATASET}: {correct}/20 with FiftyOne's preprocessing "

@@ -353,3 +353,27 @@ def test_constructor_validation():
         ClassificationProcessor(["a", "a"])
     with pytest.raises(ValueError):
         ClassificationProcessor(["a"], max_misclassifications=-1)
+
+
+def test_many_classes_store_a_sparse_confusion_matrix_that_reads_back_equal():
+    from sklearn import metrics as skm
+
+    from processors.classification import DENSE_MAX_CLASSES, ClassificationProcessor, dense_confusion
+    from processors.base import ClassificationPredictions
+
+    n_classes = 1000
+    rng = np.random.default_rng(7)
+    y_true = rng.integers(0, n_classes, 500)
+    y_pred = np.where(rng.random(500) < 0.7, y_true, rng.integers(0, n_classes, 500))
+    proc = ClassificationProcessor([f"c{i}" for i in range(n_classes)])
+    scores = np.ones((500, 1))
+    proc.update(ClassificationPredictions([str(i) for i in range(500)], y_true, y_pred[:, None], scores))
+    doc = proc.compute()["confusion_matrix"]
+    assert n_classes > DENSE_MAX_CLASSES and doc["format"] == "sparse" and "matrix" not in doc
+    assert len(doc["entries"]) <= 500
+    np.testing.assert_array_equal(dense_confusion(doc), skm.confusion_matrix(y_true, y_pred, labels=range(n_classes)))
+    small = ClassificationProcessor(["a", "b", "c"])
+    small.update(ClassificationPredictions(["0", "1"], np.array([0, 2]), np.array([[0], [1]]), np.ones((2, 1))))
+    dense = small.compute()["confusion_matrix"]
+    assert dense["matrix"] == [[1, 0, 0], [0, 0, 0], [0, 1, 0]]
+    np.testing.assert_array_equal(dense_confusion(dense), np.array(dense["matrix"]))
