@@ -11,7 +11,8 @@ COPY scraper ./scraper
 COPY tests ./tests
 COPY benchmarks ./benchmarks
 RUN make install VENV=/opt/venv
-ENV PATH=/opt/venv/bin:$PATH ZOOEVAL_HOME=/data HF_HUB_OFFLINE=1
+# HF_HUB_OFFLINE is not set: `zooeval scrape --source huggingface` needs the Hub (the demo sets it for itself)
+ENV PATH=/opt/venv/bin:$PATH ZOOEVAL_HOME=/data
 VOLUME /data
 ENTRYPOINT ["zooeval"]
 CMD ["demo"]
