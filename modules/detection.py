@@ -101,6 +101,16 @@ class HFObjectDetection(DetectionModule):
     version = 1
     sources = ("huggingface", "local")
 
+    def accepts(self, model: dict[str, Any], datasets: dict[str, dict[str, Any]]) -> bool:
+        """A Transformers repo (config ``architectures``; a Hub model whose details are not fetched yet is
+        taken on trust), never a torchvision state dict or MTCNN of the same source."""
+        config = model.get("config") or {}
+        if config.get("architecture") or config.get("architectures") == ["MTCNN"]:
+            return False
+        if model.get("source") == "local" and not config.get("architectures"):
+            return False
+        return super().accepts(model, datasets)
+
     def load(self, model: dict[str, Any], device: str) -> LoadedModel:
         import transformers
 
@@ -207,6 +217,12 @@ class TorchvisionDetection(DetectionModule):
     kind = "torchvision-object-detection"
     version = 1
     sources = ("torchvision", "local")
+
+    def accepts(self, model: dict[str, Any], datasets: dict[str, dict[str, Any]]) -> bool:
+        """Only models that name a torchvision architecture (config ``architecture``)."""
+        if not (model.get("config") or {}).get("architecture"):
+            return False
+        return super().accepts(model, datasets)
 
     def load(self, model: dict[str, Any], device: str) -> LoadedModel:
         import torchvision
@@ -332,6 +348,12 @@ class MTCNNFaceDetection(DetectionModule):
     kind = "mtcnn-face-detection"
     version = 1
     sources = ("pypi", "local")
+
+    def accepts(self, model: dict[str, Any], datasets: dict[str, dict[str, Any]]) -> bool:
+        """Only MTCNN weights (config ``architectures`` ["MTCNN"])."""
+        if (model.get("config") or {}).get("architectures") != ["MTCNN"]:
+            return False
+        return super().accepts(model, datasets)
 
     def __init__(self, dataset: str, *args: Any, min_face_size: int = 40,
                  thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7), factor: float = 0.709, **kwargs: Any) -> None:

@@ -26,6 +26,10 @@ from perturbations.corruptions import CORRUPTION_PERTURBATIONS
 #: ``(boxes, width, height) -> (new boxes, (new width, new height))``
 BoxTransform = Callable[[np.ndarray, float, float], tuple[np.ndarray, tuple[float, float]]]
 
+#: Version of the box arithmetic below. It is part of every detection variant's identity and of its cache
+#: fingerprint: bump it when a transform changes, and detection variants and their results are made anew.
+BOXES_VERSION = 1
+
 #: The unperturbed dataset and the photometric perturbations: boxes stay where they are.
 KEEPS_BOXES = frozenset({"original", "greyscale", "inverted", *CORRUPTION_PERTURBATIONS})
 

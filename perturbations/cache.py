@@ -2,7 +2,8 @@
 
 A variant of a dataset under a perturbation and seed lives at
 ``cache_root/<dataset name>/<perturbation name>-<fingerprint[:16]>/`` in the LocalDataset format
-(pipeline.data). It is built once, in a temporary sibling folder, finished with a ``_COMPLETE`` marker
+(pipeline.data), or, for a COCO detection dataset (``ensure_coco_variant``), in the pipeline.coco format
+with its boxes moved by perturbations.boxes. It is built once, in a temporary sibling folder, finished with a ``_COMPLETE`` marker
 and renamed into place atomically, so a folder without the marker is never trusted. A per-variant
 ``fcntl`` lock keeps concurrent processes from doing the same work twice.
 """
@@ -16,6 +17,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+import numpy as np
 
 from perturbations.base import Perturbation
 from pipeline.data import DataError, LocalDataset, write_dataset
@@ -115,11 +118,7 @@ def _build(dataset: LocalDataset, dataset_revision: str, perturbation: Perturbat
     }
     meta["parent_revision"] = dataset_revision
     write_dataset(out, meta, new_splits)
-    marker = out / COMPLETE_MARKER
-    with open(marker, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps({"fingerprint": variant_fingerprint(dataset_revision, perturbation, seed)}) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    _write_marker(out, variant_fingerprint(dataset_revision, perturbation, seed))
 
 
 def ensure_variant(dataset: LocalDataset, dataset_revision: str, perturbation: Perturbation | str | None,
@@ -143,15 +142,22 @@ def ensure_variant(dataset: LocalDataset, dataset_revision: str, perturbation: P
         )
 
     final = variant_path(cache_root, dataset, dataset_revision, perturbation, seed)
+    return _ensure_built(final, lambda tmp: _build(dataset, dataset_revision, perturbation, seed, tmp, progress),
+                         LocalDataset.open)
+
+
+def _ensure_built(final: Path, build: Callable[[Path], None], open_built: Callable[[Path], Any]) -> Any:
+    """Open the complete variant at ``final``, building it first (at most once, under a per-variant lock)
+    with ``build(tmp)`` into a temporary sibling folder that is renamed into place when done."""
     if is_complete(final):
-        return LocalDataset.open(final)
+        return open_built(final)
 
     parent = final.parent
     parent.mkdir(parents=True, exist_ok=True)
     tmp_prefix = f".{final.name}.tmp-"
     with _locked(parent / f".{final.name}.lock"):
         if is_complete(final):  # built by another process while we waited
-            return LocalDataset.open(final)
+            return open_built(final)
         # We hold the lock, so any leftover temp folder or unmarked final folder is from a crashed build.
         for stale in parent.glob(tmp_prefix + "*"):
             _remove(stale)
@@ -160,7 +166,7 @@ def ensure_variant(dataset: LocalDataset, dataset_revision: str, perturbation: P
 
         tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix, dir=parent))
         try:
-            _build(dataset, dataset_revision, perturbation, seed, tmp, progress)
+            build(tmp)
         except BaseException:
             _remove(tmp)
             raise
@@ -178,7 +184,99 @@ def ensure_variant(dataset: LocalDataset, dataset_revision: str, perturbation: P
                     _remove(tmp)
                     if not is_complete(final):
                         raise
-    return LocalDataset.open(final)
+    return open_built(final)
 
 
-__all__ = ["COMPLETE_MARKER", "DataError", "ensure_variant", "is_complete", "variant_fingerprint", "variant_path"]
+def _write_marker(out: Path, fp: str) -> None:
+    marker = out / COMPLETE_MARKER
+    with open(marker, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps({"fingerprint": fp}) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+# ---------------------------------------------------------------------------------------------- COCO detection
+def _build_coco(dataset: Any, dataset_revision: str, perturbation: Perturbation, seed: int, out: Path,
+                progress: Progress | None) -> None:
+    """Write the perturbed COCO dataset into ``out``: every image through the perturbation (sample i of a
+    split is its i-th image), every box through perturbations.boxes.box_transform, image sizes updated."""
+    from perturbations.boxes import box_transform
+    from pipeline.coco import write_coco_dataset
+
+    move = box_transform(perturbation.name)
+    all_images = {split: dataset.images(split) for split in dataset.splits}
+    total = sum(len(v) for v in all_images.values())
+    done = 0
+    splits: dict[str, dict[str, list]] = {}
+    for split, images in all_images.items():
+        (out / "images" / _safe(split)).mkdir(parents=True, exist_ok=True)
+        annotations = dataset.annotations(split)
+        new_images, new_annotations = [], []
+        for i, image in enumerate(images):
+            result = perturbation(dataset.load_image(image), seed, index=i)
+            if result.mode != "RGB":
+                result = result.convert("RGB")
+            anns = annotations.get(image["id"], [])
+            boxes, (width, height) = move(np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4),
+                                          image["width"], image["height"])
+            if result.size != (int(width), int(height)):
+                raise ValueError(f"perturbation {perturbation.name!r} made image {image['id']!r} {result.size[0]}x"
+                                 f"{result.size[1]} pixels, but its box transform expects {width}x{height}")
+            rel = f"{_safe(split)}/{i:06d}.png"
+            result.save(out / "images" / rel, format="PNG")
+            entry = {k: v for k, v in image.items() if not k.startswith("_")}
+            new_images.append({**entry, "file_name": rel, "width": int(width), "height": int(height)})
+            for ann, box in zip(anns, boxes):
+                new_annotations.append({**ann, "bbox": [float(v) for v in box]})
+            done += 1
+            if progress is not None:
+                progress(done, total)
+        splits[split] = {"images": new_images, "annotations": new_annotations}
+    meta = {k: v for k, v in dataset.meta.items() if k not in ("variant", "parent_revision", "image_dirs")}
+    meta["variant"] = {
+        "name": perturbation.name,
+        "version": perturbation.version,
+        "params": perturbation.params,
+        "seed": int(seed),
+        "description": perturbation.description,
+        "method": perturbation.method,
+        "boxes": getattr(move, "__name__", str(move)),
+    }
+    meta["parent_revision"] = dataset_revision
+    write_coco_dataset(out, meta, splits)
+    _write_marker(out, variant_fingerprint(dataset_revision, perturbation, seed))
+
+
+def coco_variant_revision(dataset_revision: str) -> str:
+    """The revision a detection variant is derived from: the dataset's, chained with the version of the box
+    arithmetic (perturbations.boxes.BOXES_VERSION), so new box transforms make new variants."""
+    from perturbations.boxes import BOXES_VERSION
+
+    return chain(dataset_revision, fingerprint({"boxes_version": BOXES_VERSION}))
+
+
+def ensure_coco_variant(dataset: Any, dataset_revision: str, perturbation: Perturbation | str | None,
+                        seed: int, cache_root: str | os.PathLike, progress: Progress | None = None) -> Any:
+    """``ensure_variant`` for a COCO detection dataset (pipeline.coco.CocoDataset): the images are perturbed
+    and the ground-truth boxes moved with them (perturbations.boxes), built once into the same cache
+    layout and returned as a CocoDataset. "original" (None) returns ``dataset`` unchanged.
+
+    Raises ValueError for a perturbation that is not an image one or has no box transform."""
+    from perturbations.boxes import box_transform
+    from pipeline.coco import CocoDataset
+
+    if _is_original(perturbation):
+        return dataset
+    if not isinstance(perturbation, Perturbation):
+        raise TypeError(f"expected a Perturbation, None or {ORIGINAL!r}, got {perturbation!r}")
+    if perturbation.datatype != "image":
+        raise ValueError(f"perturbation {perturbation.name!r} works on {perturbation.datatype} data but dataset "
+                         f"{dataset.name!r} is an image detection dataset")
+    box_transform(perturbation.name)  # raises before any work when the boxes could not follow
+    revision = coco_variant_revision(dataset_revision)
+    final = variant_path(cache_root, dataset, revision, perturbation, seed)
+    return _ensure_built(final, lambda tmp: _build_coco(dataset, revision, perturbation, seed, tmp, progress),
+                         CocoDataset.open)
+
+
+__all__ = ["COMPLETE_MARKER", "DataError", "coco_variant_revision", "ensure_coco_variant", "ensure_variant", "is_complete", "variant_fingerprint", "variant_path"]

@@ -423,9 +423,24 @@ def demo(c: Ctx, quick, progress, **kw) -> None:
     build_demo(c.home, quick=quick, log=click.echo)
     _register_local(c)
     scrape_local(c.store, c.home / "zoo", log=click.echo)
+    _store_mtcnn(c.store)
     infer_missing_training_datasets(c.store, source="local", log=click.echo)
     _cycle(c, _options(kw), progress, 0.0)
     summary_table(c.store)
+
+
+def _store_mtcnn(store) -> None:
+    """The demo's face detector: the MTCNN of the facenet-pytorch wheel (source "pypi"), for the faces set."""
+    from modules.base import ModelLoadError
+    from modules.detection import mtcnn_model_doc
+
+    try:
+        doc = mtcnn_model_doc()
+    except (ModelLoadError, ImportError, OSError) as exc:
+        click.echo(f"MTCNN face detector not stored: {exc}")
+        return
+    store.upsert_models([doc])
+    click.echo(f"stored the face detector {doc['name']} (source pypi, revision {doc['revision'][:12]})")
 
 
 def summary_table(store) -> None:
@@ -436,6 +451,14 @@ def summary_table(store) -> None:
                      f"{r['runtime']['instances_per_second']:.1f}"])
     rows.sort()
     print_table(["model", "dataset", "variant", "accuracy", "macro-F1", "instances/s"], rows)
+    det_rows = []
+    for r in store.iter_results({"processor": "detection"}):
+        o = r["overall"]
+        det_rows.append([r["model_name"], r["dataset"], r["variant"], _f(o.get("AP")), _f(o.get("AP50")), _f(o.get("AR100")),
+                         f"{r['runtime']['instances_per_second']:.1f}"])
+    if det_rows:
+        click.echo("")
+        print_table(["detector", "dataset", "variant", "AP", "AP50", "AR100", "images/s"], sorted(det_rows))
     groups: dict[tuple, list[str]] = {}
     for f in store.db.failures.find({}, {"model_name": 1, "dataset": 1, "variant": 1, "error_class": 1, "reason": 1}):
         groups.setdefault((f.get("model_name"), f.get("dataset"), f["error_class"], f["reason"][:80]), []).append(f.get("variant"))
@@ -457,6 +480,14 @@ def results(c: Ctx, model: str, per_class: bool) -> None:
         raise click.ClickException(f"no model {model!r} in the store; `zooeval models` lists them")
     res = c.store.results_for_model(doc["_id"])
     click.echo(f"{doc['name']} ({doc['source']}, revision {(doc.get('revision') or '')[:12]}): {len(res)} results")
+    detection = [r for r in res if _is_detection(r)]
+    res = [r for r in res if not _is_detection(r)]
+    if detection:
+        _detection_results(detection, per_class)
+        if not res:
+            _print_failures(c.store, doc["_id"])
+            return
+        click.echo("")
     rows = []
     for r in res:
         o = r["overall"]
@@ -472,9 +503,39 @@ def results(c: Ctx, model: str, per_class: bool) -> None:
             print_table(["class", "support", "tp", "fp", "fn", "precision", "recall", "f1"],
                         [[k, v.get("support"), v.get("tp"), v.get("fp"), v.get("fn"), _f(v.get("precision")), _f(v.get("recall")), _f(v.get("f1"))]
                          for k, v in r["per_class"].items()])
-    fails = list(c.store.db.failures.find({"model_key": doc["_id"]}))
-    for f in fails:
+    _print_failures(c.store, doc["_id"])
+
+
+def _print_failures(store, model_key: str) -> None:
+    for f in store.db.failures.find({"model_key": model_key}):
         click.echo(f"FAILED on {f.get('dataset')}/{f.get('variant')}: [{f['error_class']}] {f['reason']} (attempts {f['attempts']})")
+
+
+def _is_detection(result: dict[str, Any]) -> bool:
+    return "AP" in (result.get("overall") or {})
+
+
+def _detection_results(res: list[dict[str, Any]], per_class: bool) -> None:
+    """Object detection results: COCO AP/AR overall (and per class and supercategory with --per-class)."""
+    conditions = {", ".join(f"{k}={p[k]}" for k in ("score_threshold", "nms_iou", "max_detections") if k in p)
+                  for p in (r.get("module_params") or {} for r in res)}
+    for shown in sorted(filter(None, conditions)):
+        click.echo(f"detection conditions: {shown}")
+    rows = []
+    for r in res:
+        o = r["overall"]
+        rows.append([r["dataset"], r["split"], r["variant"], r["processor"], o.get("n_images"), _f(o.get("AP")), _f(o.get("AP50")),
+                     _f(o.get("AP75")), _f(o.get("AR100")), _f(o.get("precision")), _f(o.get("recall")),
+                     _f(r["runtime"]["instances_per_second"], 1)])
+    print_table(["dataset", "split", "variant", "processor", "images", "AP", "AP50", "AP75", "AR100", "P@.5", "R@.5", "img/s"], rows)
+    if per_class:
+        for r in res:
+            click.echo(f"\n{r['dataset']}/{r['split']} variant={r['variant']} ({r['processor']})")
+            groups = [(k, v.get("supercategory"), v) for k, v in (r.get("per_class") or {}).items()]
+            groups += [(f"[{k}]", "supercategory", v) for k, v in (r.get("per_supercategory") or {}).items()]
+            print_table(["class", "supercategory", "support", "AP", "AP50", "AP75", "AR100", "tp", "fp", "fn"],
+                        [[k, sc, v.get("support"), _f(v.get("AP")), _f(v.get("AP50")), _f(v.get("AP75")), _f(v.get("AR100")),
+                          v.get("tp"), v.get("fp"), v.get("fn")] for k, sc, v in groups])
 
 
 def export_rows(store) -> Iterator[dict[str, Any]]:
@@ -486,15 +547,27 @@ def export_rows(store) -> Iterator[dict[str, Any]]:
             yield {**base, "class": "overall", "metric": metric, "value": value}
         for label, metrics in (r.get("per_class") or {}).items():
             for metric, value in metrics.items():
+                if isinstance(value, (str, list, dict)) or value is None:  # a detection class's supercategory
+                    continue
                 yield {**base, "class": label, "metric": metric, "value": value}
+        for name, metrics in (r.get("per_supercategory") or {}).items():  # detection
+            for metric, value in metrics.items():
+                if isinstance(value, (int, float)):
+                    yield {**base, "class": f"supercategory:{name}", "metric": metric, "value": value}
         cm = r.get("confusion_matrix")
-        if cm:
-            for true_label, row in zip(cm["labels"], cm["matrix"]):
-                for pred_label, value in zip(cm["labels"], row):
-                    yield {**base, "class": true_label, "metric": f"confusion:predicted={pred_label}", "value": value}
-        for metric in ("time_in_seconds", "time_per_instance", "instances_per_second", "load_s", "warmup_s", "batch_size"):
+        if cm:  # every cell of a dense matrix; the non-zero cells of a sparse one (more than 100 classes)
+            labels = cm["labels"]
+            cells = ((labels[i], labels[j], n) for i, j, n in cm["entries"]) if cm.get("format") == "sparse" else (
+                (t, p, n) for t, row in zip(labels, cm["matrix"]) for p, n in zip(labels, row))
+            for true_label, pred_label, value in cells:
+                yield {**base, "class": true_label, "metric": f"confusion:predicted={pred_label}", "value": value}
+        for metric in ("time_in_seconds", "time_per_instance", "instances_per_second", "load_s", "warmup_s", "batch_size",
+                       "n_detections"):
             if metric in r.get("runtime", {}):
                 yield {**base, "class": "overall", "metric": f"runtime:{metric}", "value": r["runtime"][metric]}
+        for metric, value in (r.get("module_params") or {}).items():  # e.g. detection's score_threshold, nms_iou
+            if isinstance(value, (int, float)):
+                yield {**base, "class": "overall", "metric": f"param:{metric}", "value": value}
 
 
 EXPORT_FIELDS = ["model", "source", "revision", "dataset", "split", "variant", "processor", "class", "metric", "value"]

@@ -4,7 +4,9 @@ A dataset folder holds::
 
     dataset.json        metadata: name, version, datatype "image", task "object-detection", description,
                         homepage, year, reference, compatible_with, supported_variants, synonyms, splits,
-                        classes (category names in id order) and categories ({id, name, supercategory})
+                        classes (category names in id order), categories ({id, name, supercategory}) and
+                        optionally modules (detection module kinds to run beyond the default ones, e.g.
+                        ["mtcnn-face-detection"]; see modules.catalog)
     <split>.json        COCO instances: images ({id, file_name, width, height}), annotations ({id, image_id,
                         category_id, bbox [x, y, w, h] in pixels, area, iscrowd}) and categories
     images/             the image files; ``file_name`` is relative to it (``image_dirs`` in dataset.json
@@ -198,6 +200,7 @@ class CocoDataset:
             "compatible_with": list(meta.get("compatible_with") or []),
             "supported_variants": list(meta.get("supported_variants") or []),
             "synonyms": dict(meta.get("synonyms") or {}),
+            "modules": [str(m) for m in meta.get("modules") or []],
             "classes": [
                 {"id": i, "label": c["name"], "extra": {"supercategory": c.get("supercategory"), "category_id": int(c["id"])}}
                 for i, c in enumerate(self.meta["categories"])

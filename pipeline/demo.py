@@ -17,6 +17,9 @@ Layout under ``home``::
     datasets/digits/               LocalDataset (pipeline.data): dataset.json, train.jsonl, test.jsonl, images/
     datasets/rotten_tomatoes/      LocalDataset (text)
     datasets/imagenet-foolbox20/   LocalDataset (image, 1,000 classes, one test split of 20 images)
+    datasets/faces/                COCO detection set (pipeline.detection_data.build_faces_dataset: the astronaut
+                                   and real LFW faces pasted on real photos; 31 images, 7 in quick mode), for the
+                                   MTCNN face detector of the facenet-pytorch wheel (stored by ``zooeval demo``)
     fiftyone/models/               FIFTYONE_MODEL_ZOO_DIR (unless set): mobilenet_v2-b0353104.pth
     torch/hub/checkpoints/         TORCH_HOME (unless set): mobilenet_v2-b0353104.pth (a copy)
     zoo/demo/minilm-rt-labels/     BertForSequenceClassification, id2label LABEL_0/LABEL_1
@@ -651,6 +654,18 @@ def _build_unmappable(tmp: Path, zoo: Path) -> dict[str, Any]:
 
 
 # -- the build -------------------------------------------------------------------------------------
+FACES_COMPOSED = 30
+FACES_COMPOSED_QUICK = 6
+
+
+def _build_faces(tmp: Path, quick: bool) -> dict[str, Any]:
+    from pipeline.detection_data import build_faces_dataset
+
+    n = FACES_COMPOSED_QUICK if quick else FACES_COMPOSED
+    build_faces_dataset(tmp, seed=SEED, n_composed=n)
+    return {"images": n + 1}
+
+
 def build_demo(home: str | os.PathLike, quick: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Build (or find already built) the demo datasets and model zoo under ``home``; see the module docstring.
 
@@ -659,7 +674,8 @@ def build_demo(home: str | os.PathLike, quick: bool = False, log: Callable[[str]
     "total": seconds}, "built": [items built now], "skipped": [items already built], "quick": bool}``.
     Items are named ``datasets/<name>`` and ``<org>/<model>``. What the FiftyOne zoo needs is reported apart,
     under ``"fiftyone"``: ``{"datasets": {name: Path}, "weights": {env var: file}, "built": [...],
-    "skipped": [...]}``.
+    "skipped": [...]}``, and the object-detection set under ``"detection"``: ``{"datasets": {name: Path},
+    "built": [...], "skipped": [...]}``.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -673,17 +689,19 @@ def build_demo(home: str | os.PathLike, quick: bool = False, log: Callable[[str]
     markers: dict[str, dict[str, Any]] = {}
     fo_built: list[str] = []
     fo_skipped: list[str] = []
+    det_built: list[str] = []
+    det_skipped: list[str] = []
 
     def say(msg: str) -> None:
         log(f"[demo {time.perf_counter() - t_start:6.1f}s] {msg}")
 
     def ensure(key: str, folder: Path, deps: list[str], quick_sensitive: bool, build: Callable[[Path], dict[str, Any]],
-               fiftyone: bool = False) -> None:
+               fiftyone: bool = False, detection: bool = False) -> None:
         depends = {d: markers[d]["stamp"] for d in deps}
         marker = _current_marker(folder, quick, depends)
         if marker is not None:
             markers[key] = marker
-            (fo_skipped if fiftyone else skipped).append(key)
+            (fo_skipped if fiftyone else det_skipped if detection else skipped).append(key)
             say(f"{key}: already built ({folder})")
             return
         say(f"{key}: building ...")
@@ -712,7 +730,7 @@ def build_demo(home: str | os.PathLike, quick: bool = False, log: Callable[[str]
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         markers[key] = marker
-        (fo_built if fiftyone else built).append(key)
+        (fo_built if fiftyone else det_built if detection else built).append(key)
         timings[key] = seconds
         acc = info.get("test_accuracy")
         say(f"{key}: built in {seconds:.1f}s" + (f", test accuracy {acc:.3f}" if acc is not None else ""))
@@ -777,6 +795,10 @@ def build_demo(home: str | os.PathLike, quick: bool = False, log: Callable[[str]
             weights = place_fiftyone_weights(home)
             timings["fiftyone/weights"] = round(time.perf_counter() - t0, 2)
             say("FiftyOne weights in place: " + ", ".join(f"{k}: {v}" for k, v in weights.items()))
+
+            # object detection: a COCO-format faces set (the MTCNN model document is stored by `zooeval demo`)
+            ensure("datasets/faces", datasets_dir / "faces", [], True, lambda tmp: _build_faces(tmp, quick),
+                   detection=True)
         finally:
             shutil.rmtree(tmp_root, ignore_errors=True)
 
@@ -796,6 +818,7 @@ def build_demo(home: str | os.PathLike, quick: bool = False, log: Callable[[str]
         "quick": quick,
         "fiftyone": {"datasets": {IMAGENET_DATASET: datasets_dir / IMAGENET_DATASET}, "weights": weights,
                      "built": fo_built, "skipped": fo_skipped},
+        "detection": {"datasets": {"faces": datasets_dir / "faces"}, "built": det_built, "skipped": det_skipped},
     }
     say(f"demo zoo ready in {timings['total']:.1f}s: {len(built)} built, {len(skipped)} already built; "
         + ", ".join(f"{k} {v:.3f}" for k, v in result["accuracy"].items() if v is not None))

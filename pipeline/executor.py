@@ -3,6 +3,11 @@
 Planning computes every candidate's result id and asks the store, one indexed query per chunk, which
 exist. What is missing is grouped by inference identity; a task whose predictions are already stored is
 re-scored from them with zero forward passes.
+
+Execution dispatches on the module's task: classification (run_classification, ClassificationPredictions) or
+object detection (pipeline.detection_runner.run_detection on a COCO dataset or its cached perturbed variant
+with moved boxes; per-image detections stored by Store.save_inference; DetectionProcessor batches rebuilt from
+them and the variant's ground truth when re-scoring).
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ import numpy as np
 
 from modules.base import EvaluationModule, ModelLoadError
 from perturbations import get_perturbation
-from perturbations.cache import ensure_variant
+from perturbations.cache import ensure_coco_variant, ensure_variant
 from pipeline import identity as ident
 from pipeline.data import DataError, LocalDataset
 from pipeline.envinfo import choose_device, environment
@@ -31,10 +36,19 @@ from pipeline.inference import InferenceError, run_classification
 from pipeline.labels import LabelMappingError, map_labels
 from pipeline.store import Store, utcnow
 from processors.base import PROCESSORS, ClassificationPredictions
+import processors.detection  # noqa: F401  (registers the "detection" processor)
 
 log = logging.getLogger("zooeval")
 
-MODEL_PROJECTION = {"name": 1, "source": 1, "revision": 1, "task": 1, "datasets": 1, "inferred_datasets": 1}
+DETECTION_TASK = "object-detection"
+#: Detection batches are capped at this many images (the executor's batch size is meant for classification
+#: inputs; detectors run on full-size images). On out-of-memory the batch is halved as for classification.
+DETECTION_MAX_BATCH = 8
+
+#: What planning reads of each model: enough for module.accepts() (the config's architecture names tell a
+#: Transformers repo from a torchvision state dict or MTCNN of the same source).
+MODEL_PROJECTION = {"name": 1, "source": 1, "revision": 1, "task": 1, "datasets": 1, "inferred_datasets": 1,
+                    "config.architectures": 1, "config.architecture": 1}
 
 
 @dataclass
@@ -227,7 +241,12 @@ class Executor:
         p = get_perturbation(variant)
         if p is None:
             return dict(ident.ORIGINAL_VARIANT)
-        return {"name": p.name, "version": p.version, "params": p.params, "seed": module.seed}
+        vid = {"name": p.name, "version": p.version, "params": p.params, "seed": module.seed}
+        if module.task == DETECTION_TASK:  # the ground truth boxes moved with the images
+            from perturbations.boxes import BOXES_VERSION
+
+            vid["boxes_version"] = BOXES_VERSION
+        return vid
 
     def module_work(self, module: EvaluationModule) -> list[tuple[str, dict[str, Any], str]]:
         """(variant, identity, work fingerprint) for each of the module's variants."""
@@ -436,6 +455,8 @@ class Executor:
 
     def _evaluate_model(self, model_key, tasks, device, summary, bar, should_stop) -> None:
         module = tasks[0].module
+        if module.task == DETECTION_TASK:
+            return self._evaluate_detection_model(model_key, tasks, device, summary, bar, should_stop)
         model = self._db(self.store.get_model, model_key, what="reading the model")
         ds_doc = self.datasets[module.dataset]
         classes = [c["label"] for c in ds_doc["classes"]]
@@ -508,6 +529,8 @@ class Executor:
             bar.update(1)
 
     def _rescore(self, task: PlannedTask, summary: RunSummary) -> None:
+        if task.module.task == DETECTION_TASK:
+            return self._rescore_detection(task, summary)
         doc = self._db(self.store.get_inference, task.inference_id, what="reading stored predictions")
         classes = [c["label"] for c in self.datasets[task.module.dataset]["classes"]]
         chunks = self._db(lambda: list(self.store.iter_predictions(task.inference_id)), what="reading stored predictions")
@@ -522,10 +545,13 @@ class Executor:
         self._process(task, batches, doc, classes, summary)
         summary.rescored += 1
 
-    def _process(self, task: PlannedTask, batches, inference_doc, classes, summary) -> None:
+    def _process(self, task: PlannedTask, batches, inference_doc, classes, summary,
+                 make: Callable[[type], Any] | None = None) -> None:
+        """Run the task's missing processors over the batches and store a result each; ``make(cls)``
+        builds a processor (default: ``cls(classes)``)."""
         for proc_name in task.processors:
             cls = PROCESSORS.get(proc_name)
-            proc = cls(classes)
+            proc = make(cls) if make else cls(classes)
             for b in batches:
                 proc.update(b)
             out = proc.compute()
@@ -545,6 +571,133 @@ class Executor:
             doc.setdefault("overall", {})
             if self._db(self.store.insert_result, rid, doc, what="storing a result"):
                 summary.results_written += 1
+
+    # -- object detection ---------------------------------------------------------------------------
+    def _detection_dataset_for(self, task: PlannedTask):
+        """The task's COCO dataset (pipeline.coco.CocoDataset), its variant built or reused from the cache
+        with the boxes moved (perturbations.cache.ensure_coco_variant)."""
+        from pipeline.coco import CocoDataset
+
+        module = task.module
+        key = (module.dataset, task.variant)
+        if key not in self._opened:
+            doc = self.datasets[module.dataset]
+            base = CocoDataset.open(doc["path"])
+            pert = get_perturbation(task.variant)
+            if pert is not None:
+                self.echo(f"variant {module.dataset}/{task.variant}: building or reusing the cached variant")
+            self._opened[key] = ensure_coco_variant(base, doc["revision"], pert, module.seed, self.home / "variants")
+        return self._opened[key]
+
+    def _detection_processor_factory(self, ds_doc: dict[str, Any]) -> tuple[list[str], Callable[[type], Any]]:
+        """The dataset's class names and a processor factory: a DetectionProcessor (or subclass) gets the
+        supercategories too."""
+        from processors.detection import DetectionProcessor
+
+        classes = [c["label"] for c in ds_doc["classes"]]
+        supercategories = [(c.get("extra") or {}).get("supercategory") for c in ds_doc["classes"]]
+        if any(s is None for s in supercategories):
+            supercategories = None
+
+        def make(cls: type) -> Any:
+            return cls(classes, supercategories) if issubclass(cls, DetectionProcessor) else cls(classes)
+
+        return classes, make
+
+    def _evaluate_detection_model(self, model_key, tasks, device, summary, bar, should_stop) -> None:
+        """_evaluate_model for object detection: category-id label mapping, run_detection, detections stored
+        per image (Store.save_inference), processors fed with the variant's ground truth."""
+        from pipeline.detection_runner import detection_label_mapping, run_detection, to_detection_batch
+
+        module = tasks[0].module
+        model = self._db(self.store.get_model, model_key, what="reading the model")
+        ds_doc = self.datasets[module.dataset]
+        classes, make = self._detection_processor_factory(ds_doc)
+        category_ids = [int(c["extra"]["category_id"]) for c in ds_doc["classes"]]
+        try:
+            if model is None:
+                raise ModelLoadError(f"model {model_key!r} is no longer in the store")
+            t0 = time.perf_counter()
+            loaded = module.load(model, device)
+            load_s = time.perf_counter() - t0
+            summary.models_loaded += 1
+            mapping = detection_label_mapping(loaded.id2label, classes, category_ids, ds_doc.get("synonyms"),
+                                              trained_on_dataset=module.trained_on(model))
+        except Exception as exc:  # one model's failure never stops the cycle
+            for task in tasks:
+                self._fail(task, exc, summary)
+                bar.update(1)
+            return
+        mapping_doc = mapping.to_doc(classes, category_ids, loaded.id2label)
+        batch_size = min(self.batch_size, DETECTION_MAX_BATCH)
+        for task in tasks:
+            if should_stop and should_stop():
+                raise KeyboardInterrupt
+            oom_retries = 0
+            try:
+                dataset = self._detection_dataset_for(task)
+                total = sum(s["total"] for s in ds_doc["splits"] if s["name"] == module.split)
+                while True:  # on out-of-memory, retry with half the batch size, down to 1
+                    reporter = _Progress(self.store, summary.run_id, task, total,
+                                         _bar(self.progress, total=total, desc=f"{model['name']} {task.variant}", unit="image", leave=False))
+                    try:
+                        predictions, runtime = run_detection(
+                            module, loaded, dataset, module.split, mapping.model_to_category, batch_size,
+                            on_batch=reporter.update, should_stop=should_stop,
+                        )
+                        break
+                    except Exception as exc:
+                        if not is_out_of_memory(exc) or batch_size <= 1:
+                            raise
+                        oom = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                    finally:
+                        reporter.close()
+                    _free_memory(device)
+                    batch_size = max(1, batch_size // 2)
+                    oom_retries += 1
+                    self.echo(f"{model_key} on {module.dataset}/{task.variant}: out of memory ({oom[:200]}); "
+                              f"retrying with batch size {batch_size}")
+                batch = to_detection_batch(dataset, module.split, predictions)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # one task's failure never stops the cycle
+                self._fail(task, exc, summary)
+                bar.update(1)
+                continue
+            runtime["load_s"] = load_s
+            runtime["requested_batch_size"] = self.batch_size
+            runtime["oom_retries"] = oom_retries
+            summary.inferences += 1
+            summary.forward_samples += runtime["n"]
+            doc = {
+                **_flat_identity(task),
+                "label_mapping": mapping_doc,
+                "runtime": runtime,
+                "env": environment(device),
+                "n_samples": runtime["n"],
+                "run_id": summary.run_id,
+            }
+            self._db(self.store.save_inference, task.inference_id, doc, _detection_preds(predictions),
+                     what="saving predictions")
+            self._process(task, [batch], doc, classes, summary, make)
+            self._db(self.store.clear_failure, task.inference_id, what="clearing an old failure")
+            bar.update(1)
+
+    def _rescore_detection(self, task: PlannedTask, summary: RunSummary) -> None:
+        """Missing processors of a detection task from its stored detections and the (cached) variant's
+        ground truth: no model is loaded."""
+        from pipeline.detection_runner import to_detection_batch
+
+        doc = self._db(self.store.get_inference, task.inference_id, what="reading stored predictions")
+        classes, make = self._detection_processor_factory(self.datasets[task.module.dataset])
+        predictions = self._db(lambda: list(self.store.iter_detections(task.inference_id)), what="reading stored predictions")
+        try:
+            batch = to_detection_batch(self._detection_dataset_for(task), task.module.split, predictions)
+        except Exception as exc:  # e.g. the dataset folder is gone: recorded, never fatal to the cycle
+            self._fail(task, exc, summary)
+            return
+        self._process(task, [batch], doc, classes, summary, make)
+        summary.rescored += 1
 
     def _fail(self, task: PlannedTask, exc: BaseException, summary: RunSummary) -> None:
         error_class = classify_failure(exc)
@@ -569,6 +722,7 @@ ISOLATION_PRELOAD = [
     "torch", "transformers", "transformers.modeling_utils", "transformers.models.auto.modeling_auto",
     "transformers.models.auto.tokenization_auto", "transformers.models.auto.image_processing_auto",
     "pipeline.executor", "modules.hf", "processors.classification",
+    "modules.detection", "processors.detection", "pipeline.detection_runner", "pipeline.coco",
 ]
 
 
@@ -660,8 +814,24 @@ def _count_by(tasks: list[PlannedTask], key: Callable[[PlannedTask], str]) -> di
     return dict(out)
 
 
+def _detection_preds(predictions: list[dict[str, Any]]) -> dict[str, Any]:
+    """run_detection's per-image predictions in the flat form Store.save_inference stores for detection."""
+    def cat(key: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        parts = [np.asarray(p[key], dtype=dtype).reshape(shape) for p in predictions]
+        return np.concatenate(parts) if parts else np.zeros((0, *shape[1:]), dtype=dtype)
+
+    return {
+        "image_ids": [p["image_id"] for p in predictions],
+        "counts": [len(p["scores"]) for p in predictions],
+        "boxes": cat("boxes", (-1, 4), np.float64),
+        "scores": cat("scores", (-1,), np.float64),
+        "category_ids": cat("labels", (-1,), np.int64),
+    }
+
+
 def _flat_identity(task: PlannedTask) -> dict[str, Any]:
     i = task.identity
+    extra = {"module_params": i["module"]["params"]} if i["module"].get("params") else {}
     return {
         "model_key": task.model_key,
         "model_name": i["model"]["name"],
@@ -676,6 +846,7 @@ def _flat_identity(task: PlannedTask) -> dict[str, Any]:
         "variant_version": i["variant"]["version"],
         "variant_params": i["variant"]["params"],
         "variant_seed": i["variant"]["seed"],
+        **extra,
     }
 
 

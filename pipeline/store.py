@@ -16,6 +16,9 @@ from pymongo import ASCENDING, MongoClient, ReplaceOne, UpdateOne
 from pymongo.errors import BulkWriteError, CollectionInvalid, DuplicateKeyError
 
 PREDICTION_CHUNK = 5000
+#: At most this many detections per stored chunk: 100,000 x (4 boxes + score + category) x 8 bytes is about
+#: 4.8 MB, well under MongoDB's 16 MB document limit (an image never spans two chunks).
+DETECTION_CHUNK_DETECTIONS = 100_000
 DUPLICATE_KEY = 11000
 
 
@@ -37,9 +40,15 @@ VALIDATORS: dict[str, dict[str, Any]] = {
         "required": ["model_key", "model_revision", "module", "dataset", "split", "variant", "runtime", "n_samples"],
         "properties": {"model_key": _STR, "model_revision": _STR, "n_samples": {"bsonType": ["int", "long"]}},
     },
-    "predictions": {
-        "required": ["inference_id", "chunk", "sample_ids", "y_true", "topk_labels", "topk_scores"],
+    "predictions": {  # classification chunks, or detection chunks (see Store.save_inference)
+        "required": ["inference_id", "chunk"],
         "properties": {"inference_id": _STR},
+        "anyOf": [
+            {"required": ["sample_ids", "y_true", "topk_labels", "topk_scores"]},
+            {"required": ["kind", "image_ids", "counts", "boxes", "scores", "category_ids"],
+             "properties": {"kind": {"enum": ["detection"]}, "boxes": {"bsonType": "binData"},
+                            "scores": {"bsonType": "binData"}, "category_ids": {"bsonType": "binData"}}},
+        ],
     },
     "results": {
         "required": [
@@ -184,7 +193,18 @@ class Store:
 
         Both writes are idempotent replaces keyed by id; a crash between them leaves no inference
         record, so the task is simply run again and overwrites the same chunks.
+
+        Classification ``preds``: sample_ids, y_true, topk_labels, topk_scores (one row per sample).
+        Detection ``preds`` (recognised by ``image_ids``): image_ids and counts (detections per image), and
+        the detections of all images concatenated in image order: boxes (D, 4) xywh pixels, scores (D,),
+        category_ids (D,). Each chunk holds whole images (at most PREDICTION_CHUNK images and
+        DETECTION_CHUNK_DETECTIONS detections) with kind "detection" and the arrays as little-endian
+        binary (float64 boxes and scores, int64 category ids); ``iter_detections`` decodes them.
         """
+        if "image_ids" in preds:
+            ops = _detection_chunk_ops(inference_id, preds)
+            self._save_chunks(inference_id, doc, ops)
+            return
         n = len(preds["sample_ids"])
         ops = []
         for c, start in enumerate(range(0, max(n, 1), PREDICTION_CHUNK)):
@@ -203,6 +223,9 @@ class Store:
                     upsert=True,
                 )
             )
+        self._save_chunks(inference_id, doc, ops)
+
+    def _save_chunks(self, inference_id: str, doc: dict[str, Any], ops: list[ReplaceOne]) -> None:
         self.db.predictions.bulk_write(ops, ordered=True)
         self.db.predictions.delete_many({"inference_id": inference_id, "chunk": {"$gte": len(ops)}})
         self.db.inferences.replace_one(
@@ -214,6 +237,13 @@ class Store:
 
     def iter_predictions(self, inference_id: str) -> Iterator[dict[str, Any]]:
         return self.db.predictions.find({"inference_id": inference_id}).sort("chunk", ASCENDING)
+
+    def iter_detections(self, inference_id: str) -> Iterator[dict[str, Any]]:
+        """The stored detections of an inference, one dict per image in stored order: ``image_id``,
+        ``boxes`` (k, 4) float64 xywh, ``scores`` (k,) float64, ``labels`` (k,) int64 category ids (the
+        shape pipeline.detection_runner.run_detection returns)."""
+        for chunk in self.iter_predictions(inference_id):
+            yield from decode_detection_chunk(chunk)
 
     # -- results --------------------------------------------------------------------------------
     def insert_result(self, result_id: str, doc: dict[str, Any]) -> bool:
@@ -272,4 +302,55 @@ class Store:
         return self.db.control.find_one(q, {"_id": 1}) is not None
 
 
-__all__ = ["Store", "BulkWriteError", "DUPLICATE_KEY", "PREDICTION_CHUNK", "utcnow"]
+def _detection_chunk_ops(inference_id: str, preds: dict[str, Any]) -> list[ReplaceOne]:
+    image_ids = list(preds["image_ids"])
+    counts = np.asarray(preds["counts"], dtype=np.int64).reshape(-1)
+    boxes = np.asarray(preds["boxes"], dtype="<f8").reshape(-1, 4)
+    scores = np.asarray(preds["scores"], dtype="<f8").reshape(-1)
+    cats = np.asarray(preds["category_ids"], dtype="<i8").reshape(-1)
+    if len(counts) != len(image_ids) or not (int(counts.sum()) == len(boxes) == len(scores) == len(cats)):
+        raise ValueError(f"detection predictions of {inference_id}: {len(image_ids)} images, {len(counts)} counts "
+                         f"summing to {int(counts.sum())}, {len(boxes)} boxes, {len(scores)} scores, {len(cats)} categories")
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    ops, start = [], 0
+    while True:
+        end = start
+        while end < len(image_ids) and (end == start or (end - start < PREDICTION_CHUNK
+                                                         and offsets[end + 1] - offsets[start] <= DETECTION_CHUNK_DETECTIONS)):
+            end += 1
+        a, b = int(offsets[start]), int(offsets[end])
+        ops.append(ReplaceOne(
+            {"_id": f"{inference_id}:{len(ops):06d}"},
+            {
+                "inference_id": inference_id,
+                "chunk": len(ops),
+                "kind": "detection",
+                "image_ids": [i.item() if isinstance(i, np.generic) else i for i in image_ids[start:end]],
+                "counts": counts[start:end].tolist(),
+                "boxes": boxes[a:b].tobytes(),
+                "scores": scores[a:b].tobytes(),
+                "category_ids": cats[a:b].tobytes(),
+            },
+            upsert=True,
+        ))
+        if end >= len(image_ids):
+            return ops
+        start = end
+
+
+def decode_detection_chunk(chunk: dict[str, Any]) -> list[dict[str, Any]]:
+    """One stored detection chunk as per-image prediction dicts (see Store.iter_detections)."""
+    if chunk.get("kind") != "detection":
+        raise ValueError(f"prediction chunk {chunk.get('_id')!r} is not a detection chunk")
+    boxes = np.frombuffer(chunk["boxes"], dtype="<f8").reshape(-1, 4).astype(np.float64)
+    scores = np.frombuffer(chunk["scores"], dtype="<f8").astype(np.float64)
+    cats = np.frombuffer(chunk["category_ids"], dtype="<i8").astype(np.int64)
+    out, at = [], 0
+    for image_id, k in zip(chunk["image_ids"], chunk["counts"]):
+        out.append({"image_id": image_id, "boxes": boxes[at : at + k], "scores": scores[at : at + k],
+                    "labels": cats[at : at + k]})
+        at += k
+    return out
+
+
+__all__ = ["Store", "decode_detection_chunk", "DETECTION_CHUNK_DETECTIONS", "BulkWriteError", "DUPLICATE_KEY", "PREDICTION_CHUNK", "utcnow"]

@@ -49,15 +49,25 @@ def dataset_doc(ds: LocalDataset) -> tuple[dict[str, Any], list[dict[str, Any]]]
 
 
 def register_datasets(store, root: str | Path, log=print) -> list[str]:
-    """Register every dataset folder (holding dataset.json) under root. Unreadable ones are reported, not fatal."""
+    """Register every dataset folder (holding dataset.json) under root. Unreadable ones are reported, not fatal.
+
+    A COCO-format detection folder (pipeline.coco.is_coco_dataset: format "coco" or task "object-detection")
+    is read with CocoDataset; its document has task "object-detection", format "coco" and per class
+    ``extra = {"category_id", "supercategory"}``, which the executor's detection path reads."""
+    from pipeline.coco import CocoDataset, is_coco_dataset
+
     root = Path(root)
     names = []
     if not root.is_dir():
         return names
     for folder in sorted(p for p in root.iterdir() if (p / "dataset.json").is_file()):
         try:
-            ds = LocalDataset.open(folder)
-            doc, examples = dataset_doc(ds)
+            if is_coco_dataset(folder):
+                ds = CocoDataset.open(folder)
+                doc, examples = ds.dataset_doc()
+            else:
+                ds = LocalDataset.open(folder)
+                doc, examples = dataset_doc(ds)
         except (DataError, OSError) as exc:
             log(f"dataset {folder.name}: skipped: {exc}")
             continue
@@ -76,6 +86,10 @@ METRICS = [
     {"name": "macro_f1", "description": "Unweighted mean of per-class F1 over all dataset classes", "calculation": "mean over classes of f1", "values": "0 to 1", "tasks": ["image-classification", "text-classification"]},
     {"name": "micro_f1", "description": "F1 of the pooled TP/FP/FN counts (equals accuracy for single-label classification)", "calculation": "2 sum TP / (2 sum TP + sum FP + sum FN)", "values": "0 to 1", "tasks": ["image-classification", "text-classification"]},
     {"name": "weighted_f1", "description": "Per-class F1 averaged with support as weights", "calculation": "sum_c support_c f1_c / n", "values": "0 to 1", "tasks": ["image-classification", "text-classification"]},
+    {"name": "AP", "description": "COCO average precision over IoU thresholds 0.50:0.05:0.95, all areas, up to 100 detections per image (processors.detection, equal to pycocotools)", "calculation": "mean over classes and IoU thresholds of 101-point interpolated precision", "values": "0 to 1 (-1: undefined), higher is better", "tasks": ["object-detection"]},
+    {"name": "AP50", "description": "COCO average precision at IoU 0.50", "calculation": "as AP at the single IoU threshold 0.5", "values": "0 to 1 (-1: undefined), higher is better", "tasks": ["object-detection"]},
+    {"name": "AP75", "description": "COCO average precision at IoU 0.75", "calculation": "as AP at the single IoU threshold 0.75", "values": "0 to 1 (-1: undefined), higher is better", "tasks": ["object-detection"]},
+    {"name": "AR100", "description": "COCO average recall with up to 100 detections per image", "calculation": "mean over classes and IoU thresholds 0.50:0.05:0.95 of the recall reached", "values": "0 to 1 (-1: undefined), higher is better", "tasks": ["object-detection"]},
     {"name": "instances_per_second", "description": "Inference throughput, model load and warm-up excluded", "calculation": "n / inference seconds", "values": ">= 0, higher is faster", "tasks": ["image-classification", "text-classification", "object-detection"]},
 ]
 
