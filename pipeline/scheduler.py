@@ -53,9 +53,9 @@ def scrape_source(store: Store, home: Path, src: dict[str, Any]) -> None:
 
             scrape_local(store, src.get("path") or home / "zoo", log=log.info)
         elif kind == "huggingface":
-            from scraper.huggingface import sync_huggingface
+            from scraper.huggingface import SUPPORTED_TASKS, sync_huggingface
 
-            sync_huggingface(store, tasks=tuple(src.get("tasks") or ("text-classification", "image-classification")),
+            sync_huggingface(store, tasks=tuple(src.get("tasks") or SUPPORTED_TASKS),
                              progress=False, log=log.info)
         elif kind == "fiftyone":
             from scraper.fiftyone import scrape_fiftyone

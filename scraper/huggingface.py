@@ -43,7 +43,7 @@ from pipeline.store import DUPLICATE_KEY
 from scraper.local import WEIGHT_SUFFIXES, _as_list, find_references, parse_card
 
 SOURCE = "huggingface"
-SUPPORTED_TASKS = ("text-classification", "image-classification")  # what the evaluation modules take
+SUPPORTED_TASKS = ("text-classification", "image-classification", "object-detection")  # what the evaluation modules take
 LIST_FIELDS = ("sha", "lastModified", "pipeline_tag", "library_name", "tags")
 RETRY_STATUS = (408, 500, 502, 503, 504)
 RETRY_EXCEPTIONS = (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError)

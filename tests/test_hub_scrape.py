@@ -77,6 +77,7 @@ def store(mongo_uri, db_name):
 
 def sync(store, hub, **kw):
     kw.setdefault("retry", FAST)
+    kw.setdefault("tasks", ("text-classification", "image-classification"))  # the zoo has no detection repos
     return sync_huggingface(store, endpoint=hub.url, progress=False, log=lambda *a: None, page_size=2, **kw)
 
 
