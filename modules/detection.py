@@ -475,8 +475,15 @@ class FiftyOneDetection(DetectionModule):
 
     def forward(self, loaded: LoadedModel, batch: dict[str, Any]) -> list[dict[str, torch.Tensor]]:
         images = batch["images"]
+        # FiftyOne's TorchImageModel stacks a batch into one tensor (and reads one frame size for it): images
+        # of different sizes through transforms that keep each image's size (``ragged_batches``, e.g. every
+        # torchvision detector of the zoo) go one at a time, as FiftyOne's own apply_model does
+        ragged = getattr(loaded.model, "ragged_batches", True) and len({img.shape[:2] for img in images}) > 1
         with loaded.model:
-            predictions = loaded.model.predict_all(images)
+            if ragged:
+                predictions = [loaded.model.predict_all([img])[0] for img in images]
+            else:
+                predictions = loaded.model.predict_all(images)
         out = []
         for img, dets in zip(images, predictions):
             height, width = img.shape[:2]
