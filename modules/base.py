@@ -32,6 +32,13 @@ class LoadedModel:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def dataset_key(name: Any) -> str:
+    """A dataset name as compared between zoos: case, spaces and punctuation ignored, and a Hub namespace
+    dropped ("WIDER FACE", "wider-face", "wider_face" and "CUHK/wider_face" are the same dataset)."""
+    text = str(name).strip().lower().rsplit("/", 1)[-1]
+    return "".join(ch for ch in text if ch.isalnum())
+
+
 class EvaluationModule(ABC):
     kind: ClassVar[str]  # e.g. "hf-text-classification"
     version: ClassVar[int] = 1
@@ -65,14 +72,14 @@ class EvaluationModule(ABC):
         or, when it declares none, as inferred from its label set by scraper.training_data)."""
         if model.get("source") not in self.sources or model.get("task") != self.task:
             return False
-        trained = set(model.get("datasets") or model.get("inferred_datasets") or [])
-        if self.dataset in trained:
+        trained = {dataset_key(d) for d in (model.get("datasets") or model.get("inferred_datasets") or [])}
+        if dataset_key(self.dataset) in trained:
             return True
-        compatible = set((datasets.get(self.dataset) or {}).get("compatible_with") or [])
+        compatible = {dataset_key(d) for d in (datasets.get(self.dataset) or {}).get("compatible_with") or []}
         return bool(trained & compatible)
 
     def trained_on(self, model: dict[str, Any]) -> bool:
-        return self.dataset in set(model.get("datasets") or [])
+        return dataset_key(self.dataset) in {dataset_key(d) for d in model.get("datasets") or []}
 
     @abstractmethod
     def load(self, model: dict[str, Any], device: str) -> LoadedModel:

@@ -95,3 +95,19 @@ def test_inferred_dataset_makes_a_model_evaluable():
     m["inferred_datasets"], _ = infer_training_datasets(m, DATASETS)
     assert module.accepts(m, DATASETS)
     assert not module.trained_on(m)  # inferred data never enables LABEL_i index mapping
+
+
+def test_dataset_names_match_across_zoos_spelling():
+    """FiftyOne slugs ("wider-face"), card names ("WIDER FACE") and Hub ids ("stanfordnlp/imdb") name the
+    same datasets as the ones registered here ("wider_face", "imdb")."""
+    from modules.base import dataset_key
+    from modules.hf import HFTextClassification
+
+    assert dataset_key("WIDER FACE") == dataset_key("wider-face") == dataset_key("CUHK/wider_face") == "widerface"
+    datasets = {"rotten_tomatoes": {"compatible_with": ["imdb"]}}
+    module = HFTextClassification(dataset="rotten_tomatoes")
+    base = {"source": "huggingface", "task": "text-classification"}
+    assert module.accepts({**base, "datasets": ["stanfordnlp/imdb"]}, datasets)
+    assert module.accepts({**base, "datasets": ["Rotten-Tomatoes"]}, datasets)
+    assert module.trained_on({**base, "datasets": ["cornell-movie-review-data/rotten_tomatoes"]})
+    assert not module.accepts({**base, "datasets": ["sst2"]}, datasets)
