@@ -191,6 +191,72 @@ def models_cmd(c: Ctx, name_contains, source, task, trained_on, evaluated_on, ha
         click.echo(f"... {total - limit} more (use --limit 0 for all)")
 
 
+@main.command("model")
+@click.argument("name")
+@click.option("--card", is_flag=True, help="Also fetch and print the model card (README.md) from the model's "
+              "source at the stored revision; the card text is never stored.")
+@pass_ctx
+def model_cmd(c: Ctx, name: str, card: bool) -> None:
+    """Show one model: metadata, training data (declared or inferred, with the evidence), references, files,
+    results and failures."""
+    doc = c.store.get_model(name)
+    if doc is None:
+        raise click.ClickException(f"no model {name!r} in the store; `zooeval models` lists them")
+    config = doc.get("config") or {}
+    files = doc.get("files") or {}
+    fields = [
+        ("name", doc["name"]), ("source", doc.get("source")), ("task", doc.get("task")), ("status", doc.get("status")),
+        ("revision", doc.get("revision")), ("last modified", doc.get("last_modified")), ("license", doc.get("license")),
+        ("library", doc.get("library")), ("base model", doc.get("base_model")), ("tags", ", ".join(doc.get("tags") or [])),
+        ("architectures", ", ".join(config.get("architectures") or ([config["architecture"]] if config.get("architecture") else []))),
+        ("labels", len(config.get("id2label") or {}) or None),
+        ("declared datasets", ", ".join(doc.get("datasets") or [])),
+        ("inferred datasets", ", ".join(doc.get("inferred_datasets") or [])),
+        ("not evaluated", doc.get("unevaluated_reason")),
+        ("references", ", ".join(doc.get("references") or [])),
+        ("files", f"{len(files)} files, {sum(v for v in files.values() if isinstance(v, (int, float))) / 1e6:.1f} MB" if files else None),
+        ("notes", "; ".join(doc.get("notes") or [])),
+    ]
+    for key, value in fields:
+        if value not in (None, "", []):
+            click.echo(f"{key:>18}: {value}")
+    evidence = doc.get("dataset_evidence") or {}
+    if evidence.get("coverage"):
+        cov = ", ".join(f"{ds} {v:.0%} of its classes" for ds, v in evidence["coverage"].items())
+        click.echo(f"{'evidence':>18}: {evidence.get('method')}: {evidence.get('model_labels')} model labels, "
+                   f"all mapped; cover {cov}")
+    n_results = c.store.count("results", {"model_key": doc["_id"]})
+    click.echo(f"{'results':>18}: {n_results} (zooeval results {doc['name']})")
+    _print_failures(c.store, doc["_id"])
+    if card:
+        click.echo("")
+        click.echo(_model_card(doc))
+
+
+def _model_card(doc: dict[str, Any]) -> str:
+    """The model's card, read from where the model lives (never from the store)."""
+    source = doc.get("source")
+    if source == "huggingface":
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+
+        try:
+            path = hf_hub_download(doc["name"], "README.md", revision=doc.get("revision") or None)
+        except EntryNotFoundError:
+            return f"(model {doc['name']!r} has no README.md at revision {doc.get('revision')})"
+        except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
+            raise click.ClickException(f"cannot fetch the card of {doc['name']!r} from the Hub: "
+                                       f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        return Path(path).read_text(encoding="utf-8", errors="replace")
+    if doc.get("path"):
+        folder = Path(doc["path"])
+        readme = (folder if folder.is_dir() else folder.parent) / "README.md"
+        if readme.is_file():
+            return readme.read_text(encoding="utf-8", errors="replace")
+        return f"(no README.md in {readme.parent})"
+    return doc.get("description") or f"(no model card for source {source!r})"
+
+
 @main.command("datasets")
 @pass_ctx
 def datasets_cmd(c: Ctx) -> None:

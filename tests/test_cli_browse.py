@@ -52,3 +52,14 @@ def test_models_filters_and_dataset_view(env):
     assert str(test_counts["3"]) in line.split()
     result = CliRunner().invoke(main, ["dataset", "nope"])
     assert result.exit_code != 0 and "no dataset 'nope'" in result.output
+
+    # one model's page: inferred training data with its evidence, results, and the card read from its folder
+    page = cli("model", "demo/minilm-rt-cased", "--card")
+    assert "inferred datasets: rotten_tomatoes" in page and "evidence: label_set: 2 model labels" in page
+    assert "rotten_tomatoes 100% of its classes" in page
+    card = (env["home"] / "zoo" / "demo" / "minilm-rt-cased" / "README.md").read_text()
+    assert card.strip().splitlines()[-1] in page
+    assert "results: 1" in cli("model", "demo/resnet-digits")
+    assert "card" not in store.db.models.find_one({"_id": "local/demo/minilm-rt-cased"})
+    missing = CliRunner().invoke(main, ["model", "nope"])
+    assert missing.exit_code != 0 and "no model 'nope'" in missing.output

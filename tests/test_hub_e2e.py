@@ -53,6 +53,9 @@ def test_scrape_the_hub_then_evaluate_what_it_serves(fault_zoo, mongo_uri, db_na
         served = {f"org/{n}": hub.folders.get(f"org/{n}").sha for n in REPOS}
         again = zooeval("scrape", "--source", "huggingface", "--no-progress", env=env)
         rerun = zooeval("run", "--no-progress", env=env)
+        page = zooeval("model", "org/good", "--card", env=env)  # the card is fetched from the Hub, not stored
+    card = (root / "org" / "good" / "README.md").read_text()
+    assert "source: huggingface" in page and card.strip().splitlines()[-1] in page, page
     store = Store(mongo_uri, db_name)
     variants = store.datasets()[DATASET]["supported_variants"]
     models = {d["name"]: d for d in store.db.models.find({"source": "huggingface"})}
