@@ -131,7 +131,14 @@ class StopFlag:
         return self._value
 
 
-FAILURE_BACKOFF = dt.timedelta(hours=1)
+FAILURE_BACKOFF = dt.timedelta(hours=1)  # before the first retry; doubled after every further failure
+MAX_FAILURE_BACKOFF = dt.timedelta(days=1)
+
+
+def failure_backoff(attempts: int) -> dt.timedelta:
+    """How long a task that has failed ``attempts`` times waits before it is tried again: 1 h, 2 h, 4 h, ...
+    at most a day (a nightly cycle retries a task at most once a night after the first few)."""
+    return min(FAILURE_BACKOFF * 2 ** max(0, attempts - 1), MAX_FAILURE_BACKOFF)
 DB_RETRY_SECONDS = 120.0  # how long a store call is retried while MongoDB is unreachable (the lock's expiry)
 _RETRYABLE_CODES = {91, 189, 10107, 11600, 11602, 13435, 13436}  # shutdown / stepdown / not primary
 
@@ -332,7 +339,7 @@ class Executor:
         self.echo(
             f"plan: {plan.models} models, {plan.candidates} candidate results, {len(plan.tasks)} tasks to do "
             f"({len(plan.inference_tasks)} need inference, {len(plan.rescore_tasks)} re-scored from stored predictions, "
-            f"{plan.skipped_failed} parked after failures) in {plan.seconds:.2f}s"
+            f"{plan.skipped_failed} failed before: waiting for their retry time or parked) in {plan.seconds:.2f}s"
         )
         if not plan.tasks:
             self.echo("nothing to do: every result is already stored; no model was loaded")
@@ -708,9 +715,11 @@ class Executor:
             "reason": str(exc)[:2000] or type(exc).__name__,
             "details": {"unmapped_labels": exc.unmapped} if isinstance(exc, LabelMappingError) else {},
             "traceback": tb,
-            "retry_after": utcnow() + FAILURE_BACKOFF,
             "run_id": summary.run_id,
         }
+        previous = self._db(self.store.db.failures.find_one, {"_id": task.inference_id}, {"attempts": 1},
+                            what="reading an earlier failure") or {}
+        doc["retry_after"] = utcnow() + failure_backoff(int(previous.get("attempts") or 0) + 1)
         self._db(self.store.record_failure, task.inference_id, doc, what="recording a failure")
         summary.failures.append(doc)
         self.echo(f"FAILED {task.model_key} on {task.module.dataset}/{task.variant}: [{error_class}] {doc['reason'][:300]}")

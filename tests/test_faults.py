@@ -266,7 +266,11 @@ def test_failed_task_backoff_parking_and_unparking(mongo_uri, db_name, fault_zoo
         _expire_backoff(store)
         s = cycle()
         assert s.models_loaded == 1 and len(s.failures) == 1
-        assert store.db.failures.find_one({"_id": fail["_id"]})["attempts"] == attempt
+        again = store.db.failures.find_one({"_id": fail["_id"]})
+        assert again["attempts"] == attempt
+        # the backoff doubles: 1 h, then 2 h, then 4 h
+        wait = again["retry_after"] - again["last_at"]
+        assert dt.timedelta(hours=2 ** (attempt - 1)) - dt.timedelta(seconds=5) < wait <= dt.timedelta(hours=2 ** (attempt - 1))
     # parked: not retried even after the backoff
     _expire_backoff(store)
     s = cycle()
