@@ -1,7 +1,8 @@
 """Map a model's output labels to a dataset's classes, and say how each was mapped.
 
 Rules, tried in order for each model label: exact, normalised (case, spaces, punctuation), synonym (the
-dataset's synonyms, normalised), numeric ("5 stars" -> "5"). Generic names (LABEL_0, LABEL_1, ...) carry no
+dataset's synonyms, normalised), numeric ("5 stars" -> "5"), alias (the first name of a comma-separated
+list that names a class: Hugging Face's ImageNet label "tabby, tabby cat" -> "tabby"). Generic names (LABEL_0, LABEL_1, ...) carry no
 meaning; they are mapped by index only when the model declares it was trained on this very dataset (or one
 with the same class list) and has exactly as many labels as the dataset has classes. A model whose labels
 cannot all be mapped raises LabelMappingError: it is never silently scored.
@@ -29,6 +30,15 @@ def normalise(label: str) -> str:
     text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower()
     text = re.sub(r"[\W_]+", " ", text)
     return " ".join(text.split())
+
+
+def _first_alias(label: str, norm: dict[str, list[int]]) -> str | None:
+    """A label listing several names ("tabby, tabby cat", as Hugging Face's ImageNet heads do): the first
+    of them (normalised) that names a dataset class, or None."""
+    parts = [normalise(p) for p in re.split(r"[,;]", str(label))]
+    if len(parts) < 2:
+        return None
+    return next((p for p in parts if p and p in norm), None)
 
 
 @dataclass
@@ -73,26 +83,33 @@ def map_labels(
         )
         raise LabelMappingError(f"unmappable labels: {why}", labels)
 
-    exact = {c: i for i, c in enumerate(classes)}
-    norm = {normalise(c): i for i, c in enumerate(classes)}
+    exact: dict[str, list[int]] = {}
+    norm: dict[str, list[int]] = {}
+    for i, c in enumerate(classes):
+        exact.setdefault(c, []).append(i)
+        norm.setdefault(normalise(c), []).append(i)
     syn = {normalise(k): norm[normalise(v)] for k, v in (synonyms or {}).items() if normalise(v) in norm}
     mapping: list[int] = []
     methods: dict[str, str] = {}
     unmapped: list[str] = []
-    for lab in labels:
+    for model_id, lab in enumerate(labels):
         n = normalise(lab)
         if lab in exact:
-            idx, rule = exact[lab], "exact"
+            found, rule = exact[lab], "exact"
         elif n in norm:
-            idx, rule = norm[n], "normalised"
+            found, rule = norm[n], "normalised"
         elif n in syn:
-            idx, rule = syn[n], "synonym"
+            found, rule = syn[n], "synonym"
         elif (m := _NUMERIC.match(n)) and m.group(1) in norm:
-            idx, rule = norm[m.group(1)], "numeric"
+            found, rule = norm[m.group(1)], "numeric"
+        elif alias := _first_alias(lab, norm):
+            found, rule = norm[alias], "alias"
         else:
             unmapped.append(lab)
             continue
-        mapping.append(idx)
+        # a name the dataset uses twice (ImageNet's two "crane" classes): the class at the model's own index
+        # when it is one of them (the same class list), else the first
+        mapping.append(model_id if model_id in found else found[0])
         methods[lab] = rule
     if unmapped:
         raise LabelMappingError(

@@ -52,3 +52,21 @@ def test_mapping_doc_records_rules():
         {"model_label": "Rotten", "dataset_class": "rotten", "rule": "normalised"},
         {"model_label": "fresh", "dataset_class": "fresh", "rule": "exact"},
     ]
+
+
+def test_hugging_face_imagenet_style_aliases_and_duplicate_class_names():
+    """HF ImageNet heads label class 281 "tabby, tabby cat"; FiftyOne's / torchvision's ImageNet class list
+    says "tabby". ImageNet also names two classes "crane" (the bird, 134, and the machine, 517): each
+    model output goes to the class at its own index."""
+    classes = ["tabby", "tiger cat", "crane", "goldfish", "crane"]
+    id2label = {0: "tabby, tabby cat", 1: "tiger cat", 2: "crane", 3: "goldfish, Carassius auratus", 4: "crane"}
+    m = map_labels(id2label, classes)
+    assert m.model_to_dataset == [0, 1, 2, 3, 4]
+    assert m.methods == {"tabby, tabby cat": "alias", "tiger cat": "exact", "crane": "exact",
+                         "goldfish, Carassius auratus": "alias"}
+    # a different order: the duplicate name falls back to the first class of that name
+    assert map_labels({0: "crane", 1: "tabby"}, classes).model_to_dataset == [2, 0]
+    # an alias list with no known name is still unmapped
+    with pytest.raises(LabelMappingError) as err:
+        map_labels({0: "tabby", 1: "spam, eggs"}, classes)
+    assert err.value.unmapped == ["spam, eggs"]
