@@ -461,12 +461,20 @@ class Executor:
         return self._opened[key]
 
     def _evaluate_model(self, model_key, tasks, device, summary, bar, should_stop) -> None:
+        """Load one model, map its labels, and run its tasks: inference (retried with half the batch on out
+        of memory), stored predictions, processors. Classification and object detection differ only in
+        the label mapping, the dataset reader, the runner and the form of the stored predictions."""
+        from pipeline.detection_runner import detection_label_mapping, run_detection, to_detection_batch
+
         module = tasks[0].module
-        if module.task == DETECTION_TASK:
-            return self._evaluate_detection_model(model_key, tasks, device, summary, bar, should_stop)
+        detection = module.task == DETECTION_TASK
         model = self._db(self.store.get_model, model_key, what="reading the model")
         ds_doc = self.datasets[module.dataset]
-        classes = [c["label"] for c in ds_doc["classes"]]
+        if detection:
+            classes, make = self._detection_processor_factory(ds_doc)
+            category_ids = [int(c["extra"]["category_id"]) for c in ds_doc["classes"]]
+        else:
+            classes, make = [c["label"] for c in ds_doc["classes"]], None
         try:
             if model is None:
                 raise ModelLoadError(f"model {model_key!r} is no longer in the store")
@@ -474,29 +482,36 @@ class Executor:
             loaded = module.load(model, device)
             load_s = time.perf_counter() - t0
             summary.models_loaded += 1
-            mapping = map_labels(loaded.id2label, classes, ds_doc.get("synonyms"), trained_on_dataset=module.trained_on(model))
+            if detection:
+                mapping = detection_label_mapping(loaded.id2label, classes, category_ids, ds_doc.get("synonyms"),
+                                                  trained_on_dataset=module.trained_on(model))
+                model_to_dataset = mapping.model_to_category
+                mapping_doc = mapping.to_doc(classes, category_ids, loaded.id2label)
+            else:
+                mapping = map_labels(loaded.id2label, classes, ds_doc.get("synonyms"), trained_on_dataset=module.trained_on(model))
+                model_to_dataset = mapping.model_to_dataset
+                mapping_doc = mapping.to_doc(classes, loaded.id2label)
         except Exception as exc:  # one model's failure never stops the cycle
             for task in tasks:
                 self._fail(task, exc, summary)
                 bar.update(1)
             return
-        mapping_doc = mapping.to_doc(classes, loaded.id2label)
-        batch_size = self.batch_size
+        run = run_detection if detection else run_classification
+        batch_size = min(self.batch_size, DETECTION_MAX_BATCH) if detection else self.batch_size
         for task in tasks:
             if should_stop and should_stop():
                 raise KeyboardInterrupt
             oom_retries = 0
             try:
-                dataset = self._dataset_for(task)
+                dataset = self._detection_dataset_for(task) if detection else self._dataset_for(task)
                 total = sum(s["total"] for s in ds_doc["splits"] if s["name"] == module.split)
                 while True:  # on out-of-memory, retry with half the batch size, down to 1
                     reporter = _Progress(self.store, summary.run_id, task, total,
-                                         _bar(self.progress, total=total, desc=f"{model['name']} {task.variant}", unit="sample", leave=False))
+                                         _bar(self.progress, total=total, desc=f"{model['name']} {task.variant}",
+                                              unit="image" if detection else "sample", leave=False))
                     try:
-                        preds, runtime = run_classification(
-                            module, loaded, dataset, module.split, mapping.model_to_dataset, batch_size,
-                            on_batch=reporter.update, should_stop=should_stop,
-                        )
+                        preds, runtime = run(module, loaded, dataset, module.split, model_to_dataset, batch_size,
+                                             on_batch=reporter.update, should_stop=should_stop)
                         break
                     except Exception as exc:
                         if not is_out_of_memory(exc) or batch_size <= 1:
@@ -509,6 +524,11 @@ class Executor:
                     oom_retries += 1
                     self.echo(f"{model_key} on {module.dataset}/{task.variant}: out of memory ({oom[:200]}); "
                               f"retrying with batch size {batch_size}")
+                if detection:
+                    batch, stored = to_detection_batch(dataset, module.split, preds), _detection_preds(preds)
+                else:
+                    batch = ClassificationPredictions(preds["sample_ids"], preds["y_true"], preds["topk_labels"], preds["topk_scores"])
+                    stored = preds
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # one task's failure never stops the cycle
@@ -520,18 +540,16 @@ class Executor:
             runtime["oom_retries"] = oom_retries
             summary.inferences += 1
             summary.forward_samples += runtime["n"]
-            env = environment(device)
             doc = {
                 **_flat_identity(task),
                 "label_mapping": mapping_doc,
                 "runtime": runtime,
-                "env": env,
+                "env": environment(device),
                 "n_samples": runtime["n"],
                 "run_id": summary.run_id,
             }
-            self._db(self.store.save_inference, task.inference_id, doc, preds, what="saving predictions")
-            batch = ClassificationPredictions(preds["sample_ids"], preds["y_true"], preds["topk_labels"], preds["topk_scores"])
-            self._process(task, [batch], doc, classes, summary)
+            self._db(self.store.save_inference, task.inference_id, doc, stored, what="saving predictions")
+            self._process(task, [batch], doc, classes, summary, make)
             self._db(self.store.clear_failure, task.inference_id, what="clearing an old failure")
             bar.update(1)
 
@@ -610,85 +628,6 @@ class Executor:
             return cls(classes, supercategories) if issubclass(cls, DetectionProcessor) else cls(classes)
 
         return classes, make
-
-    def _evaluate_detection_model(self, model_key, tasks, device, summary, bar, should_stop) -> None:
-        """_evaluate_model for object detection: category-id label mapping, run_detection, detections stored
-        per image (Store.save_inference), processors fed with the variant's ground truth."""
-        from pipeline.detection_runner import detection_label_mapping, run_detection, to_detection_batch
-
-        module = tasks[0].module
-        model = self._db(self.store.get_model, model_key, what="reading the model")
-        ds_doc = self.datasets[module.dataset]
-        classes, make = self._detection_processor_factory(ds_doc)
-        category_ids = [int(c["extra"]["category_id"]) for c in ds_doc["classes"]]
-        try:
-            if model is None:
-                raise ModelLoadError(f"model {model_key!r} is no longer in the store")
-            t0 = time.perf_counter()
-            loaded = module.load(model, device)
-            load_s = time.perf_counter() - t0
-            summary.models_loaded += 1
-            mapping = detection_label_mapping(loaded.id2label, classes, category_ids, ds_doc.get("synonyms"),
-                                              trained_on_dataset=module.trained_on(model))
-        except Exception as exc:  # one model's failure never stops the cycle
-            for task in tasks:
-                self._fail(task, exc, summary)
-                bar.update(1)
-            return
-        mapping_doc = mapping.to_doc(classes, category_ids, loaded.id2label)
-        batch_size = min(self.batch_size, DETECTION_MAX_BATCH)
-        for task in tasks:
-            if should_stop and should_stop():
-                raise KeyboardInterrupt
-            oom_retries = 0
-            try:
-                dataset = self._detection_dataset_for(task)
-                total = sum(s["total"] for s in ds_doc["splits"] if s["name"] == module.split)
-                while True:  # on out-of-memory, retry with half the batch size, down to 1
-                    reporter = _Progress(self.store, summary.run_id, task, total,
-                                         _bar(self.progress, total=total, desc=f"{model['name']} {task.variant}", unit="image", leave=False))
-                    try:
-                        predictions, runtime = run_detection(
-                            module, loaded, dataset, module.split, mapping.model_to_category, batch_size,
-                            on_batch=reporter.update, should_stop=should_stop,
-                        )
-                        break
-                    except Exception as exc:
-                        if not is_out_of_memory(exc) or batch_size <= 1:
-                            raise
-                        oom = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                    finally:
-                        reporter.close()
-                    _free_memory(device)
-                    batch_size = max(1, batch_size // 2)
-                    oom_retries += 1
-                    self.echo(f"{model_key} on {module.dataset}/{task.variant}: out of memory ({oom[:200]}); "
-                              f"retrying with batch size {batch_size}")
-                batch = to_detection_batch(dataset, module.split, predictions)
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:  # one task's failure never stops the cycle
-                self._fail(task, exc, summary)
-                bar.update(1)
-                continue
-            runtime["load_s"] = load_s
-            runtime["requested_batch_size"] = self.batch_size
-            runtime["oom_retries"] = oom_retries
-            summary.inferences += 1
-            summary.forward_samples += runtime["n"]
-            doc = {
-                **_flat_identity(task),
-                "label_mapping": mapping_doc,
-                "runtime": runtime,
-                "env": environment(device),
-                "n_samples": runtime["n"],
-                "run_id": summary.run_id,
-            }
-            self._db(self.store.save_inference, task.inference_id, doc, _detection_preds(predictions),
-                     what="saving predictions")
-            self._process(task, [batch], doc, classes, summary, make)
-            self._db(self.store.clear_failure, task.inference_id, what="clearing an old failure")
-            bar.update(1)
 
     def _rescore_detection(self, task: PlannedTask, summary: RunSummary) -> None:
         """Missing processors of a detection task from its stored detections and the (cached) variant's
