@@ -427,40 +427,10 @@ class FiftyOneDetection(DetectionModule):
     sources = ("fiftyone",)
 
     def load(self, model: dict[str, Any], device: str) -> LoadedModel:
-        from modules.fiftyone_zoo import DOWNLOAD_ENV, missing_weight_files, pinned_torchvision_weights
-        from pipeline.fiftyone_support import fiftyone_zoo, manifest_revision
+        from modules.fiftyone_zoo import load_fiftyone_model
 
         name = model["name"]
-        try:
-            fozm = fiftyone_zoo()
-        except ImportError as exc:
-            raise ModelLoadError(f"cannot load FiftyOne model {name!r}: fiftyone is not installed ({exc})") from exc
-        try:
-            zoo_model = fozm.get_zoo_model(name)
-        except ValueError as exc:
-            raise ModelLoadError(f"FiftyOne model {name!r} is not in the installed zoo manifests ({exc}); "
-                                 "run `zooeval scrape --source fiftyone`") from exc
-        if model.get("revision") and manifest_revision(zoo_model) != model["revision"]:
-            raise ModelLoadError(f"the installed FiftyOne manifest entry of {name!r} differs from the scraped one; "
-                                 "run `zooeval scrape --source fiftyone` first")
-        weights, checkpoint = pinned_torchvision_weights(zoo_model)
-        download = os.environ.get(DOWNLOAD_ENV, "").lower() in ("1", "true", "yes")
-        missing = missing_weight_files(zoo_model, checkpoint)
-        if missing and not download:
-            files = sorted({p.name for p, _ in missing})
-            where = " and ".join(f"{p.parent} ({what})" for p, what in missing)
-            raise ModelLoadError(
-                f"weights of FiftyOne detection model {name!r} not found offline: put {', '.join(files)} in "
-                f"{where}, or set {DOWNLOAD_ENV}=1 to let FiftyOne download them"
-            )
-        kwargs: dict[str, Any] = {"device": device, "confidence_thresh": self.score_threshold}
-        if weights:
-            args = dict(((zoo_model.default_deployment_config_dict or {}).get("config") or {}).get("entrypoint_args") or {})
-            kwargs["entrypoint_args"] = {**args, "weights": weights}
-        try:
-            fo_model = fozm.load_zoo_model(name, download_if_necessary=download, cache=False, **kwargs)
-        except Exception as exc:
-            raise ModelLoadError(f"cannot load FiftyOne model {name!r}: {type(exc).__name__}: {_first_line(exc)}"[:1500]) from exc
+        fo_model, _ = load_fiftyone_model(model, device, what="detection model", confidence_thresh=self.score_threshold)
         classes = [str(c) for c in (getattr(fo_model, "classes", None) or [])]
         if not classes:
             raise ModelLoadError(f"FiftyOne model {name!r} declares no classes")

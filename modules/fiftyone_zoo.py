@@ -64,6 +64,47 @@ def missing_weight_files(zoo_model, checkpoint: str | None) -> list[tuple[Path, 
     return missing
 
 
+def load_fiftyone_model(model: dict[str, Any], device: str, what: str = "model", **load_kwargs: Any) -> tuple[Any, str | None]:
+    """``fiftyone.zoo.load_zoo_model`` for a scraped FiftyOne model document, offline: the installed manifest
+    entry must be the scraped one (same revision), the weights must already be on disk (unless
+    ZOOEVAL_FIFTYONE_DOWNLOAD=1), torchvision weights are pinned to the file FiftyOne names. Every failure is
+    a ModelLoadError that says what to do. ``what`` names the kind of model in messages; ``load_kwargs``
+    go to load_zoo_model (e.g. ``confidence_thresh``). Returns (the FiftyOne model, the pinned torchvision
+    weights enum name or None)."""
+    name = model["name"]
+    try:
+        fozm = fiftyone_zoo()
+    except ImportError as exc:
+        raise ModelLoadError(f"cannot load FiftyOne model {name!r}: fiftyone is not installed ({exc})") from exc
+    try:
+        zoo_model = fozm.get_zoo_model(name)
+    except ValueError as exc:
+        raise ModelLoadError(f"FiftyOne model {name!r} is not in the installed zoo manifests ({exc}); "
+                             "run `zooeval scrape --source fiftyone`") from exc
+    if model.get("revision") and manifest_revision(zoo_model) != model["revision"]:
+        raise ModelLoadError(f"the installed FiftyOne manifest entry of {name!r} differs from the scraped one "
+                             f"(revision {model['revision'][:12]}); run `zooeval scrape --source fiftyone` first")
+    weights, checkpoint = pinned_torchvision_weights(zoo_model)
+    download = os.environ.get(DOWNLOAD_ENV, "").lower() in ("1", "true", "yes")
+    missing = missing_weight_files(zoo_model, checkpoint)
+    if missing and not download:
+        files = sorted({p.name for p, _ in missing})
+        where = " and ".join(f"{p.parent} ({what_dir})" for p, what_dir in missing)
+        raise ModelLoadError(
+            f"weights of FiftyOne {what} {name!r} not found offline: put {', '.join(files)} in {where}, "
+            f"or set {DOWNLOAD_ENV}=1 to let FiftyOne download them"
+        )
+    kwargs: dict[str, Any] = {"device": device, **load_kwargs}
+    if weights:
+        args = dict(((zoo_model.default_deployment_config_dict or {}).get("config") or {}).get("entrypoint_args") or {})
+        kwargs["entrypoint_args"] = {**args, "weights": weights}
+    try:
+        return fozm.load_zoo_model(name, download_if_necessary=download, cache=False, **kwargs), weights
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ModelLoadError(f"cannot load FiftyOne model {name!r}: {type(exc).__name__}: {msg}"[:1500]) from exc
+
+
 class FiftyOneImageClassification(EvaluationModule):
     kind = "fiftyone-image-classification"
     version = 1
@@ -73,37 +114,7 @@ class FiftyOneImageClassification(EvaluationModule):
 
     def load(self, model: dict[str, Any], device: str) -> LoadedModel:
         name = model["name"]
-        try:
-            fozm = fiftyone_zoo()
-        except ImportError as exc:
-            raise ModelLoadError(f"cannot load FiftyOne model {name!r}: fiftyone is not installed ({exc})") from exc
-        try:
-            zoo_model = fozm.get_zoo_model(name)
-        except ValueError as exc:
-            raise ModelLoadError(f"FiftyOne model {name!r} is not in the installed zoo manifests ({exc}); "
-                                 "run `zooeval scrape --source fiftyone`") from exc
-        if model.get("revision") and manifest_revision(zoo_model) != model["revision"]:
-            raise ModelLoadError(f"the installed FiftyOne manifest entry of {name!r} differs from the scraped one "
-                                 f"(revision {model['revision'][:12]}); run `zooeval scrape --source fiftyone` first")
-        weights, checkpoint = pinned_torchvision_weights(zoo_model)
-        download = os.environ.get(DOWNLOAD_ENV, "").lower() in ("1", "true", "yes")
-        missing = missing_weight_files(zoo_model, checkpoint)
-        if missing and not download:
-            files = sorted({p.name for p, _ in missing})
-            where = " and ".join(f"{p.parent} ({what})" for p, what in missing)
-            raise ModelLoadError(
-                f"weights of FiftyOne model {name!r} not found offline: put {', '.join(files)} in {where}, "
-                f"or set {DOWNLOAD_ENV}=1 to let FiftyOne download them"
-            )
-        kwargs: dict[str, Any] = {"device": device}
-        if weights:
-            args = dict(((zoo_model.default_deployment_config_dict or {}).get("config") or {}).get("entrypoint_args") or {})
-            kwargs["entrypoint_args"] = {**args, "weights": weights}
-        try:
-            fo_model = fozm.load_zoo_model(name, download_if_necessary=download, cache=False, **kwargs)
-        except Exception as exc:
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise ModelLoadError(f"cannot load FiftyOne model {name!r}: {type(exc).__name__}: {msg}"[:1500]) from exc
+        fo_model, weights = load_fiftyone_model(model, device)
         net = getattr(fo_model, "_model", None)
         if not isinstance(net, torch.nn.Module) or getattr(fo_model, "transforms", None) is None or getattr(fo_model, "config", None) is None \
                 or getattr(fo_model.config, "raw_inputs", False):
