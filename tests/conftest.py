@@ -72,3 +72,15 @@ def env(demo_home, mongo_uri, db_name, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     return {"home": demo_home, "uri": mongo_uri, "db": db_name}
+
+
+@pytest.fixture
+def torch_one_thread():
+    """One intra-op torch thread for the test: small detectors (MTCNN's many small ops) run much slower
+    with two threads on the 2 busy cores of the CI machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -39,11 +39,8 @@ RUNTIME_KEYS = {"n", "batch_size", "device", "warmup_s", "time_in_seconds", "tim
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def one_thread(torch_one_thread):
+    """One intra-op torch thread for every test here (tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module")

@@ -30,11 +30,8 @@ N_COMPOSED = 12  # 13 images: the astronaut and 12 composed photos
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def one_thread(torch_one_thread):
+    """One intra-op torch thread for every test here (tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module")

@@ -35,12 +35,8 @@ N_COMPOSED = 12  # 13 images: the astronaut and 12 composed photos (as tests/tes
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: MTCNN's many small ops run much slower with two threads on 2 busy cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def one_thread(torch_one_thread):
+    """One intra-op torch thread for every test here (tests/conftest.py)."""
 
 
 def manifest_entry() -> dict:
