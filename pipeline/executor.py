@@ -448,16 +448,24 @@ class Executor:
                     self._fail(task, problem, summary)
         bar.update(max(0, len(tasks) - reported))
 
-    def _dataset_for(self, task: PlannedTask) -> LocalDataset:
+    def _dataset_for(self, task: PlannedTask) -> Any:
+        """The task's dataset, its variant built or reused from the cache: a LocalDataset, or for object
+        detection a pipeline.coco.CocoDataset whose variant has the boxes moved (ensure_coco_variant)."""
         module = task.module
         key = (module.dataset, task.variant)
         if key not in self._opened:
             doc = self.datasets[module.dataset]
-            base = LocalDataset.open(doc["path"])
+            if module.task == DETECTION_TASK:
+                from pipeline.coco import CocoDataset
+
+                opener, ensure = CocoDataset.open, ensure_coco_variant
+            else:
+                opener, ensure = LocalDataset.open, ensure_variant
+            base = opener(doc["path"])
             pert = get_perturbation(task.variant)
             if pert is not None:
                 self.echo(f"variant {module.dataset}/{task.variant}: building or reusing the cached variant")
-            self._opened[key] = ensure_variant(base, doc["revision"], pert, module.seed, self.home / "variants")
+            self._opened[key] = ensure(base, doc["revision"], pert, module.seed, self.home / "variants")
         return self._opened[key]
 
     def _evaluate_model(self, model_key, tasks, device, summary, bar, should_stop) -> None:
@@ -503,7 +511,7 @@ class Executor:
                 raise KeyboardInterrupt
             oom_retries = 0
             try:
-                dataset = self._detection_dataset_for(task) if detection else self._dataset_for(task)
+                dataset = self._dataset_for(task)
                 total = sum(s["total"] for s in ds_doc["splits"] if s["name"] == module.split)
                 while True:  # on out-of-memory, retry with half the batch size, down to 1
                     reporter = _Progress(self.store, summary.run_id, task, total,
@@ -598,22 +606,6 @@ class Executor:
                 summary.results_written += 1
 
     # -- object detection ---------------------------------------------------------------------------
-    def _detection_dataset_for(self, task: PlannedTask):
-        """The task's COCO dataset (pipeline.coco.CocoDataset), its variant built or reused from the cache
-        with the boxes moved (perturbations.cache.ensure_coco_variant)."""
-        from pipeline.coco import CocoDataset
-
-        module = task.module
-        key = (module.dataset, task.variant)
-        if key not in self._opened:
-            doc = self.datasets[module.dataset]
-            base = CocoDataset.open(doc["path"])
-            pert = get_perturbation(task.variant)
-            if pert is not None:
-                self.echo(f"variant {module.dataset}/{task.variant}: building or reusing the cached variant")
-            self._opened[key] = ensure_coco_variant(base, doc["revision"], pert, module.seed, self.home / "variants")
-        return self._opened[key]
-
     def _detection_processor_factory(self, ds_doc: dict[str, Any]) -> tuple[list[str], Callable[[type], Any]]:
         """The dataset's class names and a processor factory: a DetectionProcessor (or subclass) gets the
         supercategories too."""
@@ -638,7 +630,7 @@ class Executor:
         classes, make = self._detection_processor_factory(self.datasets[task.module.dataset])
         predictions = self._db(lambda: list(self.store.iter_detections(task.inference_id)), what="reading stored predictions")
         try:
-            batch = to_detection_batch(self._detection_dataset_for(task), task.module.split, predictions)
+            batch = to_detection_batch(self._dataset_for(task), task.module.split, predictions)
         except Exception as exc:  # e.g. the dataset folder is gone: recorded, never fatal to the cycle
             self._fail(task, exc, summary)
             return
