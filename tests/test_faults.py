@@ -371,3 +371,76 @@ def test_mongod_restart_mid_cycle(tmp_path, fault_zoo, monkeypatch):
         logging.getLogger("zooeval").removeHandler(watch)
         store.close()
         server.stop()
+
+
+class PauseOnFirstForward(HFTextClassification):
+    """A test-only module for isolated runs: its first forward pass (in the child process) writes
+    ``<sync_dir>/started`` and waits for ``<sync_dir>/go``, so the test can stop MongoDB at that moment."""
+
+    kind = "test-pause-text"
+    sync_dir: str = ""
+
+    def forward(self, loaded, batch):
+        from pathlib import Path
+
+        sync = Path(self.sync_dir)
+        if not (sync / "started").exists():
+            (sync / "started").touch()
+            deadline = time.monotonic() + 60
+            while not (sync / "go").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return super().forward(loaded, batch)
+
+
+def test_mongod_restart_while_an_isolated_child_evaluates(tmp_path, fault_zoo, monkeypatch):
+    """MongoDB goes down while a model is evaluated in an isolated child process and comes back 3 s later:
+    the child's writes (predictions, result, progress) wait for it, the parent goes on with the next model,
+    and every result is stored once."""
+    from pipeline.mongo import EmbeddedMongo, free_port
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    server = EmbeddedMongo(tmp_path / "mongo-home", port=free_port())
+    uri = server.ensure_running()
+    store = Store(uri, "restart-isolated")
+    sync = tmp_path / "sync"
+    sync.mkdir()
+    try:
+        register_datasets(store, fault_zoo["datasets"], log=lambda *a: None)
+        scrape_local(store, fault_zoo["zoo"], log=lambda *a: None)
+        mod = text_module(PauseOnFirstForward)
+        mod.sync_dir = str(sync)
+        outage: dict[str, float] = {}
+
+        def restart() -> None:
+            deadline = time.monotonic() + 120
+            while not (sync / "started").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            t0 = time.monotonic()
+            server.stop()
+            outage["stopped_at"] = utcnow()
+            (sync / "go").touch()  # the child goes on and meets the outage in its next store write
+            time.sleep(3.0)
+            server.ensure_running()
+            outage["seconds"] = time.monotonic() - t0
+
+        thread = threading.Thread(target=restart, daemon=True)
+        thread.start()
+        said: list[str] = []
+        ex = Executor(store, [mod], tmp_path / "home", batch_size=16, progress=False, echo=said.append,
+                      isolate=True, task_timeout=300)
+        summary = ex.run(only("good", "zz-after"))
+        thread.join(120)
+        assert outage.get("seconds", 0) >= 3.0, "mongod was not restarted during the cycle"
+        assert not summary.stopped and not summary.failures, (summary.failures, said)
+        run = store.last_run()
+        assert run["status"] == "done" and run["counts"]["results_written"] == 2, (run, said)
+        for name in ("good", "zz-after"):
+            assert_correct(store, fault_zoo, name, module_kind=PauseOnFirstForward.kind)
+        assert store.count("results") == 2 and store.count("failures") == 0
+        # the first model's predictions and result were made after mongod went down: its writes waited
+        first = store.db.results.find_one({"model_name": "fault/good"})
+        assert first["created_at"] > outage["stopped_at"]
+        assert_no_duplicates(store)
+    finally:
+        store.close()
+        server.stop()
