@@ -262,11 +262,13 @@ def _model_card(doc: dict[str, Any]) -> str:
 def datasets_cmd(c: Ctx) -> None:
     """List registered datasets with their classes and splits."""
     _register_local(c)
+    from scraper.training_data import dataset_task
+
     rows = []
     for d in c.store.datasets().values():
         splits = ", ".join(f"{s['name']}={s['total']}" for s in d["splits"])
-        rows.append([d["name"], d["datatype"], len(d["classes"]), splits, ",".join(d.get("supported_variants") or []), d["revision"][:12]])
-    print_table(["dataset", "type", "classes", "splits", "variants", "revision"], rows)
+        rows.append([d["name"], dataset_task(d), len(d["classes"]), splits, ",".join(d.get("supported_variants") or []), d["revision"][:12]])
+    print_table(["dataset", "task", "classes", "splits", "variants", "revision"], rows)
 
 
 @main.command("dataset")

@@ -18,7 +18,13 @@ from typing import Any
 from pipeline.labels import LabelMappingError, map_labels
 
 MIN_COVERAGE = 0.8
-TASK_DATATYPE = {"image-classification": "image", "text-classification": "text"}
+TASK_DATATYPE = {"image-classification": "image", "text-classification": "text", "object-detection": "image"}
+
+
+def dataset_task(ds: dict[str, Any]) -> str:
+    """A registered dataset's task: its own ``task`` (COCO folders: "object-detection"), else classification
+    of its datatype."""
+    return ds.get("task") or f"{ds.get('datatype')}-classification"
 
 
 def infer_training_datasets(model: dict[str, Any], datasets: dict[str, dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
@@ -31,12 +37,17 @@ def infer_training_datasets(model: dict[str, Any], datasets: dict[str, dict[str,
         id2label = {int(k): str(v) for k, v in raw.items()}
     except (TypeError, ValueError):
         return [], {"method": "label_set", "reason": "config id2label has non-integer ids"}
+    if model.get("task") == "object-detection":  # COCO's "N/A" gaps and "background" name no category
+        from modules.detection import is_placeholder_label
+
+        kept = [lab for _, lab in sorted(id2label.items()) if not is_placeholder_label(lab)]
+        id2label = dict(enumerate(kept))
     if not id2label:
         return [], {"method": "label_set", "reason": "the model declares no training dataset and no labels (config id2label)"}
     candidates: list[tuple[float, str, int]] = []
     best_partial: tuple[int, str] | None = None
     for name, ds in sorted(datasets.items()):
-        if ds.get("datatype") != datatype:
+        if ds.get("datatype") != datatype or dataset_task(ds) != model.get("task"):
             continue
         classes = [c["label"] for c in ds["classes"]]
         try:
@@ -56,9 +67,9 @@ def infer_training_datasets(model: dict[str, Any], datasets: dict[str, dict[str,
             cov, name, covered = max(candidates)
             why = f"labels {sample} cover only {covered} of the {len(datasets[name]['classes'])} classes of {name!r}"
         elif best_partial:
-            why = f"labels {sample} match no known {datatype} dataset (closest: {best_partial[1]!r}, {best_partial[0]} of {len(labels)} labels)"
+            why = f"labels {sample} match no known {model.get('task')} dataset (closest: {best_partial[1]!r}, {best_partial[0]} of {len(labels)} labels)"
         else:
-            why = f"labels {sample} match no known {datatype} dataset"
+            why = f"labels {sample} match no known {model.get('task')} dataset"
         return [], {"method": "label_set", "reason": why}
     top = max(c[0] for c in good)
     names = [name for cov, name, _ in good if cov == top]

@@ -63,3 +63,8 @@ def test_models_filters_and_dataset_view(env):
     assert "card" not in store.db.models.find_one({"_id": "local/demo/minilm-rt-cased"})
     missing = CliRunner().invoke(main, ["model", "nope"])
     assert missing.exit_code != 0 and "no model 'nope'" in missing.output
+
+    listed = rows(cli("datasets"))
+    assert listed["digits"].split()[1] == "image-classification"
+    assert listed["rotten_tomatoes"].split()[1] == "text-classification"
+    assert listed["faces"].split()[1] == "object-detection"

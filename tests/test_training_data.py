@@ -41,7 +41,7 @@ def test_tie_keeps_every_equally_good_dataset():
 
 def test_datatype_must_match():
     names, ev = infer_training_datasets(model("text-classification", [str(i) for i in range(10)]), DATASETS)
-    assert names == [] and "match no known text dataset" in ev["reason"]
+    assert names == [] and "match no known text-classification dataset" in ev["reason"]
 
 
 def test_no_match_reasons():
@@ -111,3 +111,18 @@ def test_dataset_names_match_across_zoos_spelling():
     assert module.accepts({**base, "datasets": ["Rotten-Tomatoes"]}, datasets)
     assert module.trained_on({**base, "datasets": ["cornell-movie-review-data/rotten_tomatoes"]})
     assert not module.accepts({**base, "datasets": ["sst2"]}, datasets)
+
+
+def test_detection_models_match_detection_datasets_only():
+    """A detector's categories (COCO's "N/A" gaps and the background ignored) are matched against detection
+    datasets only, and a classifier never against a detection dataset with the same names."""
+    datasets = {
+        "shapes": {"datatype": "image", "task": "object-detection",
+                   "classes": [{"label": c} for c in ("rectangle", "ellipse", "triangle")]},
+        "shape-photos": {"datatype": "image", "classes": [{"label": c} for c in ("rectangle", "ellipse", "triangle")]},
+    }
+    detr = {"task": "object-detection",
+            "config": {"id2label": {"0": "N/A", "1": "rectangle", "2": "ellipse", "3": "N/A", "4": "triangle"}}}
+    assert infer_training_datasets(detr, datasets)[0] == ["shapes"]
+    classifier = {"task": "image-classification", "config": {"id2label": {"0": "rectangle", "1": "ellipse", "2": "triangle"}}}
+    assert infer_training_datasets(classifier, datasets)[0] == ["shape-photos"]
