@@ -318,12 +318,21 @@ run_options = [
     click.option("--memory-limit", "memory_limit_mb", default=None, type=int, help="Memory limit of the child process in MB (with --isolate)."),
     click.option("--max-attempts", default=3, show_default=True, help="Attempts before a failing task is parked until the model or module changes."),
 ]
+ISOLATE_OPTION = 8  # index of --isolate/--no-isolate above
 
 
-def with_run_options(f):
-    for opt in reversed(run_options):
-        f = opt(f)
-    return f
+def with_run_options(f=None, *, isolate_default: bool = False):
+    """The run options on a command; ``isolate_default`` turns --isolate on by default (the nightly
+    service: a model that hangs or eats memory must cost one failure, not the night)."""
+    def apply(f):
+        for opt in reversed(run_options):
+            if isolate_default and opt is run_options[ISOLATE_OPTION]:
+                opt = click.option("--isolate/--no-isolate", default=True, show_default=True,
+                                   help="Evaluate each model in a child process with a time and memory limit.")
+            f = opt(f)
+        return f
+
+    return apply(f) if f is not None else apply
 
 
 def _options(kw: dict[str, Any]):
@@ -463,7 +472,7 @@ def run_breakdown(store, run: dict[str, Any]) -> dict[str, Any]:
               default=("local",), show_default=True, help="Sources to scrape before each cycle (repeatable).")
 @click.option("--zoo-path", type=click.Path(file_okay=False), default=None, help="Folder of model repos for the local source.")
 @click.option("--max-cycles", default=None, type=int, help="Exit after this many cycles (default: run until Ctrl-C).")
-@with_run_options
+@with_run_options(isolate_default=True)
 @pass_ctx
 def schedule(c: Ctx, cron, interval, scrape_sources, zoo_path, max_cycles, **kw) -> None:
     """Run cycles on a schedule (APScheduler, jobs stored in MongoDB, so the schedule survives restarts)."""

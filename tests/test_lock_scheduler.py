@@ -210,6 +210,7 @@ def test_schedule_command_runs_cycles(env):
     store = Store(env["uri"], env["db"])
     assert store.count("results", {"model_name": "demo/resnet-digits", "variant": "original"}) == 1
     assert store.db.runs.count_documents({}) == 1  # the second firing found nothing to do
+    assert store.db.runs.find_one()["isolated"] is True  # the nightly service isolates models by default
     assert stored_job(store) is not None
 
 
