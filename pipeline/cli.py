@@ -281,7 +281,7 @@ def dataset_cmd(c: Ctx, name: str, examples: int) -> None:
     d = c.store.datasets().get(name)
     if d is None:
         raise click.ClickException(f"no dataset {name!r}; `zooeval datasets` lists them")
-    for key in ("name", "version", "datatype", "description", "homepage", "year", "reference", "revision", "path"):
+    for key in ("name", "version", "datatype", "task", "description", "homepage", "year", "reference", "revision", "path"):
         if d.get(key) is not None:
             click.echo(f"{key:>19}: {d[key]}")
     click.echo(f"{'compatible with':>19}: {', '.join(d.get('compatible_with') or []) or '-'}")
