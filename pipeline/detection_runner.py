@@ -22,7 +22,7 @@ import torch
 
 from modules.base import EvaluationModule, LoadedModel
 from pipeline.data import DataError
-from pipeline.inference import InferenceError, _sync, prefetch, to_device
+from pipeline.inference import InferenceError, _sync, prefetch, to_device, warm_up
 from pipeline.labels import LabelMappingError, map_labels
 
 
@@ -158,11 +158,7 @@ def run_detection(
     warmup_s = 0.0
     with torch.inference_mode():
         if warmup and images:
-            t0 = time.perf_counter()
-            first = module.prepare(loaded, [dataset.load_image(img) for img in images[: min(batch_size, len(images))]])
-            module.forward(loaded, to_device(first, device))
-            _sync(device)
-            warmup_s = time.perf_counter() - t0
+            warmup_s = warm_up(module, loaded, [dataset.load_image(img) for img in images[: min(batch_size, len(images))]])
         t0 = time.perf_counter()
         for part, sizes, prepared in prefetch(_batches(module, loaded, dataset, images, batch_size)):
             outputs = module.forward(loaded, to_device(prepared, device))
