@@ -22,7 +22,7 @@ import torch
 
 from modules.base import EvaluationModule, LoadedModel
 from pipeline.data import DataError
-from pipeline.inference import InferenceError, _sync, prefetch, to_device, warm_up
+from pipeline.inference import InferenceError, _sync, prefetch, runtime_record, to_device, warm_up
 from pipeline.labels import LabelMappingError, map_labels
 
 
@@ -186,16 +186,8 @@ def run_detection(
         _sync(device)
         total = time.perf_counter() - t0
     n = len(predictions)
-    runtime = {
-        "n": n,
-        "batch_size": batch_size,
-        "device": device,
-        "warmup_s": warmup_s,
-        "time_in_seconds": total,
-        "time_per_instance": total / n if n else 0.0,
-        "instances_per_second": n / total if total > 0 else 0.0,
-        "n_detections": int(sum(len(p["scores"]) for p in predictions)),
-    }
+    runtime = runtime_record(n, total, batch_size, device, warmup_s)
+    runtime["n_detections"] = int(sum(len(p["scores"]) for p in predictions))
     return predictions, runtime
 
 

@@ -148,7 +148,13 @@ def run_classification(
         "topk_labels": np.concatenate(top_labels) if top_labels else np.zeros((0, k), dtype=np.int64),
         "topk_scores": np.concatenate(top_scores) if top_scores else np.zeros((0, k)),
     }
-    runtime = {
+    return preds, runtime_record(n, total, batch_size, device, warmup_s)
+
+
+def runtime_record(n: int, total: float, batch_size: int, device: str, warmup_s: float) -> dict[str, Any]:
+    """The stored runtime of an inference: throughput over the timed loop only (model load and the warm-up
+    batch are recorded apart)."""
+    return {
         "n": n,
         "batch_size": batch_size,
         "device": device,
@@ -157,7 +163,6 @@ def run_classification(
         "time_per_instance": total / n if n else 0.0,
         "instances_per_second": n / total if total > 0 else 0.0,
     }
-    return preds, runtime
 
 
 def _sync(device: str) -> None:
