@@ -77,6 +77,23 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _variant_meta(meta: dict[str, Any], perturbation: Perturbation, seed: int, dataset_revision: str,
+                  drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A variant's dataset metadata: the parent's, with the variant's description and method (thesis table
+    3.2e) and the parent revision it was made from."""
+    out = {k: v for k, v in meta.items() if k not in ("variant", "parent_revision", *drop)}
+    out["variant"] = {
+        "name": perturbation.name,
+        "version": perturbation.version,
+        "params": perturbation.params,
+        "seed": int(seed),
+        "description": perturbation.description,
+        "method": perturbation.method,
+    }
+    out["parent_revision"] = dataset_revision
+    return out
+
+
 def _build(dataset: LocalDataset, dataset_revision: str, perturbation: Perturbation, seed: int,
            out: Path, progress: Progress | None) -> None:
     """Write the whole variant into ``out`` (an empty folder), marker last."""
@@ -107,17 +124,7 @@ def _build(dataset: LocalDataset, dataset_revision: str, perturbation: Perturbat
             if progress is not None:
                 progress(done, total)
         new_splits[split] = new_rows
-    meta = {k: v for k, v in dataset.meta.items() if k not in ("variant", "parent_revision")}
-    meta["variant"] = {
-        "name": perturbation.name,
-        "version": perturbation.version,
-        "params": perturbation.params,
-        "seed": int(seed),
-        "description": perturbation.description,
-        "method": perturbation.method,
-    }
-    meta["parent_revision"] = dataset_revision
-    write_dataset(out, meta, new_splits)
+    write_dataset(out, _variant_meta(dataset.meta, perturbation, seed, dataset_revision), new_splits)
     _write_marker(out, variant_fingerprint(dataset_revision, perturbation, seed))
 
 
@@ -232,17 +239,8 @@ def _build_coco(dataset: Any, dataset_revision: str, perturbation: Perturbation,
             if progress is not None:
                 progress(done, total)
         splits[split] = {"images": new_images, "annotations": new_annotations}
-    meta = {k: v for k, v in dataset.meta.items() if k not in ("variant", "parent_revision", "image_dirs")}
-    meta["variant"] = {
-        "name": perturbation.name,
-        "version": perturbation.version,
-        "params": perturbation.params,
-        "seed": int(seed),
-        "description": perturbation.description,
-        "method": perturbation.method,
-        "boxes": getattr(move, "__name__", str(move)),
-    }
-    meta["parent_revision"] = dataset_revision
+    meta = _variant_meta(dataset.meta, perturbation, seed, dataset_revision, drop=("image_dirs",))
+    meta["variant"]["boxes"] = getattr(move, "__name__", str(move))
     write_coco_dataset(out, meta, splits)
     _write_marker(out, variant_fingerprint(dataset_revision, perturbation, seed))
 
