@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.data import DataError
+from pipeline.data import DataError, dataset_metadata
 
 EXAMPLES_PER_CLASS = 20
 DEFAULT_IMAGE_DIR = "images"
@@ -189,17 +189,10 @@ class CocoDataset:
                            "n_annotations": len(data["annotations"])})
         doc = {
             "name": self.name,
-            "version": str(meta.get("version", "1")),
             "datatype": "image",
             "task": "object-detection",
             "format": "coco",
-            "description": meta.get("description"),
-            "homepage": meta.get("homepage"),
-            "year": meta.get("year"),
-            "reference": meta.get("reference"),
-            "compatible_with": list(meta.get("compatible_with") or []),
-            "supported_variants": list(meta.get("supported_variants") or []),
-            "synonyms": dict(meta.get("synonyms") or {}),
+            **dataset_metadata(meta),
             "modules": [str(m) for m in meta.get("modules") or []],
             "classes": [
                 {"id": i, "label": c["name"], "extra": {"supercategory": c.get("supercategory"), "category_id": int(c["id"])}}

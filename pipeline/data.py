@@ -19,6 +19,22 @@ class DataError(Exception):
     """A dataset file is missing, unreadable or malformed."""
 
 
+def dataset_metadata(meta: dict[str, Any]) -> dict[str, Any]:
+    """The catalogue fields every registered dataset document carries (thesis 3.1.1, 3.2.2), read from its
+    dataset.json: version, description, homepage, year, reference, compatible datasets, supported
+    variants, label synonyms."""
+    return {
+        "version": str(meta.get("version", "1")),
+        "description": meta.get("description"),
+        "homepage": meta.get("homepage"),
+        "year": meta.get("year"),
+        "reference": meta.get("reference"),
+        "compatible_with": list(meta.get("compatible_with") or []),
+        "supported_variants": list(meta.get("supported_variants") or []),
+        "synonyms": dict(meta.get("synonyms") or {}),
+    }
+
+
 @dataclass
 class Sample:
     id: str

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.data import DataError, LocalDataset
+from pipeline.data import DataError, LocalDataset, dataset_metadata
 
 EXAMPLES_PER_CLASS = 20
 
@@ -31,15 +31,8 @@ def dataset_doc(ds: LocalDataset) -> tuple[dict[str, Any], list[dict[str, Any]]]
         splits.append({"name": split, "total": len(rows), "class_counts": counts})
     doc = {
         "name": ds.name,
-        "version": str(meta.get("version", "1")),
         "datatype": ds.datatype,
-        "description": meta.get("description"),
-        "homepage": meta.get("homepage"),
-        "year": meta.get("year"),
-        "reference": meta.get("reference"),
-        "compatible_with": list(meta.get("compatible_with") or []),
-        "supported_variants": list(meta.get("supported_variants") or []),
-        "synonyms": dict(meta.get("synonyms") or {}),
+        **dataset_metadata(meta),
         "classes": [{"id": i, "label": c, "extra": extra.get(c, {})} for i, c in enumerate(classes)],
         "splits": splits,
         "revision": ds.revision(),
