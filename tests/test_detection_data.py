@@ -60,14 +60,15 @@ def iou_xywh(a, b) -> float:
     return inter / (a[2] * a[3] + b[2] * b[3] - inter)
 
 
-def coco_eval(ds: CocoDataset, split: str, predictions) -> np.ndarray:
-    """pycocotools' 12 bbox stats for the predictions."""
+def coco_eval(instances: dict, predictions: list[dict]) -> np.ndarray:
+    """pycocotools' 12 bbox stats for the predictions against COCO instances (images, annotations,
+    categories)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()
-        gt.dataset = ds.instances(split)
+        gt.dataset = instances
         gt.createIndex()
         dt = gt.loadRes(to_coco_results(predictions))
         ev = COCOeval(gt, dt, "bbox")
@@ -242,7 +243,7 @@ def test_mtcnn_finds_the_faces(faces):
     preds, runtime = run_detection(module, loaded, faces, "test", mapping.model_to_category, batch_size=8)
     assert RUNTIME_KEYS <= set(runtime) and runtime["n"] == len(faces.images("test")) == len(preds)
     assert runtime["warmup_s"] > 0 and runtime["instances_per_second"] > 0
-    stats = coco_eval(faces, "test", preds)
+    stats = coco_eval(faces.instances("test"), preds)
     assert stats[1] > 0.8, f"MTCNN AP50 {stats[1]:.3f}"
     astronaut = preds[0]
     assert astronaut["image_id"] == 1 and len(astronaut["scores"]) >= 1

@@ -6,9 +6,6 @@ slower with two threads on 2 busy cores).
 """
 from __future__ import annotations
 
-import contextlib
-import io
-
 import numpy as np
 import pytest
 import torch
@@ -17,12 +14,12 @@ from modules.catalog import build_modules
 from modules.detection import MTCNNFaceDetection, mtcnn_model_doc
 from pipeline.coco import CocoDataset
 from pipeline.detection_data import build_faces_dataset, build_shapes_dataset
-from pipeline.detection_runner import to_coco_results
 from pipeline.executor import Executor
 from pipeline.store import Store
 from processors.base import PROCESSORS
 from processors.detection import COCO_STATS, DetectionProcessor
 from scraper.datasets import register_datasets
+from tests.test_detection_data import coco_eval
 
 MTCNN_KEY = "pypi/facenet-pytorch/mtcnn"
 VARIANTS = ("original", "mirrored", "flipped", "rotated90", "greyscale", "gaussian_noise-3")
@@ -60,22 +57,6 @@ def mtcnn_modules(store: Store, variants=VARIANTS) -> list:
 
 def executor(store: Store, mods: list, home, **kwargs) -> Executor:
     return Executor(store, mods, home, batch_size=8, progress=False, echo=lambda s: None, **kwargs)
-
-
-def coco_eval(instances: dict, predictions: list[dict]) -> np.ndarray:
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO()
-        gt.dataset = instances
-        gt.createIndex()
-        dt = gt.loadRes(to_coco_results(predictions))
-        ev = COCOeval(gt, dt, "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return ev.stats
 
 
 def variant_dataset(home, dataset: CocoDataset, revision: str, variant: str) -> CocoDataset:
