@@ -92,14 +92,12 @@ def coco_objects(COCO: type, data: dict[str, Any]) -> tuple[Any, Any]:
     return gt, gt.loadRes(copy.deepcopy(data["results"]))
 
 
-def run_pycocotools(data: dict[str, Any], runs: int) -> tuple[float, Any]:
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
+def _time_cocoeval(coco_cls: Any, evaluator_cls: Any, data: dict[str, Any], runs: int) -> tuple[float, Any]:
+    """Best time of evaluate + accumulate + summarize (bbox, default parameters) on prebuilt COCO objects."""
     def once():
         with contextlib.redirect_stdout(io.StringIO()):
-            gt, dt = coco_objects(COCO, data)
-            ev = COCOeval(gt, dt, "bbox")
+            gt, dt = coco_objects(coco_cls, data)
+            ev = evaluator_cls(gt, dt, "bbox")
             t0 = time.perf_counter()
             ev.evaluate()
             ev.accumulate()
@@ -110,24 +108,20 @@ def run_pycocotools(data: dict[str, Any], runs: int) -> tuple[float, Any]:
     return min(times), ev[-1]
 
 
+def run_pycocotools(data: dict[str, Any], runs: int) -> tuple[float, Any]:
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    return _time_cocoeval(COCO, COCOeval, data, runs)
+
+
 def run_faster_coco_eval(data: dict[str, Any], runs: int) -> tuple[float, np.ndarray] | None:
     try:
         from faster_coco_eval import COCO, COCOeval_faster
     except ImportError:
         return None
-
-    def once():
-        with contextlib.redirect_stdout(io.StringIO()):
-            gt, dt = coco_objects(COCO, data)
-            ev = COCOeval_faster(gt, dt, "bbox")
-            t0 = time.perf_counter()
-            ev.evaluate()
-            ev.accumulate()
-            ev.summarize()
-            return time.perf_counter() - t0, ev
-
-    times, ev = zip(*(once() for _ in range(runs)))
-    return min(times), np.asarray(ev[-1].stats[:12])
+    seconds, ev = _time_cocoeval(COCO, COCOeval_faster, data, runs)
+    return seconds, np.asarray(ev.stats[:12])
 
 
 def run_ours(data: dict[str, Any], runs: int, batch_images: int) -> tuple[float, dict[str, Any]]:
