@@ -303,32 +303,30 @@ def dataset_cmd(c: Ctx, name: str, examples: int) -> None:
 
 
 # -- running --------------------------------------------------------------------------------------
-run_options = [
-    click.option("--batch-size", default=32, show_default=True, help="Inference batch size."),
-    click.option("--device", default=None, help="cpu, cuda, cuda:1, mps. Default: a GPU when present."),
-    click.option("--module", "modules", multiple=True, help="Only modules matching this wildcard (repeatable)."),
-    click.option("--variant", "variants", multiple=True, help="Only these variants (repeatable)."),
-    click.option("--model", "models", multiple=True, help="Only models whose name matches this wildcard (repeatable)."),
-    click.option("--source", default=None, help="Only models from this source."),
-    click.option("--task", default=None, help="Only models of this task."),
-    click.option("--limit", default=None, type=int, help="At most this many models."),
-    click.option("--isolate/--no-isolate", default=False, show_default=True,
-                 help="Evaluate each model in a child process with a time and memory limit."),
-    click.option("--timeout", default=1800.0, show_default=True, help="Time limit per task in seconds (with --isolate)."),
-    click.option("--memory-limit", "memory_limit_mb", default=None, type=int, help="Memory limit of the child process in MB (with --isolate)."),
-    click.option("--max-attempts", default=3, show_default=True, help="Attempts before a failing task is parked until the model or module changes."),
-]
-ISOLATE_OPTION = 8  # index of --isolate/--no-isolate above
+def run_options(isolate_default: bool = False) -> list:
+    """The options of the commands that run a cycle: run, schedule, demo."""
+    return [
+        click.option("--batch-size", default=32, show_default=True, help="Inference batch size."),
+        click.option("--device", default=None, help="cpu, cuda, cuda:1, mps. Default: a GPU when present."),
+        click.option("--module", "modules", multiple=True, help="Only modules matching this wildcard (repeatable)."),
+        click.option("--variant", "variants", multiple=True, help="Only these variants (repeatable)."),
+        click.option("--model", "models", multiple=True, help="Only models whose name matches this wildcard (repeatable)."),
+        click.option("--source", default=None, help="Only models from this source."),
+        click.option("--task", default=None, help="Only models of this task."),
+        click.option("--limit", default=None, type=int, help="At most this many models."),
+        click.option("--isolate/--no-isolate", default=isolate_default, show_default=True,
+                     help="Evaluate each model in a child process with a time and memory limit."),
+        click.option("--timeout", default=1800.0, show_default=True, help="Time limit per task in seconds (with --isolate)."),
+        click.option("--memory-limit", "memory_limit_mb", default=None, type=int, help="Memory limit of the child process in MB (with --isolate)."),
+        click.option("--max-attempts", default=3, show_default=True, help="Attempts before a failing task is parked until the model or module changes."),
+    ]
 
 
 def with_run_options(f=None, *, isolate_default: bool = False):
     """The run options on a command; ``isolate_default`` turns --isolate on by default (the nightly
     service: a model that hangs or eats memory must cost one failure, not the night)."""
     def apply(f):
-        for opt in reversed(run_options):
-            if isolate_default and opt is run_options[ISOLATE_OPTION]:
-                opt = click.option("--isolate/--no-isolate", default=True, show_default=True,
-                                   help="Evaluate each model in a child process with a time and memory limit.")
+        for opt in reversed(run_options(isolate_default)):
             f = opt(f)
         return f
 
