@@ -19,6 +19,23 @@ class UnsafeModelError(ModelLoadError):
     """The model would need remote code or unpickling of arbitrary objects; refused."""
 
     error_class = "unsafe_model"
+    permanent = True  # the same revision is refused again: parked at once, not retried
+
+
+class IncompleteWeightsError(ModelLoadError):
+    """The checkpoint lacks parameters the model needs (e.g. a head that is not in the repo): loading would
+    initialise them at random, so the scores would be noise that changes on every load; refused."""
+
+    error_class = "incomplete_weights"
+    permanent = True
+
+
+class IncompatibleLibraryError(ModelLoadError):
+    """The repo's weights are for a framework zooeval does not run (TensorFlow, Flax) or need a library
+    version it does not have."""
+
+    error_class = "incompatible_library"
+    permanent = True
 
 
 @dataclass

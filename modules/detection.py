@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from modules.base import EvaluationModule, LoadedModel, ModelLoadError, UnsafeModelError
-from modules.hf import check_safe, model_location
+from modules.formats import TRANSFORMERS, model_format
+from modules.hf import id2label_of, load_transformers
 from pipeline.inference import InferenceError
 from pipeline.labels import normalise
 
@@ -105,35 +106,18 @@ class HFObjectDetection(DetectionModule):
         """A Transformers repo (config ``architectures``; a Hub model whose details are not fetched yet is
         taken on trust), never a torchvision state dict or MTCNN of the same source."""
         config = model.get("config") or {}
-        if config.get("architecture") or config.get("architectures") == ["MTCNN"]:
+        if config.get("architecture") or config.get("architectures") == ["MTCNN"] or model_format(model) != TRANSFORMERS:
             return False
         if model.get("source") == "local" and not config.get("architectures"):
             return False
         return super().accepts(model, datasets)
 
     def load(self, model: dict[str, Any], device: str) -> LoadedModel:
-        import transformers
-
-        transformers.utils.logging.disable_progress_bar()
-        where, kwargs = model_location(model)
-        kwargs.update(check_safe(model))
-        if model.get("path") and not (Path(where) / "config.json").is_file():
-            raise ModelLoadError(f"model {model['name']!r}: config.json is missing in {where}")
-        try:
-            net = transformers.AutoModelForObjectDetection.from_pretrained(where, trust_remote_code=False, **kwargs)
-        except Exception as exc:  # OSError/ValueError/KeyError and safetensors' own errors for truncated files
-            raise ModelLoadError(f"cannot load model {model['name']!r}: {type(exc).__name__}: {_first_line(exc)}") from exc
-        pre_kwargs = {k: v for k, v in kwargs.items() if k != "use_safetensors"}
-        try:
-            pre = transformers.AutoImageProcessor.from_pretrained(where, trust_remote_code=False, **pre_kwargs)
-        except Exception as exc:
-            raise ModelLoadError(f"cannot load the image processor of {model['name']!r}: {type(exc).__name__}: {_first_line(exc)}") from exc
+        net, pre = load_transformers(model, "AutoModelForObjectDetection", "AutoImageProcessor", device)
         if not hasattr(pre, "post_process_object_detection"):
             raise ModelLoadError(f"the image processor of {model['name']!r} ({type(pre).__name__}) has no "
                                  "post_process_object_detection")
-        net.eval().to(device)
-        id2label = {int(k): str(v) for k, v in (net.config.id2label or {}).items()}
-        return LoadedModel(net, pre, id2label, device)
+        return LoadedModel(net, pre, id2label_of(net), device)
 
     def prepare(self, loaded: LoadedModel, inputs: list[Any]) -> dict[str, Any]:
         batch = dict(loaded.preprocessor(images=inputs, return_tensors="pt"))

@@ -17,12 +17,17 @@ from typing import Any
 
 import torch
 
-from modules.base import EvaluationModule, LoadedModel, ModelLoadError, UnsafeModelError
+from modules.base import (EvaluationModule, IncompatibleLibraryError, IncompleteWeightsError, LoadedModel,
+                          ModelLoadError, UnsafeModelError)
+from modules.formats import TRANSFORMERS, model_format
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 # the pickle checkpoints from_pretrained reads (other .bin/.pt files, e.g. training_args.bin, it never opens)
 PICKLE_WEIGHTS = re.compile(r"^pytorch_model(-\d+-of-\d+)?\.bin$")
 SAFE_TORCH_LOAD = (2, 6)  # torch.load(weights_only=True) is unsafe before 2.6 (CVE-2025-32434)
+#: Weights for frameworks zooeval does not run, by file suffix (a repo with only these is incompatible).
+FOREIGN_WEIGHTS_BY_SUFFIX = {".h5": "TensorFlow", ".msgpack": "Flax", ".onnx": "ONNX", ".tflite": "TensorFlow Lite"}
+FOREIGN_WEIGHTS = tuple(FOREIGN_WEIGHTS_BY_SUFFIX)
 
 
 def model_location(model: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -44,6 +49,12 @@ def check_safe(model: dict[str, Any]) -> dict[str, Any]:
             "zooeval never enables trust_remote_code"
         )
     files = model.get("files") or {}
+    foreign = sorted(f for f in files if f.endswith(FOREIGN_WEIGHTS))
+    if foreign and not any(f.endswith((".safetensors", *PICKLE_SUFFIXES)) for f in files):
+        frameworks = sorted({fw for suffix, fw in FOREIGN_WEIGHTS_BY_SUFFIX.items() for f in foreign if f.endswith(suffix)})
+        raise IncompatibleLibraryError(
+            f"model {model['name']!r} has only {' and '.join(frameworks)} weights ({', '.join(foreign[:4])}); "
+            "zooeval runs PyTorch weights")
     if any(f.endswith(".safetensors") for f in files):
         return {"use_safetensors": True, "weights_only": True}
     if any(f.endswith(PICKLE_SUFFIXES) for f in files):
@@ -113,40 +124,67 @@ def check_local_config(model: dict[str, Any], where: str) -> None:
         )
 
 
+def check_complete(name: str, info: dict[str, Any]) -> None:
+    """Refuse a model whose checkpoint lacks parameters (``from_pretrained(..., output_loading_info=True)``):
+    they were initialised at random, so its outputs are noise that differs on every load of the same revision."""
+    missing = sorted(set(info.get("missing_keys") or []) | {str(k[0]) if isinstance(k, tuple) else str(k)
+                                                             for k in info.get("mismatched_keys") or []})
+    if missing:
+        shown = ", ".join(missing[:8]) + (f", ... ({len(missing)} in all)" if len(missing) > 8 else "")
+        raise IncompleteWeightsError(
+            f"model {name!r}: the checkpoint lacks {len(missing)} parameter tensor(s) the model needs ({shown}); "
+            "they would be initialised at random, so its scores would be noise. A body published without its head "
+            "(sentence-transformers, SetFit, a base for fine-tuning) cannot be evaluated as a classifier")
+
+
+def load_transformers(model: dict[str, Any], auto_model: str, preprocessor: str, device: str) -> tuple[Any, Any]:
+    """Load a Transformers repo safely: no remote code, safetensors when present, pickle checkpoints only
+    through torch.load(weights_only=True), the revision pinned, and every parameter from the checkpoint.
+    Returns (model in eval mode on ``device``, preprocessor)."""
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    where, kwargs = model_location(model)
+    kwargs.update(check_safe(model))
+    if model.get("path"):
+        check_local_config(model, where)
+    if kwargs.get("use_safetensors") is False:
+        check_pickle_weights(model, where, kwargs)
+    try:
+        net, info = getattr(transformers, auto_model).from_pretrained(
+            where, trust_remote_code=False, output_loading_info=True, **kwargs)
+    except Exception as exc:  # OSError/ValueError/KeyError, and safetensors' own error type for truncated files
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "trust_remote_code" in str(exc):
+            raise UnsafeModelError(f"model {model['name']!r} needs remote code, which zooeval never runs: {msg}") from exc
+        raise ModelLoadError(f"cannot load model {model['name']!r}: {type(exc).__name__}: {msg}") from exc
+    check_complete(model["name"], info)
+    pre_kwargs = {k: v for k, v in kwargs.items() if k not in ("use_safetensors", "weights_only")}
+    try:
+        pre = getattr(transformers, preprocessor).from_pretrained(where, trust_remote_code=False, **pre_kwargs)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load the preprocessor of {model['name']!r} ({preprocessor}): "
+                             f"{type(exc).__name__}: {exc}") from exc
+    return net.eval().to(device), pre
+
+
+def id2label_of(net: Any) -> dict[int, str]:
+    return {int(k): str(v) for k, v in (net.config.id2label or {}).items()}
+
+
 class _HFClassification(EvaluationModule):
     version = 1
     sources = ("huggingface", "local")
     auto_model: str
+    preprocessor: str
 
-    def _load_common(self, model: dict[str, Any], device: str, pre_cls_name: str) -> LoadedModel:
-        import transformers
+    def accepts(self, model: dict[str, Any], datasets: dict[str, dict[str, Any]]) -> bool:
+        """Plain Transformers repos only: SetFit, timm and PEFT repos have modules of their own."""
+        return model_format(model) == TRANSFORMERS and super().accepts(model, datasets)
 
-        transformers.utils.logging.disable_progress_bar()
-        where, kwargs = model_location(model)
-        kwargs.update(check_safe(model))
-        if model.get("path"):
-            check_local_config(model, where)
-        if kwargs.get("use_safetensors") is False:
-            check_pickle_weights(model, where, kwargs)
-        auto = getattr(transformers, self.auto_model)
-        pre_cls = getattr(transformers, pre_cls_name)
-        try:
-            net = auto.from_pretrained(where, trust_remote_code=False, **kwargs)
-        except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            if "trust_remote_code" in str(exc):
-                raise UnsafeModelError(f"model {model['name']!r} needs remote code, which zooeval never runs: {msg}") from exc
-            raise ModelLoadError(f"cannot load model {model['name']!r}: {type(exc).__name__}: {msg}") from exc
-        except Exception as exc:  # safetensors raises its own error type for truncated files
-            raise ModelLoadError(f"cannot load model {model['name']!r}: {type(exc).__name__}: {exc}") from exc
-        pre_kwargs = {k: v for k, v in kwargs.items() if k not in ("use_safetensors", "weights_only")}
-        try:
-            pre = pre_cls.from_pretrained(where, trust_remote_code=False, **pre_kwargs)
-        except Exception as exc:
-            raise ModelLoadError(f"cannot load the preprocessor of {model['name']!r}: {type(exc).__name__}: {exc}") from exc
-        net.eval().to(device)
-        id2label = {int(k): str(v) for k, v in (net.config.id2label or {}).items()}
-        return LoadedModel(net, pre, id2label, device)
+    def load(self, model: dict[str, Any], device: str) -> LoadedModel:
+        net, pre = load_transformers(model, self.auto_model, self.preprocessor, device)
+        return LoadedModel(net, pre, id2label_of(net), device)
 
     def forward(self, loaded: LoadedModel, batch: dict[str, Any]) -> torch.Tensor:
         out = loaded.model(**batch)
@@ -158,9 +196,7 @@ class HFImageClassification(_HFClassification):
     task = "image-classification"
     datatype = "image"
     auto_model = "AutoModelForImageClassification"
-
-    def load(self, model: dict[str, Any], device: str) -> LoadedModel:
-        return self._load_common(model, device, "AutoImageProcessor")
+    preprocessor = "AutoImageProcessor"
 
     def prepare(self, loaded: LoadedModel, inputs: list[Any]) -> dict[str, Any]:
         return dict(loaded.preprocessor(images=inputs, return_tensors="pt"))
@@ -171,10 +207,8 @@ class HFTextClassification(_HFClassification):
     task = "text-classification"
     datatype = "text"
     auto_model = "AutoModelForSequenceClassification"
+    preprocessor = "AutoTokenizer"
     max_length = 256
-
-    def load(self, model: dict[str, Any], device: str) -> LoadedModel:
-        return self._load_common(model, device, "AutoTokenizer")
 
     def prepare(self, loaded: LoadedModel, inputs: list[Any]) -> dict[str, Any]:
         return dict(

@@ -69,6 +69,7 @@ class Plan:
     models: int = 0
     skipped_failed: int = 0
     seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)  # modules left out of the plan, and why
 
     @property
     def inference_tasks(self) -> list[PlannedTask]:
@@ -271,9 +272,19 @@ class Executor:
     # -- steps 1-3: selection, creation, filtering ------------------------------------------------
     def plan(self, model_query: dict[str, Any] | None = None, limit: int | None = None) -> Plan:
         t0 = time.perf_counter()
-        usable = [m for m in self.modules if m.dataset in self.datasets]
-        work = {m.name: self.module_work(m) for m in usable}
-        proc_fps = {p: ident.processor_fingerprint(p, PROCESSORS.get(p).version) for m in usable for p in m.processors}
+        problems: list[str] = []
+        work: dict[str, list[tuple[str, dict[str, Any], str]]] = {}
+        proc_fps: dict[str, str] = {}
+        for m in self.modules:
+            if m.dataset not in self.datasets:
+                continue
+            try:  # a module with an unknown variant or processor is left out, never the end of the cycle
+                work[m.name] = self.module_work(m)
+                proc_fps.update({p: ident.processor_fingerprint(p, PROCESSORS.get(p).version) for p in m.processors})
+            except Exception as exc:
+                work.pop(m.name, None)
+                problems.append(f"module {m.name} left out of this cycle: {type(exc).__name__}: {exc}")
+        usable = [m for m in self.modules if m.name in work]
         result_ids: list[str] = []
         candidates: list[tuple[dict, EvaluationModule, int, str, str]] = []  # per result id
         n_models = 0
@@ -284,7 +295,14 @@ class Executor:
             n_models += 1
             model_fp = None
             for module in usable:
-                if not module.accepts(model, self.datasets):
+                try:
+                    accepted = module.accepts(model, self.datasets)
+                except Exception as exc:  # a broken module or model document: that pair is left out
+                    if len(problems) < 100:
+                        problems.append(f"module {module.name} could not judge model {model['_id']}: "
+                                        f"{type(exc).__name__}: {exc}")
+                    continue
+                if not accepted:
                     continue
                 model_fp = model_fp or ident.model_fingerprint(model)
                 for i, (_, _, work_fp) in enumerate(work[module.name]):
@@ -309,16 +327,18 @@ class Executor:
         stored = self.store.existing_ids("inferences", list(tasks))
         for inf in stored:
             tasks[inf].has_predictions = True
-        return Plan(list(tasks.values()), len(result_ids), n_models, len(parked), time.perf_counter() - t0)
+        return Plan(list(tasks.values()), len(result_ids), n_models, len(parked), time.perf_counter() - t0, problems)
 
     def parked(self, inference_ids: list[str]) -> set[str]:
-        """Tasks that failed max_attempts times, or failed recently (backoff), are not retried now."""
+        """Tasks that failed max_attempts times, failed recently (backoff), or failed in a way that cannot
+        change without a new revision (permanent) are not tried now."""
         out: set[str] = set()
         now = utcnow()
         for start in range(0, len(inference_ids), 20000):
             part = inference_ids[start : start + 20000]
-            for doc in self.store.db.failures.find({"_id": {"$in": part}}, {"attempts": 1, "retry_after": 1}):
-                if doc["attempts"] >= self.max_attempts or (doc.get("retry_after") and doc["retry_after"] > now):
+            for doc in self.store.db.failures.find({"_id": {"$in": part}}, {"attempts": 1, "retry_after": 1, "permanent": 1}):
+                if (doc.get("permanent") or doc["attempts"] >= self.max_attempts
+                        or (doc.get("retry_after") and doc["retry_after"] > now)):
                     out.add(doc["_id"])
         return out
 
@@ -341,6 +361,10 @@ class Executor:
             f"({len(plan.inference_tasks)} need inference, {len(plan.rescore_tasks)} re-scored from stored predictions, "
             f"{plan.skipped_failed} failed before: waiting for their retry time or parked) in {plan.seconds:.2f}s"
         )
+        for problem in plan.problems[:20]:
+            self.echo(f"WARNING: {problem}")
+        if len(plan.problems) > 20:
+            self.echo(f"WARNING: ... and {len(plan.problems) - 20} more planning problems (see the run record)")
         if not plan.tasks:
             self.echo("nothing to do: every result is already stored; no model was loaded")
             return summary
@@ -353,7 +377,7 @@ class Executor:
             "planned": len(plan.tasks),
             "planned_by_model": _count_by(plan.tasks, lambda t: t.model_key),
             "planned_by_dataset": _count_by(plan.tasks, lambda t: t.module.dataset),
-            "device": self.device_request, "isolated": self.isolate,
+            "device": self.device_request, "isolated": self.isolate, "problems": plan.problems[:100],
         }, what="recording the run")
         status = "done"
         try:
@@ -471,19 +495,20 @@ class Executor:
     def _evaluate_model(self, model_key, tasks, device, summary, bar, should_stop) -> None:
         """Load one model, map its labels, and run its tasks: inference (retried with half the batch on out
         of memory), stored predictions, processors. Classification and object detection differ only in
-        the label mapping, the dataset reader, the runner and the form of the stored predictions."""
-        from pipeline.detection_runner import detection_label_mapping, run_detection, to_detection_batch
+        the label mapping, the dataset reader, the runner and the form of the stored predictions. Any
+        exception of the model (loading, mapping) or of one task is a stored failure; the cycle goes on."""
+        from pipeline.detection_runner import detection_label_mapping, run_detection
 
         module = tasks[0].module
         detection = module.task == DETECTION_TASK
-        model = self._db(self.store.get_model, model_key, what="reading the model")
-        ds_doc = self.datasets[module.dataset]
-        if detection:
-            classes, make = self._detection_processor_factory(ds_doc)
-            category_ids = [int(c["extra"]["category_id"]) for c in ds_doc["classes"]]
-        else:
-            classes, make = [c["label"] for c in ds_doc["classes"]], None
         try:
+            model = self._db(self.store.get_model, model_key, what="reading the model")
+            ds_doc = self.datasets[module.dataset]
+            if detection:
+                classes, make = self._detection_processor_factory(ds_doc)
+                category_ids = [int(c["extra"]["category_id"]) for c in ds_doc["classes"]]
+            else:
+                classes, make = [c["label"] for c in ds_doc["classes"]], None
             if model is None:
                 raise ModelLoadError(f"model {model_key!r} is no longer in the store")
             t0 = time.perf_counter()
@@ -499,71 +524,91 @@ class Executor:
                 mapping = map_labels(loaded.id2label, classes, ds_doc.get("synonyms"), trained_on_dataset=module.trained_on(model))
                 model_to_dataset = mapping.model_to_dataset
                 mapping_doc = mapping.to_doc(classes, loaded.id2label)
-        except Exception as exc:  # one model's failure never stops the cycle
+        except Exception as exc:  # one model's failure never stops the cycle; said once for all its tasks
             for task in tasks:
-                self._fail(task, exc, summary)
+                self._fail(task, exc, summary, echo=False)
                 bar.update(1)
+            variants = ", ".join(t.variant for t in tasks)
+            self.echo(f"FAILED {model_key} with {module.name}: {len(tasks)} task(s) ({variants}): "
+                      f"[{summary.failures[-1]['error_class']}] {summary.failures[-1]['reason'][:300]}")
             return
         run = run_detection if detection else run_classification
         batch_size = min(self.batch_size, DETECTION_MAX_BATCH) if detection else self.batch_size
         for task in tasks:
             if should_stop and should_stop():
                 raise KeyboardInterrupt
-            oom_retries = 0
             try:
-                dataset = self._dataset_for(task)
-                total = sum(s["total"] for s in ds_doc["splits"] if s["name"] == module.split)
-                while True:  # on out-of-memory, retry with half the batch size, down to 1
-                    reporter = _Progress(self.store, summary.run_id, task, total,
-                                         _bar(self.progress, total=total, desc=f"{model['name']} {task.variant}",
-                                              unit="image" if detection else "sample", leave=False))
-                    try:
-                        preds, runtime = run(module, loaded, dataset, module.split, model_to_dataset, batch_size,
-                                             on_batch=reporter.update, should_stop=should_stop)
-                        break
-                    except Exception as exc:
-                        if not is_out_of_memory(exc) or batch_size <= 1:
-                            raise
-                        oom = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                    finally:
-                        reporter.close()
-                    _free_memory(device)
-                    batch_size = max(1, batch_size // 2)
-                    oom_retries += 1
-                    self.echo(f"{model_key} on {module.dataset}/{task.variant}: out of memory ({oom[:200]}); "
-                              f"retrying with batch size {batch_size}")
-                if detection:
-                    batch, stored = to_detection_batch(dataset, module.split, preds), _detection_preds(preds)
-                else:
-                    batch = ClassificationPredictions(preds["sample_ids"], preds["y_true"], preds["topk_labels"], preds["topk_scores"])
-                    stored = preds
+                batch, stored, runtime = self._infer(task, module, loaded, model, ds_doc, model_to_dataset, run,
+                                                     batch_size, device, detection, summary, should_stop)
+                runtime["load_s"] = load_s
+                summary.inferences += 1
+                summary.forward_samples += runtime["n"]
+                doc = {
+                    **_flat_identity(task),
+                    "label_mapping": mapping_doc,
+                    "runtime": runtime,
+                    "env": environment(device),
+                    "n_samples": runtime["n"],
+                    "run_id": summary.run_id,
+                }
+                self._db(self.store.save_inference, task.inference_id, doc, stored, what="saving predictions")
+                self._process(task, [batch], doc, classes, summary, make)
+                self._db(self.store.clear_failure, task.inference_id, what="clearing an old failure")
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # one task's failure never stops the cycle
                 self._fail(task, exc, summary)
-                bar.update(1)
-                continue
-            runtime["load_s"] = load_s
-            runtime["requested_batch_size"] = self.batch_size
-            runtime["oom_retries"] = oom_retries
-            summary.inferences += 1
-            summary.forward_samples += runtime["n"]
-            doc = {
-                **_flat_identity(task),
-                "label_mapping": mapping_doc,
-                "runtime": runtime,
-                "env": environment(device),
-                "n_samples": runtime["n"],
-                "run_id": summary.run_id,
-            }
-            self._db(self.store.save_inference, task.inference_id, doc, stored, what="saving predictions")
-            self._process(task, [batch], doc, classes, summary, make)
-            self._db(self.store.clear_failure, task.inference_id, what="clearing an old failure")
             bar.update(1)
 
+    def _infer(self, task, module, loaded, model, ds_doc, model_to_dataset, run, batch_size, device, detection,
+               summary, should_stop) -> tuple[Any, Any, dict[str, Any]]:
+        """One task's inference, retried with half the batch size (down to 1) on out of memory. Returns the
+        processor batch, the predictions in their stored form and the runtime record."""
+        from pipeline.detection_runner import to_detection_batch
+
+        dataset = self._dataset_for(task)
+        total = sum(s["total"] for s in ds_doc["splits"] if s["name"] == module.split)
+        oom_retries = 0
+        while True:
+            reporter = _Progress(self.store, summary.run_id, task, total,
+                                 _bar(self.progress, total=total, desc=f"{model['name']} {task.variant}",
+                                      unit="image" if detection else "sample", leave=False))
+            try:
+                preds, runtime = run(module, loaded, dataset, module.split, model_to_dataset, batch_size,
+                                     on_batch=reporter.update, should_stop=should_stop)
+                break
+            except Exception as exc:
+                if not is_out_of_memory(exc) or batch_size <= 1:
+                    raise
+                oom = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            finally:
+                reporter.close()
+            _free_memory(device)
+            batch_size = max(1, batch_size // 2)
+            oom_retries += 1
+            self.echo(f"{task.model_key} on {module.dataset}/{task.variant}: out of memory ({oom[:200]}); "
+                      f"retrying with batch size {batch_size}")
+        runtime["requested_batch_size"] = self.batch_size
+        runtime["oom_retries"] = oom_retries
+        if detection:
+            return to_detection_batch(dataset, module.split, preds), _detection_preds(preds), runtime
+        batch = ClassificationPredictions(preds["sample_ids"], preds["y_true"], preds["topk_labels"], preds["topk_scores"])
+        return batch, preds, runtime
+
     def _rescore(self, task: PlannedTask, summary: RunSummary) -> None:
-        if task.module.task == DETECTION_TASK:
-            return self._rescore_detection(task, summary)
+        """Missing processors of a task from its stored predictions (no model is loaded); an error is a
+        stored failure of the task, never the end of the cycle."""
+        try:
+            if task.module.task == DETECTION_TASK:
+                self._rescore_detection(task, summary)
+            else:
+                self._rescore_classification(task, summary)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:
+            self._fail(task, exc, summary)
+
+    def _rescore_classification(self, task: PlannedTask, summary: RunSummary) -> None:
         doc = self._db(self.store.get_inference, task.inference_id, what="reading stored predictions")
         classes = [c["label"] for c in self.datasets[task.module.dataset]["classes"]]
         chunks = self._db(lambda: list(self.store.iter_predictions(task.inference_id)), what="reading stored predictions")
@@ -629,15 +674,13 @@ class Executor:
         doc = self._db(self.store.get_inference, task.inference_id, what="reading stored predictions")
         classes, make = self._detection_processor_factory(self.datasets[task.module.dataset])
         predictions = self._db(lambda: list(self.store.iter_detections(task.inference_id)), what="reading stored predictions")
-        try:
-            batch = to_detection_batch(self._dataset_for(task), task.module.split, predictions)
-        except Exception as exc:  # e.g. the dataset folder is gone: recorded, never fatal to the cycle
-            self._fail(task, exc, summary)
-            return
+        batch = to_detection_batch(self._dataset_for(task), task.module.split, predictions)
         self._process(task, [batch], doc, classes, summary, make)
         summary.rescored += 1
 
-    def _fail(self, task: PlannedTask, exc: BaseException, summary: RunSummary) -> None:
+    def _fail(self, task: PlannedTask, exc: BaseException, summary: RunSummary, echo: bool = True) -> None:
+        """Store a task's failure with its class, reason and traceback, and when it may be retried: after a
+        backoff, or never for this revision when the failure cannot change without a new one (permanent)."""
         error_class = classify_failure(exc)
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=6))[-4000:]
         doc = {
@@ -650,10 +693,12 @@ class Executor:
         }
         previous = self._db(self.store.db.failures.find_one, {"_id": task.inference_id}, {"attempts": 1},
                             what="reading an earlier failure") or {}
-        doc["retry_after"] = utcnow() + failure_backoff(int(previous.get("attempts") or 0) + 1)
+        doc["permanent"] = bool(getattr(exc, "permanent", False))
+        doc["retry_after"] = None if doc["permanent"] else utcnow() + failure_backoff(int(previous.get("attempts") or 0) + 1)
         self._db(self.store.record_failure, task.inference_id, doc, what="recording a failure")
         summary.failures.append(doc)
-        self.echo(f"FAILED {task.model_key} on {task.module.dataset}/{task.variant}: [{error_class}] {doc['reason'][:300]}")
+        if echo:
+            self.echo(f"FAILED {task.model_key} on {task.module.dataset}/{task.variant}: [{error_class}] {doc['reason'][:300]}")
 
 
 # imported once by the fork server, so that every isolated child starts with them (a module that fails to

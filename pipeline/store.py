@@ -63,7 +63,7 @@ VALIDATORS: dict[str, dict[str, Any]] = {
             "error_class": {
                 "enum": [
                     "model_load", "incompatible_library", "unknown_labels", "inference_error", "timeout",
-                    "out_of_memory", "data_error", "unsafe_model",
+                    "out_of_memory", "data_error", "unsafe_model", "incomplete_weights",
                 ]
             }
         },

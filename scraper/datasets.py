@@ -41,6 +41,20 @@ def dataset_doc(ds: LocalDataset) -> tuple[dict[str, Any], list[dict[str, Any]]]
     return doc, examples
 
 
+def check_class_names(doc: dict[str, Any]) -> None:
+    """Raise DataError when a class name is used twice: results are keyed by class name, so two classes of
+    one name (ImageNet's "crane" 134 and 517) would merge. Name them apart (e.g. "crane (bird)")."""
+    seen: dict[str, int] = {}
+    dupes: list[str] = []
+    for c in doc["classes"]:
+        if c["label"] in seen:
+            dupes.append(f"{c['label']!r} (classes {seen[c['label']]} and {c['id']})")
+        seen.setdefault(c["label"], c["id"])
+    if dupes:
+        raise DataError(f"dataset {doc['name']!r} names two classes alike: {', '.join(dupes[:10])}; class names must "
+                        "be unique (results are kept per class name): rename them, e.g. 'crane (bird)' and 'crane (machine)'")
+
+
 def register_datasets(store, root: str | Path, log=print) -> list[str]:
     """Register every dataset folder (holding dataset.json) under root. Unreadable ones are reported, not fatal.
 
@@ -61,8 +75,9 @@ def register_datasets(store, root: str | Path, log=print) -> list[str]:
             else:
                 ds = LocalDataset.open(folder)
                 doc, examples = dataset_doc(ds)
-        except (DataError, OSError) as exc:
-            log(f"dataset {folder.name}: skipped: {exc}")
+            check_class_names(doc)
+        except Exception as exc:  # one unreadable dataset is reported and skipped; the others are registered
+            log(f"dataset {folder.name}: skipped: {exc if isinstance(exc, DataError) else f'{type(exc).__name__}: {exc}'}")
             continue
         store.upsert_dataset(doc, examples)
         names.append(ds.name)

@@ -218,6 +218,36 @@ def make_pickle(src: Path, dest: Path, name: str, marker: Path | None = None) ->
     return dest
 
 
+def make_body_only(src: Path, dest: Path, name: str) -> Path:
+    """The body without its head, as sentence-transformers and SetFit publish it: a ``BertModel`` checkpoint
+    (no ``classifier.*``), under a card that says text-classification. Loaded as a sequence classifier, its head
+    would be initialised at random."""
+    from safetensors.torch import save_file
+
+    copy_repo(src, dest, name, "Only the BERT body: the classification head is not in the checkpoint.")
+    state = {k[len("bert."):]: v for k, v in _state_dict(src).items() if k.startswith("bert.")}
+    save_file(state, str(dest / "model.safetensors"), metadata={"format": "pt"})
+    cfg = json.loads((dest / "config.json").read_text())
+    cfg["architectures"] = ["BertModel"]
+    (dest / "config.json").write_text(json.dumps(cfg, indent=2))
+    return dest
+
+
+def make_tf_only(src: Path, dest: Path, name: str) -> Path:
+    """Weights only as ``tf_model.h5`` (TensorFlow). zooeval refuses the repo by its file list before reading
+    any weights, so the file holds a placeholder (no TensorFlow is installed here to write a real one)."""
+    copy_repo(src, dest, name, "Weights only for TensorFlow (tf_model.h5).")
+    (dest / "model.safetensors").unlink()
+    (dest / "tf_model.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(1024))
+    return dest
+
+
+def build_trust_repos(good: Path, root: Path) -> dict[str, Path]:
+    """Repo shapes people publish that must be refused, not scored: ``body-only``, ``tf-only``."""
+    return {"body-only": make_body_only(good, root / "body-only", "trust/body-only"),
+            "tf-only": make_tf_only(good, root / "tf-only", "trust/tf-only")}
+
+
 def build_fault_zoo(root: Path) -> dict[str, Any]:
     """``root/datasets/tinysent`` and ``root/zoo/fault/<name>`` for every repo the fault tests use.
 

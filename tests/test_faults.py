@@ -119,7 +119,12 @@ def test_broken_repos_are_recorded_and_the_good_models_are_complete(store, fault
     assert fails["pickle-evil"]["error_class"] == "unsafe_model"
     assert "pytorch_model.bin" in fails["pickle-evil"]["reason"] and "safetensors" in fails["pickle-evil"]["reason"]
     for f in fails.values():
-        assert f["attempts"] == 1 and f["retry_after"] > utcnow() and f["traceback"]
+        assert f["attempts"] == 1 and f["traceback"]
+        # a refusal of this revision is parked at once; a load or inference error is retried after a backoff
+        if f["error_class"] == "unsafe_model":
+            assert f["permanent"] is True and f["retry_after"] is None
+        else:
+            assert f["permanent"] is False and f["retry_after"] > utcnow()
         assert store.count("results", {"model_name": f["model_name"]}) == 0
         assert store.count("inferences", {"model_name": f["model_name"]}) == 0
     # neither the malicious pickle nor the remote code ever ran
