@@ -96,7 +96,10 @@ class EvaluationModule(ABC):
         return bool(trained & compatible)
 
     def trained_on(self, model: dict[str, Any]) -> bool:
-        return dataset_key(self.dataset) in {dataset_key(d) for d in model.get("datasets") or []}
+        """The model was trained on this very dataset, as declared (or, when it declares none, as inferred
+        from its label set): generic or repeated label names may then be mapped by index."""
+        trained = model.get("datasets") or model.get("inferred_datasets") or []
+        return dataset_key(self.dataset) in {dataset_key(d) for d in trained}
 
     @abstractmethod
     def load(self, model: dict[str, Any], device: str) -> LoadedModel:

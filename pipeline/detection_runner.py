@@ -101,7 +101,7 @@ def detection_label_mapping(
             raise LabelMappingError(f"none of the model's {len(real)} labels matches a dataset class", sorted(unmapped)) from None
         result = attempt(kept)
         for lab in unmapped:
-            dropped[lab] = "no matching dataset class"
+            dropped[lab] = exc.reasons.get(lab, "no matching dataset class")
         real = kept
     for (i, _), class_index in zip(real, result.model_to_dataset):
         mapping[i] = int(category_ids[class_index])

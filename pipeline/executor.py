@@ -687,7 +687,7 @@ class Executor:
             **_flat_identity(task),
             "error_class": error_class,
             "reason": str(exc)[:2000] or type(exc).__name__,
-            "details": {"unmapped_labels": exc.unmapped} if isinstance(exc, LabelMappingError) else {},
+            "details": _mapping_details(exc) if isinstance(exc, LabelMappingError) else {},
             "traceback": tb,
             "run_id": summary.run_id,
         }
@@ -812,6 +812,14 @@ def _detection_preds(predictions: list[dict[str, Any]]) -> dict[str, Any]:
         "scores": cat("scores", (-1,), np.float64),
         "category_ids": cat("labels", (-1,), np.int64),
     }
+
+
+def _mapping_details(exc: LabelMappingError) -> dict[str, Any]:
+    """The refused labels of a label-mapping failure, with why and the candidate classes (a list: labels may
+    hold "." or "$", which MongoDB keys may not)."""
+    return {"unmapped_labels": exc.unmapped,
+            "refusals": [{"label": label, "reason": reason, "candidates": exc.ambiguous.get(label, [])}
+                         for label, reason in exc.reasons.items()]}
 
 
 def _flat_identity(task: PlannedTask) -> dict[str, Any]:
