@@ -225,7 +225,7 @@ def test_detection_label_mapping_drops_placeholders_and_only_asked_unmapped():
     assert m.model_to_category == [None, 1, 2, None, None]
     assert m.methods == {"Rectangle": "normalised", "circle": "synonym"}
     assert m.dropped == {"__background__": "placeholder (no class)", "N/A": "placeholder (no class)",
-                         "hexagon": "no matching dataset class"}
+                         "hexagon": "no dataset class matches"}
     doc = m.to_doc(classes, cats, id2label)
     assert doc["pairs"][2] == {"model_label": "circle", "dataset_class": "ellipse", "category_id": 2, "rule": "synonym"}
 
