@@ -19,7 +19,7 @@ from modules.hf import HFImageClassification  # noqa: E402
 from pipeline.executor import Executor  # noqa: E402
 from pipeline.identity import processor_fingerprint, result_id  # noqa: E402
 from pipeline.store import Store, utcnow  # noqa: E402
-import processors.classification  # noqa: E402,F401
+from processors.classification import ClassificationProcessor  # noqa: E402
 
 VARIANTS = ("original", "greyscale", "flipped", "mirrored", "inverted", "rotated90")
 
@@ -56,7 +56,7 @@ def main() -> None:
         first = ex.plan()  # nothing stored yet: every candidate is a task
         assert len(first.tasks) == args.models * len(modules) * len(VARIANTS), len(first.tasks)
         rng = random.Random(0)
-        proc_fp = processor_fingerprint("classification", 1)
+        proc_fp = processor_fingerprint(ClassificationProcessor.name, ClassificationProcessor.version)
         now = utcnow()
         t0 = time.perf_counter()
         docs, done = [], 0

@@ -5,11 +5,18 @@ predicted class) plus a capped list of misclassified samples. ``update()`` accum
 ``merge()`` adds another instance's state and ``compute()`` derives every number through the
 pure functions :func:`confusion_matrix` and :func:`metrics_from_confusion`.
 
-All numbers equal scikit-learn's with ``labels=list(range(C))`` and ``zero_division=0``
-(``accuracy_score``, ``confusion_matrix``, ``precision_recall_fscore_support`` with
-``average=None/"macro"/"micro"/"weighted"``). In particular the macro average runs over *all*
-``C`` classes, so a class absent from both the ground truth and the predictions contributes
-0.0 to it, exactly as sklearn does when given ``labels=range(C)``.
+Every number equals scikit-learn's with ``zero_division=0`` (see :func:`metrics_from_confusion`):
+
+* ``macro_precision`` / ``macro_recall`` / ``macro_f1``: sklearn's default, the mean over the
+  labels present in the ground truth or the predictions (``labels=None``). A perfect model on a
+  20-image subset of a 1,000-class dataset scores 1.0.
+* ``macro_precision_all_classes`` / ``macro_recall_all_classes`` / ``macro_f1_all_classes``: the
+  mean over all ``C`` dataset classes (``labels=range(C)``); a class absent from both the ground
+  truth and the predictions counts as 0.0, so the same perfect model scores 20 / 1000 = 0.02.
+* ``micro_*``, ``weighted_*``, ``accuracy`` and the per-class values are the same under both
+  label sets (classes absent from both have no counts and no support).
+
+With no samples (sklearn rejects empty input) every rate is 0.0.
 """
 from __future__ import annotations
 
@@ -96,13 +103,22 @@ def dense_confusion(doc: dict[str, Any]) -> np.ndarray:
 def metrics_from_confusion(cm: np.ndarray, classes: list[str]) -> dict[str, Any]:
     """Derive ``{"overall": {...}, "per_class": {...}}`` from a confusion matrix.
 
-    ``overall`` holds n, correct, incorrect, accuracy and precision/recall/f1 under the macro,
-    micro and weighted averages; ``per_class`` holds tp, fp, fn, support, precision, recall, f1
-    for every label in ``classes`` (also classes never predicted or absent from the ground
-    truth). Divisions by zero give 0.0. The macro average is the unweighted mean over all
-    ``len(classes)`` classes, including classes absent from both y_true and y_pred (which count
-    as 0.0), as sklearn does with ``labels=range(C)``. The weighted average weights each class by
-    its support and is 0.0 when the total support is 0. All values are plain Python int/float.
+    ``overall`` holds n, correct, incorrect, accuracy and precision/recall/f1 under these averages,
+    each equal to ``sklearn.metrics.precision_recall_fscore_support(y_true, y_pred, average=...,
+    zero_division=0)``:
+
+    * ``macro_*``: unweighted mean over the classes present in the ground truth or the predictions
+      (sklearn's default ``labels=None``).
+    * ``macro_*_all_classes``: unweighted mean over all ``len(classes)`` classes, those absent from
+      both y_true and y_pred counting as 0.0 (sklearn with ``labels=range(C)``).
+    * ``micro_*``: from the pooled counts (precision = recall = f1 = accuracy), and ``weighted_*``:
+      per-class values weighted by support; both equal sklearn with ``labels=None`` and with
+      ``labels=range(C)``.
+
+    ``per_class`` holds tp, fp, fn, support, precision, recall, f1 for every label in ``classes``
+    (also classes never predicted or absent from the ground truth), as sklearn's ``average=None``
+    with ``labels=range(C)``. Divisions by zero give 0.0. With an all-zero matrix (no samples, which
+    sklearn rejects) every rate is 0.0. All values are plain Python int/float.
     """
     cm = np.asarray(cm)
     n_classes = len(classes)
@@ -128,6 +144,11 @@ def metrics_from_confusion(cm: np.ndarray, classes: list[str]) -> dict[str, Any]
     micro_r = float(_divide(tp_sum, true_sum))
     micro_f1 = float(_divide(2 * tp_sum, true_sum + pred_sum))
 
+    present = (support + predicted) > 0  # sklearn's labels=None: unique_labels(y_true, y_pred)
+
+    def macro(values: np.ndarray) -> float:
+        return float(np.mean(values[present])) if present.any() else 0.0
+
     def weighted(values: np.ndarray) -> float:
         total = support.sum()
         if total == 0:
@@ -139,9 +160,12 @@ def metrics_from_confusion(cm: np.ndarray, classes: list[str]) -> dict[str, Any]
         "correct": correct,
         "incorrect": n - correct,
         "accuracy": float(_divide(correct, n)),
-        "macro_precision": float(np.mean(precision)),
-        "macro_recall": float(np.mean(recall)),
-        "macro_f1": float(np.mean(f1)),
+        "macro_precision": macro(precision),
+        "macro_recall": macro(recall),
+        "macro_f1": macro(f1),
+        "macro_precision_all_classes": float(np.mean(precision)),
+        "macro_recall_all_classes": float(np.mean(recall)),
+        "macro_f1_all_classes": float(np.mean(f1)),
         "micro_precision": micro_p,
         "micro_recall": micro_r,
         "micro_f1": micro_f1,
@@ -169,12 +193,14 @@ class ClassificationProcessor(Processor):
     """Accuracy, precision/recall/F1 (per class, macro, micro, weighted), confusion matrix and
     the list of misclassified samples, from the top-1 prediction.
 
-    Numbers equal scikit-learn's with ``labels=range(C)`` and ``zero_division=0``; the macro
-    average includes classes absent from both the ground truth and the predictions (as 0.0).
+    Numbers equal scikit-learn's with ``zero_division=0``: ``macro_*`` averages over the classes
+    present in the ground truth or the predictions (sklearn's default), ``macro_*_all_classes``
+    over all dataset classes (``labels=range(C)``). Version 2: ``macro_*`` changed from the
+    all-classes mean to sklearn's default.
     """
 
     name = "classification"
-    version = 1
+    version = 2
     tasks = ("image-classification", "text-classification")
 
     def __init__(self, classes: list[str], max_misclassifications: int = 10000) -> None:

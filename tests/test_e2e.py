@@ -58,7 +58,8 @@ def test_demo_cycle_then_nothing_to_do(env):
     y_true = np.concatenate([c["y_true"] for c in chunks])
     y_pred = np.concatenate([np.asarray(c["topk_labels"])[:, 0] for c in chunks])
     assert r["overall"]["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred), abs=1e-12)
-    assert r["overall"]["macro_f1"] == pytest.approx(
+    assert r["overall"]["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro", zero_division=0), abs=1e-12)
+    assert r["overall"]["macro_f1_all_classes"] == pytest.approx(
         f1_score(y_true, y_pred, labels=list(range(10)), average="macro", zero_division=0), abs=1e-12)
     assert r["overall"]["accuracy"] > 0.8  # a real trained model
     # label mapping recorded with the rule used
@@ -143,6 +144,21 @@ def test_new_processor_costs_no_forward_pass(env, monkeypatch):
         for r in new.values():
             base = next(store.iter_results({"inference_id": r["inference_id"], "processor": "classification"}))
             assert r["overall"]["top2_accuracy"] >= base["overall"]["accuracy"]
+
+        # a bumped processor version (as classification 1 -> 2) makes every stored result of it stale:
+        # the next cycle re-scores each from the stored predictions, again with no inference
+        from processors.classification import ClassificationProcessor
+
+        before = {r["inference_id"]: r for r in store.iter_results({"processor": "classification"})}
+        monkeypatch.setattr(ClassificationProcessor, "version", ClassificationProcessor.version + 1)
+        summary = Executor(store, mods, env["home"], progress=False, echo=lambda s: None).run()
+        assert summary.models_loaded == 0 and summary.forward_samples == 0
+        assert summary.rescored == len(GOOD_MODELS) and summary.results_written == len(GOOD_MODELS)
+        bumped = {r["inference_id"]: r for r in store.iter_results(
+            {"processor": "classification", "processor_version": ClassificationProcessor.version})}
+        assert set(bumped) == set(before)
+        for inference_id, r in bumped.items():  # same code, same stored predictions: same numbers
+            assert r["overall"] == before[inference_id]["overall"]
     finally:
         PROCESSORS.unregister(Top2Accuracy.name)
 

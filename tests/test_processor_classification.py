@@ -10,8 +10,10 @@ from sklearn import metrics as skm
 
 from processors.base import PROCESSORS, ClassificationPredictions
 from processors.classification import (
+    DENSE_MAX_CLASSES,
     ClassificationProcessor,
     confusion_matrix,
+    dense_confusion,
     metrics_from_confusion,
 )
 
@@ -44,14 +46,21 @@ def classes_for(c: int) -> list[str]:
     return [f"class_{i}" for i in range(c)]
 
 
+AVERAGES = ("macro", "micro", "weighted")
+ALL_CLASSES_KEYS = ("macro_precision_all_classes", "macro_recall_all_classes", "macro_f1_all_classes")
+OVERALL_KEYS = {"n", "correct", "incorrect", "accuracy", *ALL_CLASSES_KEYS,
+                *(f"{avg}_{m}" for avg in AVERAGES for m in ("precision", "recall", "f1"))}
+
+
 def sklearn_expected(y_true, y_pred, c: int) -> dict:
+    """sklearn's numbers: ``default`` with labels=None (the present labels), ``all_classes`` with
+    labels=range(c); both with zero_division=0."""
     labels = list(range(c))
-    out = {"accuracy": skm.accuracy_score(y_true, y_pred)}
-    for avg in ("macro", "micro", "weighted"):
-        p, r, f, _ = skm.precision_recall_fscore_support(
-            y_true, y_pred, labels=labels, average=avg, zero_division=0
-        )
-        out[f"{avg}_precision"], out[f"{avg}_recall"], out[f"{avg}_f1"] = p, r, f
+    out = {"accuracy": skm.accuracy_score(y_true, y_pred), "default": {}, "all_classes": {}}
+    for avg in AVERAGES:
+        for which, kw in (("default", {}), ("all_classes", {"labels": labels})):
+            p, r, f, _ = skm.precision_recall_fscore_support(y_true, y_pred, average=avg, zero_division=0, **kw)
+            out[which][f"{avg}_precision"], out[which][f"{avg}_recall"], out[which][f"{avg}_f1"] = p, r, f
     p, r, f, s = skm.precision_recall_fscore_support(
         y_true, y_pred, labels=labels, average=None, zero_division=0
     )
@@ -63,16 +72,23 @@ def sklearn_expected(y_true, y_pred, c: int) -> dict:
 def assert_matches_sklearn(result: dict, y_true, y_pred, c: int) -> None:
     exp = sklearn_expected(y_true, y_pred, c)
     overall = result["overall"]
+    assert set(overall) == OVERALL_KEYS
     assert overall["n"] == len(y_true)
     assert overall["correct"] == int(np.sum(np.asarray(y_true) == np.asarray(y_pred)))
     assert overall["incorrect"] == len(y_true) - overall["correct"]
-    for key in (
-        "accuracy",
-        "macro_precision", "macro_recall", "macro_f1",
-        "micro_precision", "micro_recall", "micro_f1",
-        "weighted_precision", "weighted_recall", "weighted_f1",
-    ):
-        assert abs(overall[key] - float(exp[key])) <= TOL, (key, overall[key], exp[key])
+    assert abs(overall["accuracy"] - float(exp["accuracy"])) <= TOL
+    for m in ("precision", "recall", "f1"):
+        # macro_*: sklearn's default (mean over the labels in y_true or y_pred)
+        key = f"macro_{m}"
+        assert abs(overall[key] - float(exp["default"][key])) <= TOL, (key, overall[key], exp["default"][key])
+        # macro_*_all_classes: mean over every dataset class
+        key_all = f"macro_{m}_all_classes"
+        assert abs(overall[key_all] - float(exp["all_classes"][key])) <= TOL, (key_all, overall[key_all])
+        # micro and weighted: equal to sklearn's default and to labels=range(C)
+        for avg in ("micro", "weighted"):
+            key = f"{avg}_{m}"
+            for which in ("default", "all_classes"):
+                assert abs(overall[key] - float(exp[which][key])) <= TOL, (key, which, overall[key], exp[which][key])
     p, r, f, s = exp["per_class"]
     cm = exp["cm"]
     names = classes_for(c)
@@ -87,7 +103,9 @@ def assert_matches_sklearn(result: dict, y_true, y_pred, c: int) -> None:
         assert abs(pc["recall"] - r[i]) <= TOL
         assert abs(pc["f1"] - f[i]) <= TOL
     assert result["confusion_matrix"]["labels"] == names
-    assert result["confusion_matrix"]["matrix"] == cm.tolist()
+    np.testing.assert_array_equal(dense_confusion(result["confusion_matrix"]), cm)  # dense or sparse form
+    if c <= DENSE_MAX_CLASSES:
+        assert result["confusion_matrix"]["matrix"] == cm.tolist()
 
 
 def assert_plain_json(obj) -> None:
@@ -117,9 +135,10 @@ def run(y_true, y_pred, c: int, **kw) -> dict:
 
 def test_registered_with_identity():
     assert PROCESSORS.get("classification") is ClassificationProcessor
-    assert ClassificationProcessor.identity() == {"name": "classification", "version": 1}
+    # version 2: macro_* became sklearn's default average (version 1 averaged over all classes)
+    assert ClassificationProcessor.identity() == {"name": "classification", "version": 2}
     assert ClassificationProcessor.tasks == ("image-classification", "text-classification")
-    assert ClassificationProcessor(["a", "b"]).key == "classification@1"
+    assert ClassificationProcessor(["a", "b"]).key == "classification@2"
 
 
 # --------------------------------------------------------------------------- random vs sklearn
@@ -130,6 +149,8 @@ def test_random_inputs_match_sklearn(seed):
     rng = np.random.default_rng(seed)
     c = int(rng.integers(2, 13))
     n = int(rng.integers(1, 301))
+    if seed % 5 == 1:  # many classes, few samples: most classes absent from both y_true and y_pred
+        c, n = int(rng.integers(20, 201)), int(rng.integers(1, 31))
     y_true = rng.integers(0, c, size=n)
     # mix of correct and random predictions, sometimes with a skewed distribution
     y_pred = np.where(rng.uniform(size=n) < rng.uniform(), y_true, rng.integers(0, c, size=n))
@@ -139,6 +160,11 @@ def test_random_inputs_match_sklearn(seed):
     result = run(y_true, y_pred, c)
     assert_matches_sklearn(result, y_true, y_pred, c)
     assert_plain_json(result)
+    # both macro averages share the per-class sum: all-classes = default * present / C
+    present = len(set(y_true.tolist()) | set(y_pred.tolist()))
+    o = result["overall"]
+    for m in ("precision", "recall", "f1"):
+        assert abs(o[f"macro_{m}_all_classes"] * c - o[f"macro_{m}"] * present) <= 1e-9
     # the pure functions give the same as the processor
     cm = confusion_matrix(y_true, y_pred, c)
     assert cm.dtype == np.int64
@@ -151,6 +177,11 @@ def test_random_inputs_match_sklearn(seed):
 # --------------------------------------------------------------------------- missing classes
 
 
+def macro_values(result: dict, suffix: str = "") -> tuple[float, float, float]:
+    o = result["overall"]
+    return tuple(o[f"macro_{m}{suffix}"] for m in ("precision", "recall", "f1"))
+
+
 def test_class_never_predicted():
     y_true = [0, 1, 2, 2, 1, 0]
     y_pred = [0, 1, 1, 1, 1, 0]  # class 2 never predicted
@@ -158,25 +189,34 @@ def test_class_never_predicted():
     assert_matches_sklearn(result, y_true, y_pred, 3)
     pc = result["per_class"]["class_2"]
     assert pc == {"tp": 0, "fp": 0, "fn": 2, "support": 2, "precision": 0.0, "recall": 0.0, "f1": 0.0}
+    # class 2 is in y_true, so it counts (as 0.0) in the default macro: precision (1 + 2/4 + 0) / 3,
+    # recall (1 + 1 + 0) / 3; every class is present, so both macro averages agree
+    assert macro_values(result) == pytest.approx((0.5, 2 / 3, (1 + 2 / 3 + 0) / 3), abs=TOL)
+    assert macro_values(result) == macro_values(result, "_all_classes")
 
 
 def test_class_absent_from_ground_truth():
     y_true = [0, 1, 1, 0]
-    y_pred = [0, 2, 1, 2]  # class 2 predicted, never true
-    result = run(y_true, y_pred, 3)
-    assert_matches_sklearn(result, y_true, y_pred, 3)
+    y_pred = [0, 2, 1, 2]  # class 2 predicted, never true; class 3 in neither
+    result = run(y_true, y_pred, 4)
+    assert_matches_sklearn(result, y_true, y_pred, 4)
     pc = result["per_class"]["class_2"]
     assert pc == {"tp": 0, "fp": 2, "fn": 0, "support": 0, "precision": 0.0, "recall": 0.0, "f1": 0.0}
+    # class 2 (in y_pred) counts in the default macro, class 3 only in the all-classes one:
+    # precision (1, 1, 0, 0), recall (1/2, 1/2, 0, 0), f1 (2/3, 2/3, 0, 0)
+    assert macro_values(result) == pytest.approx((2 / 3, 1 / 3, 4 / 9), abs=TOL)
+    assert macro_values(result, "_all_classes") == pytest.approx((2 / 4, 1 / 4, 4 / 12), abs=TOL)
 
 
-def test_class_absent_from_both_counts_in_macro():
+def test_class_absent_from_both_is_left_out_of_macro():
     y_true = [0, 1, 0, 1]
     y_pred = [0, 1, 0, 1]  # perfect on classes 0/1; classes 2 and 3 never appear
     result = run(y_true, y_pred, 4)
     assert_matches_sklearn(result, y_true, y_pred, 4)
     o = result["overall"]
     assert o["accuracy"] == 1.0
-    assert o["macro_precision"] == o["macro_recall"] == o["macro_f1"] == 0.5
+    assert macro_values(result) == (1.0, 1.0, 1.0)
+    assert macro_values(result, "_all_classes") == (0.5, 0.5, 0.5)
     assert o["weighted_f1"] == 1.0 and o["micro_f1"] == 1.0
     assert set(result["per_class"]) == set(classes_for(4))
     assert result["per_class"]["class_3"]["support"] == 0
@@ -187,6 +227,32 @@ def test_single_class():
     result = run([0, 0, 0], [0, 0, 0], 1)
     assert_matches_sklearn(result, [0, 0, 0], [0, 0, 0], 1)
     assert result["overall"]["macro_f1"] == 1.0
+    assert result["overall"]["macro_f1_all_classes"] == 1.0
+
+
+@pytest.mark.filterwarnings("ignore:A single label was found:UserWarning")
+def test_one_class_present_of_many():
+    result = run([3, 3, 3], [3, 3, 3], 5)
+    assert_matches_sklearn(result, [3, 3, 3], [3, 3, 3], 5)
+    assert macro_values(result) == (1.0, 1.0, 1.0)
+    assert macro_values(result, "_all_classes") == (0.2, 0.2, 0.2)
+    # one true class, one wrong prediction into another class: both classes count in the default macro
+    y_true, y_pred = [3, 3, 3, 3], [3, 3, 3, 1]
+    result = run(y_true, y_pred, 5)
+    assert_matches_sklearn(result, y_true, y_pred, 5)
+    assert macro_values(result) == pytest.approx((1 / 2, 3 / 8, (6 / 7) / 2), abs=TOL)
+
+
+def test_perfect_model_on_a_20_sample_subset_of_1000_classes():
+    rng = np.random.default_rng(20)
+    y_true = rng.choice(1000, size=20, replace=False)  # 20 images, each of a different class
+    result = run(y_true, y_true, 1000)
+    assert_matches_sklearn(result, y_true, y_true, 1000)
+    o = result["overall"]
+    assert macro_values(result) == (1.0, 1.0, 1.0)
+    assert o["macro_f1_all_classes"] == 0.02
+    assert o["macro_precision_all_classes"] == o["macro_recall_all_classes"] == 0.02
+    assert o["accuracy"] == o["micro_f1"] == o["weighted_f1"] == 1.0
 
 
 # --------------------------------------------------------------------------- empty
@@ -194,6 +260,7 @@ def test_single_class():
 
 def _assert_empty_result(result: dict, c: int) -> None:
     o = result["overall"]
+    assert set(o) == OVERALL_KEYS
     assert (o["n"], o["correct"], o["incorrect"]) == (0, 0, 0)
     for k, v in o.items():
         if k not in ("n", "correct", "incorrect"):
@@ -211,6 +278,16 @@ def test_no_updates():
     _assert_empty_result(ClassificationProcessor(classes_for(3)).compute(), 3)
 
 
+def test_empty_is_defined_as_zero_where_sklearn_rejects_it():
+    """sklearn defines nothing for empty input (it raises), so every rate of an empty result is 0.0."""
+    for kw in ({}, {"labels": [0, 1, 2]}):
+        with pytest.raises(ValueError, match="empty"):
+            skm.precision_recall_fscore_support([], [], average="macro", zero_division=0, **kw)
+    with pytest.raises(ValueError, match="empty"):
+        skm.accuracy_score([], [])
+    _assert_empty_result(run([], [], 3), 3)
+
+
 def test_empty_batches():
     proc = ClassificationProcessor(classes_for(3))
     proc.update(ClassificationPredictions([], np.zeros(0, np.int64),
@@ -225,6 +302,7 @@ def test_pure_functions_empty():
     assert cm.shape == (4, 4) and cm.dtype == np.int64 and cm.sum() == 0
     out = metrics_from_confusion(cm, classes_for(4))
     assert out["overall"]["n"] == 0 and out["overall"]["weighted_f1"] == 0.0
+    assert out["overall"]["macro_f1"] == out["overall"]["macro_f1_all_classes"] == 0.0
 
 
 # --------------------------------------------------------------------------- merge / streaming
@@ -281,6 +359,43 @@ def test_streaming_batches_equal_one_batch():
         streamed.update(make_batch(yt[lo:hi], yp[lo:hi], sc[lo:hi], ids[lo:hi]))
     assert streamed.compute() == one.compute()
     assert_matches_sklearn(streamed.compute(), yt, yp, c)
+
+
+def test_streaming_and_merge_with_different_classes_per_batch():
+    """The default macro is over the classes present in the WHOLE stream: batches covering different
+    classes, streamed or merged, give the one-shot (and sklearn) numbers, not a mean of batch macros."""
+    rng = np.random.default_rng(11)
+    c = 1000
+    parts = []
+    for lo in (0, 300, 600):  # each batch draws its classes from its own range
+        yt = rng.integers(lo, lo + 15, size=20)
+        yp = np.where(rng.uniform(size=20) < 0.6, yt, rng.integers(lo, lo + 40, size=20))
+        parts.append((yt, yp))
+    yt_all = np.concatenate([t for t, _ in parts])
+    yp_all = np.concatenate([q for _, q in parts])
+    ids = [f"id{i}" for i in range(len(yt_all))]
+    one = ClassificationProcessor(classes_for(c))
+    one.update(make_batch(yt_all, yp_all, ids=ids, rng=np.random.default_rng(1)))
+    expected = one.compute()
+    assert_matches_sklearn(expected, yt_all, yp_all, c)
+
+    streamed = ClassificationProcessor(classes_for(c))
+    shards = [ClassificationProcessor(classes_for(c)) for _ in parts]
+    batch_macro_f1 = []
+    for k, (yt, yp) in enumerate(parts):
+        batch_ids = ids[20 * k:20 * (k + 1)]
+        streamed.update(make_batch(yt, yp, ids=batch_ids))
+        shards[k].update(make_batch(yt, yp, ids=batch_ids))
+        batch_macro_f1.append(shards[k].compute()["overall"]["macro_f1"])
+    merged = shards[0]
+    for other in shards[1:]:
+        merged.merge(other)
+    for proc in (streamed, merged):
+        got = proc.compute()
+        assert got["overall"] == expected["overall"]
+        assert got["per_class"] == expected["per_class"]
+    # the case tells the two apart: averaging the batches' macro-F1 gives another number
+    assert abs(float(np.mean(batch_macro_f1)) - expected["overall"]["macro_f1"]) > 1e-3
 
 
 # --------------------------------------------------------------------------- misclassifications

@@ -94,7 +94,12 @@ def test_inferred_dataset_makes_a_model_evaluable():
     assert not module.accepts(m, DATASETS)
     m["inferred_datasets"], _ = infer_training_datasets(m, DATASETS)
     assert module.accepts(m, DATASETS)
-    assert not module.trained_on(m)  # inferred data never enables LABEL_i index mapping
+    assert module.trained_on(m)  # inferred from its label names, which fix the order of its outputs
+    # generic names carry no evidence: nothing is inferred, so they can never be mapped by index
+    generic = {**m, "config": {"id2label": {"0": "LABEL_0", "1": "LABEL_1"}}}
+    generic.pop("inferred_datasets")
+    assert infer_training_datasets(generic, DATASETS)[0] == []
+    assert not module.trained_on(generic) and not module.accepts(generic, DATASETS)
 
 
 def test_dataset_names_match_across_zoos_spelling():
