@@ -22,14 +22,19 @@ from modules.detection import MODULE_KINDS as DETECTION_KINDS
 from modules.detection import FiftyOneDetection, HFObjectDetection, TorchvisionDetection
 from modules.fiftyone_zoo import FiftyOneImageClassification
 from modules.hf import HFImageClassification, HFTextClassification
+from modules.setfit import SetFitTextClassification
+from modules.peft_adapter import PeftImageClassification, PeftTextClassification
+from modules.timm_classification import TimmImageClassification
 from pipeline.registry import name_matches
 
 log = logging.getLogger("zooeval")
 
 DEFAULT_BY_DATATYPE: dict[str, tuple[type[EvaluationModule], ...]] = {
-    "image": (HFImageClassification, FiftyOneImageClassification),
-    "text": (HFTextClassification,),
+    "image": (HFImageClassification, FiftyOneImageClassification, TimmImageClassification),
+    "text": (HFTextClassification, SetFitTextClassification),
 }
+DEFAULT_BY_DATATYPE["image"] += (PeftImageClassification,)
+DEFAULT_BY_DATATYPE["text"] += (PeftTextClassification,)
 DEFAULT_BY_TASK: dict[str, tuple[type[EvaluationModule], ...]] = {
     "object-detection": (HFObjectDetection, TorchvisionDetection, FiftyOneDetection),
 }

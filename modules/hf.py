@@ -65,7 +65,7 @@ def check_safe(model: dict[str, Any]) -> dict[str, Any]:
     return {"weights_only": True}
 
 
-def _torch_version() -> tuple[int, int]:
+def torch_version() -> tuple[int, int]:
     major, minor = (torch.__version__.split("+")[0].split(".") + ["0"])[:2]
     return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
 
@@ -78,7 +78,7 @@ def check_pickle_weights(model: dict[str, Any], where: str, kwargs: dict[str, An
     names = sorted(f for f in (model.get("files") or {}) if PICKLE_WEIGHTS.match(f))
     if not names:
         return []  # from_pretrained finds no checkpoint either and fails with a clear message
-    if _torch_version() < SAFE_TORCH_LOAD:
+    if torch_version() < SAFE_TORCH_LOAD:
         raise UnsafeModelError(
             f"model {model['name']!r} has only pickle weights ({', '.join(names)}) and torch {torch.__version__} "
             "cannot load them safely (torch.load(weights_only=True) needs torch >= 2.6); convert them to safetensors"
@@ -101,6 +101,8 @@ def check_pickle_weights(model: dict[str, Any], where: str, kwargs: dict[str, An
                 "Publish the weights as safetensors"
             ) from None
         except Exception as exc:
+            if (denied := hub_access_error(model, exc)) is not None:
+                raise denied from exc
             raise ModelLoadError(f"cannot read the checkpoint {name} of model {model['name']!r}: {type(exc).__name__}: {exc}") from exc
         if not isinstance(state, dict):
             raise ModelLoadError(f"the checkpoint {name} of model {model['name']!r} is not a state dict ({type(state).__name__})")
@@ -133,8 +135,26 @@ def check_complete(name: str, info: dict[str, Any]) -> None:
         shown = ", ".join(missing[:8]) + (f", ... ({len(missing)} in all)" if len(missing) > 8 else "")
         raise IncompleteWeightsError(
             f"model {name!r}: the checkpoint lacks {len(missing)} parameter tensor(s) the model needs ({shown}); "
-            "they would be initialised at random, so its scores would be noise. A body published without its head "
-            "(sentence-transformers, SetFit, a base for fine-tuning) cannot be evaluated as a classifier")
+            "they would be initialised at random, so its scores would be noise (a body published without its head, "
+            "as sentence-transformers and SetFit repos and bases for fine-tuning are, is not a classifier)")
+
+
+#: What a model whose files the Hub refuses (a gated repo, without a token that has access) is told.
+GATED = "gated: needs an HF_TOKEN with access"
+
+
+def hub_access_error(model: dict[str, Any], exc: BaseException) -> ModelLoadError | None:
+    """A clear error when huggingface_hub's GatedRepoError is behind ``exc`` (transformers wraps it in an
+    OSError), else None."""
+    from huggingface_hub.errors import GatedRepoError
+
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, GatedRepoError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return None
+    status = cause.response.status_code if getattr(cause, "response", None) is not None else "?"
+    return ModelLoadError(f"cannot load model {model['name']!r}: {GATED} (the Hub answered {status} for its files)")
 
 
 def load_transformers(model: dict[str, Any], auto_model: str, preprocessor: str, device: str) -> tuple[Any, Any]:
@@ -154,6 +174,8 @@ def load_transformers(model: dict[str, Any], auto_model: str, preprocessor: str,
         net, info = getattr(transformers, auto_model).from_pretrained(
             where, trust_remote_code=False, output_loading_info=True, **kwargs)
     except Exception as exc:  # OSError/ValueError/KeyError, and safetensors' own error type for truncated files
+        if (denied := hub_access_error(model, exc)) is not None:
+            raise denied from exc
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "trust_remote_code" in str(exc):
             raise UnsafeModelError(f"model {model['name']!r} needs remote code, which zooeval never runs: {msg}") from exc
@@ -163,6 +185,8 @@ def load_transformers(model: dict[str, Any], auto_model: str, preprocessor: str,
     try:
         pre = getattr(transformers, preprocessor).from_pretrained(where, trust_remote_code=False, **pre_kwargs)
     except Exception as exc:
+        if (denied := hub_access_error(model, exc)) is not None:
+            raise denied from exc
         raise ModelLoadError(f"cannot load the preprocessor of {model['name']!r} ({preprocessor}): "
                              f"{type(exc).__name__}: {exc}") from exc
     return net.eval().to(device), pre

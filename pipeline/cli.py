@@ -147,14 +147,16 @@ MODEL_SORTS = {"name": ("name", 1), "newest": ("last_modified", -1), "first-seen
 @click.option("--has-metrics", is_flag=True, help="Only models with stored results.")
 @click.option("--sort", type=click.Choice(sorted(MODEL_SORTS)), default="name", show_default=True)
 @click.option("--limit", default=200, show_default=True, help="At most this many rows (0: all).")
-@click.option("--all", "show_all", is_flag=True, help="Include removed models.")
+@click.option("--all", "show_all", is_flag=True, help="Include removed models (private models the last Hub sync's "
+              "token could not see are shown without it).")
 @pass_ctx
 def models_cmd(c: Ctx, name_contains, source, task, trained_on, evaluated_on, has_metrics, sort, limit, show_all) -> None:
-    """Browse stored models: what they were trained on (declared or inferred from labels), results, failures."""
+    """Browse stored models: what they were trained on (declared or inferred from labels), results, failures,
+    and why a model is not evaluated (e.g. a gated repo without an HF_TOKEN that has access)."""
     import re
 
     store = c.store
-    q: dict[str, Any] = {} if show_all else {"status": "active"}
+    q: dict[str, Any] = {} if show_all else {"$and": [{"$or": [{"status": "active"}, {"access": "private"}]}]}
     if name_contains:
         q["name"] = {"$regex": re.escape(name_contains), "$options": "i"}
     if source:
@@ -169,7 +171,7 @@ def models_cmd(c: Ctx, name_contains, source, task, trained_on, evaluated_on, ha
     n_results = {d["_id"]: d["n"] for d in store.db.results.aggregate([{"$group": {"_id": "$model_key", "n": {"$sum": 1}}}])}
     n_fails = {d["_id"]: d["n"] for d in store.db.failures.aggregate([{"$group": {"_id": "$model_key", "n": {"$sum": 1}}}])}
     cursor = store.db.models.find(q, {"name": 1, "source": 1, "task": 1, "datasets": 1, "inferred_datasets": 1, "revision": 1,
-                                      "notes": 1, "unevaluated_reason": 1, "status": 1, "last_modified": 1})
+                                      "notes": 1, "unevaluated_reason": 1, "access_note": 1, "status": 1, "last_modified": 1})
     if MODEL_SORTS[sort]:
         cursor = cursor.sort([MODEL_SORTS[sort], ("_id", 1)])
     docs = list(cursor)
@@ -183,7 +185,7 @@ def models_cmd(c: Ctx, name_contains, source, task, trained_on, evaluated_on, ha
         declared = ",".join(m.get("datasets") or [])
         inferred = ",".join(m.get("inferred_datasets") or [])
         trained = declared or (f"{inferred} (inferred)" if inferred else "-")
-        notes = "; ".join([*(m.get("notes") or []), *([m["unevaluated_reason"]] if m.get("unevaluated_reason") else [])])
+        notes = "; ".join(filter(None, [m.get("access_note"), *(m.get("notes") or []), _unevaluated_reason(m)]))
         rows.append([m["name"], m["source"], m.get("task") or "?", trained, (m.get("revision") or "")[:12],
                      n_results.get(m["_id"], 0), n_fails.get(m["_id"], 0), m.get("status"), notes[:90]])
     print_table(["model", "source", "task", "trained on", "revision", "results", "failures", "status", "notes"], rows)
@@ -212,7 +214,8 @@ def model_cmd(c: Ctx, name: str, card: bool) -> None:
         ("labels", len(config.get("id2label") or {}) or None),
         ("declared datasets", ", ".join(doc.get("datasets") or [])),
         ("inferred datasets", ", ".join(doc.get("inferred_datasets") or [])),
-        ("not evaluated", doc.get("unevaluated_reason")),
+        ("gated", doc.get("gated") or None), ("private", "yes" if doc.get("private") else None),
+        ("not evaluated", doc.get("access_note") or doc.get("unevaluated_reason")),
         ("references", ", ".join(doc.get("references") or [])),
         ("files", f"{len(files)} files, {sum(v for v in files.values() if isinstance(v, (int, float))) / 1e6:.1f} MB" if files else None),
         ("notes", "; ".join(doc.get("notes") or [])),
@@ -233,17 +236,31 @@ def model_cmd(c: Ctx, name: str, card: bool) -> None:
         click.echo(_model_card(doc))
 
 
+def _unevaluated_reason(model: dict[str, Any]) -> str | None:
+    """Why training-data inference left the model unevaluated, unless its details could not be read at all
+    (then ``access_note`` says why, and "declares no training dataset" would mislead)."""
+    return None if model.get("access_note") else model.get("unevaluated_reason")
+
+
 def _model_card(doc: dict[str, Any]) -> str:
     """The model's card, read from where the model lives (never from the store)."""
     source = doc.get("source")
     if source == "huggingface":
         from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+        from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
+                                            RepositoryNotFoundError)
+
+        from scraper.huggingface import GATED_NOTE
 
         try:
             path = hf_hub_download(doc["name"], "README.md", revision=doc.get("revision") or None)
         except EntryNotFoundError:
             return f"(model {doc['name']!r} has no README.md at revision {doc.get('revision')})"
+        except GatedRepoError:
+            raise click.ClickException(f"cannot fetch the card of {doc['name']!r}: {GATED_NOTE}") from None
+        except RepositoryNotFoundError:
+            raise click.ClickException(f"cannot fetch the card of {doc['name']!r}: the Hub says it does not exist (a private "
+                                       "repo looks so without an HF_TOKEN with access)") from None
         except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
             raise click.ClickException(f"cannot fetch the card of {doc['name']!r} from the Hub: "
                                        f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
@@ -499,9 +516,22 @@ def demo(c: Ctx, quick, progress, **kw) -> None:
     _register_local(c)
     scrape_local(c.store, c.home / "zoo", log=click.echo)
     _store_mtcnn(c.store)
+    _store_fiftyone_demo_model(c)
     infer_missing_training_datasets(c.store, source="local", log=click.echo)
     _cycle(c, _options(kw), progress, 0.0)
     summary_table(c.store)
+
+
+def _store_fiftyone_demo_model(c: Ctx) -> None:
+    """The FiftyOne zoo's ImageNet MobileNetV2, whose real weights the demo build placed where FiftyOne looks
+    (only that zoo model: the others' weights cannot be downloaded here)."""
+    from pipeline.demo import FIFTYONE_DEMO_MODEL
+    from scraper.fiftyone import scrape_fiftyone
+
+    try:
+        scrape_fiftyone(c.store, log=click.echo, home=c.home, names=[FIFTYONE_DEMO_MODEL])
+    except (ImportError, RuntimeError, ValueError) as exc:
+        click.echo(f"FiftyOne zoo model {FIFTYONE_DEMO_MODEL} not stored: {exc}")
 
 
 def _store_mtcnn(store) -> None:

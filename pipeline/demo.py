@@ -57,7 +57,7 @@ from typing import Any, Callable
 
 from pipeline.data import LocalDataset, write_dataset
 
-BUILD_FORMAT = 1
+BUILD_FORMAT = 2  # 2: the ImageNet set names its classes' synsets (synonyms), for timm heads
 MARKER = "_BUILT"
 SEED = 0
 
@@ -90,6 +90,8 @@ MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 IMAGENET_DATASET = "imagenet-foolbox20"
 IMAGE_VARIANTS = ["greyscale", "flipped", "mirrored", "inverted", "rotated90"]
+FIFTYONE_DEMO_MODEL = "mobilenet-v2-imagenet-torch"  # the FiftyOne zoo model whose weights the demo places
+TIMM_DEMO_MODEL = "zooeval/mobilenetv2_100.tv_in1k"  # the same weights as a timm repo (pipeline.imagenet_timm)
 MOBILENET_WEIGHTS = "mobilenet_v2-b0353104.pth"  # torchvision's file names carry the first 8 hex of their sha256
 
 
@@ -335,8 +337,13 @@ def _build_rotten_tomatoes(tmp: Path, quick: bool) -> dict[str, Any]:
 
 def _build_imagenet_foolbox(tmp: Path) -> dict[str, Any]:
     from pipeline.fiftyone_support import IMAGENET_LABELS_FILE, imagenet_class_names
+    from pipeline.imagenet_timm import imagenet_synonyms
 
     classes = imagenet_class_names()
+    try:
+        synonyms = imagenet_synonyms(classes)  # timm models name their outputs by WordNet synset id
+    except ValueError as exc:
+        raise DemoBuildError(f"the ImageNet class names of {IMAGENET_LABELS_FILE} do not follow timm's synset order: {exc}") from None
     (tmp / "images").mkdir(parents=True)
     rows = []
     for path, label in foolbox_imagenet_files():
@@ -351,14 +358,16 @@ def _build_imagenet_foolbox(tmp: Path) -> dict[str, Any]:
             "20 labelled ImageNet (ILSVRC 2012) photos shipped with foolbox 3.3.4 (foolbox/data/imagenet_<nn>_<label>"
             ".jpg; the label is the ImageNet-1K class index), as one test split. The 1,000 classes are named as in "
             f"FiftyOne's ImageNet labels file ({IMAGENET_LABELS_FILE}); the two names that repeat there are "
-            "disambiguated: crane (bird) / crane (machine), maillot / maillot (tank suit). Too small for a "
-            "benchmark: it checks that ImageNet-1K classifiers load, map their labels and predict correctly."
+            "disambiguated: crane (bird) / crane (machine), maillot / maillot (tank suit). The synonyms name each "
+            "class by its WordNet synset id (n01440764: tench), the label names of timm's ImageNet models, from "
+            "timm's ordered list (timm/data/_info/imagenet_synsets.txt). Too small for a benchmark: it checks that "
+            "ImageNet-1K classifiers load, map their labels and predict correctly."
         ),
         "homepage": "https://www.image-net.org/",
         "year": 2012,
         "source": "foolbox 3.3.4 foolbox/data/imagenet_*.jpg",
         "classes": classes,
-        "synonyms": {},
+        "synonyms": synonyms,
         "supported_variants": list(IMAGE_VARIANTS),
         "compatible_with": ["imagenet", "imagenet-1k"],
         "reference": {
@@ -795,6 +804,11 @@ def build_demo(home: str | os.PathLike, quick: bool = False, log: Callable[[str]
             weights = place_fiftyone_weights(home)
             timings["fiftyone/weights"] = round(time.perf_counter() - t0, 2)
             say("FiftyOne weights in place: " + ", ".join(f"{k}: {v}" for k, v in weights.items()))
+            from pipeline.imagenet_timm import build_verified_repo
+
+            # the same real weights as a timm Hub repo (converted, and checked equal to torchvision's outputs)
+            ensure(TIMM_DEMO_MODEL, zoo / TIMM_DEMO_MODEL, [f"datasets/{IMAGENET_DATASET}"], False,
+                   lambda tmp: build_verified_repo(tmp, label_names=True), fiftyone=True)
 
             # object detection: a COCO-format faces set (the MTCNN model document is stored by `zooeval demo`)
             ensure("datasets/faces", datasets_dir / "faces", [], True, lambda tmp: _build_faces(tmp, quick),
@@ -817,7 +831,7 @@ def build_demo(home: str | os.PathLike, quick: bool = False, log: Callable[[str]
         "skipped": skipped,
         "quick": quick,
         "fiftyone": {"datasets": {IMAGENET_DATASET: datasets_dir / IMAGENET_DATASET}, "weights": weights,
-                     "built": fo_built, "skipped": fo_skipped},
+                     "timm_repo": zoo / TIMM_DEMO_MODEL, "built": fo_built, "skipped": fo_skipped},
         "detection": {"datasets": {"faces": datasets_dir / "faces"}, "built": det_built, "skipped": det_skipped},
     }
     say(f"demo zoo ready in {timings['total']:.1f}s: {len(built)} built, {len(skipped)} already built; "

@@ -45,10 +45,11 @@ DETECTION_TASK = "object-detection"
 #: inputs; detectors run on full-size images). On out-of-memory the batch is halved as for classification.
 DETECTION_MAX_BATCH = 8
 
-#: What planning reads of each model: enough for module.accepts() (the config's architecture names tell a
-#: Transformers repo from a torchvision state dict or MTCNN of the same source).
+#: What planning reads of each model: enough for module.accepts() (the library, file list and config tell a
+#: Transformers repo from a timm, SetFit or PEFT one, a torchvision state dict or MTCNN of the same source).
 MODEL_PROJECTION = {"name": 1, "source": 1, "revision": 1, "task": 1, "datasets": 1, "inferred_datasets": 1,
-                    "config.architectures": 1, "config.architecture": 1}
+                    "library": 1, "files": 1, "config.architectures": 1, "config.architecture": 1,
+                    "config.pretrained_cfg": 1, "adapter.base_model": 1, "adapter.base_revision": 1}
 
 
 @dataclass
@@ -707,7 +708,7 @@ ISOLATION_PRELOAD = [
     "torch", "transformers", "transformers.modeling_utils", "transformers.models.auto.modeling_auto",
     "transformers.models.auto.tokenization_auto", "transformers.models.auto.image_processing_auto",
     "pipeline.executor", "modules.hf", "processors.classification",
-    "modules.detection", "processors.detection", "pipeline.detection_runner", "pipeline.coco",
+    "modules.detection", "processors.detection", "pipeline.detection_runner", "pipeline.coco", "timm", "peft", "sentence_transformers",
 ]
 
 
@@ -825,6 +826,8 @@ def _mapping_details(exc: LabelMappingError) -> dict[str, Any]:
 def _flat_identity(task: PlannedTask) -> dict[str, Any]:
     i = task.identity
     extra = {"module_params": i["module"]["params"]} if i["module"].get("params") else {}
+    if "base" in i["model"]:  # an adapter: evaluated on this base revision
+        extra["model_base"] = i["model"]["base"]
     return {
         "model_key": task.model_key,
         "model_name": i["model"]["name"],

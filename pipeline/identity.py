@@ -11,7 +11,13 @@ ORIGINAL_VARIANT = {"name": "original", "version": 0, "params": {}, "seed": 0}
 
 
 def model_identity(model: dict[str, Any]) -> dict[str, Any]:
-    return {"source": model["source"], "name": model["name"], "revision": model.get("revision") or ""}
+    """Source, name and revision; for a PEFT adapter also its base model's name and pinned revision (the
+    adapter's outputs depend on the base's weights: a new base commit makes its results stale)."""
+    identity = {"source": model["source"], "name": model["name"], "revision": model.get("revision") or ""}
+    adapter = model.get("adapter") or {}
+    if adapter.get("base_model"):
+        identity["base"] = {"name": adapter["base_model"], "revision": adapter.get("base_revision") or ""}
+    return identity
 
 
 def model_fingerprint(model: dict[str, Any]) -> str:

@@ -173,9 +173,10 @@ def model_doc(zoo_model, datasets: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def scrape_fiftyone(store, log=print, home: str | os.PathLike | None = None) -> dict[str, int]:
+def scrape_fiftyone(store, log=print, home: str | os.PathLike | None = None, names: list[str] | None = None) -> dict[str, int]:
     """Store every model of the installed FiftyOne zoo manifests (built-in, ``FIFTYONE_MODEL_ZOO_MANIFEST_PATHS``
-    and registered remote sources); mark FiftyOne models that are no longer listed as removed.
+    and registered remote sources); mark FiftyOne models that are no longer listed as removed. With ``names``,
+    store only those zoo models and mark nothing removed (a partial listing).
 
     Returns ``{"new", "changed", "seen", "removed", "unreadable"}`` (as scrape_local, plus entries that could
     not be read). Reads the datasets registered in the store, to name compatible ones."""
@@ -183,7 +184,13 @@ def scrape_fiftyone(store, log=print, home: str | os.PathLike | None = None) -> 
         fozm = fiftyone_zoo(home, refresh_manifest=True)
     except ImportError as exc:
         raise RuntimeError(f"the fiftyone source needs the fiftyone package (pip install fiftyone): {exc}") from exc
-    names = fozm.list_zoo_models()
+    listed = fozm.list_zoo_models()
+    if names is not None:
+        unknown = sorted(set(names) - set(listed))
+        if unknown:
+            raise ValueError(f"not in the FiftyOne zoo: {', '.join(unknown)}")
+    partial = names is not None
+    names = list(names) if partial else listed
     datasets = store.datasets()
     docs: list[dict[str, Any]] = []
     unreadable = 0
@@ -195,7 +202,9 @@ def scrape_fiftyone(store, log=print, home: str | os.PathLike | None = None) -> 
             docs.append({"_id": f"{SOURCE}/{name}", "name": name, "source": SOURCE, "status": "active", "task": None,
                          "revision": None, "notes": [f"unreadable manifest entry: {type(exc).__name__}: {exc}"]})
     counts = store.upsert_models(docs)
-    if docs:
+    if partial:
+        removed = 0
+    elif docs:
         removed = store.mark_removed(SOURCE, {d["_id"] for d in docs})
     else:  # an empty listing means a broken installation, not an empty zoo: remove nothing
         removed = 0

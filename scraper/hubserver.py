@@ -13,11 +13,24 @@ card) and, for scale tests, a synthetic zoo of N models generated on the fly. Un
 * ``GET /api/models/{id}/tree/{rev}[/{path}]`` (``recursive``).
 * ``HEAD``/``GET /{id}/resolve/{rev}/{path}`` with ``X-Repo-Commit``, ``ETag`` (the git blob sha1),
   ``Content-Length`` and byte ranges.
-* Errors are 404s with ``X-Error-Code`` ``RepoNotFound``, ``RevisionNotFound`` or ``EntryNotFound``.
+* Errors carry ``X-Error-Code`` and ``X-Error-Message`` as on the Hub: ``RevisionNotFound`` and
+  ``EntryNotFound`` (404), ``RepoNotFound`` (401 without a token, 404 with one), ``GatedRepo`` (401/403).
 
 A repo's revision (``sha``) is a hash of its files' paths and bytes; ``lastModified`` is the newest file
 mtime unless ``.hubmeta.json`` in the repo folder says ``{"lastModified": "<ISO 8601>"}``. Only the
 current revision exists: any other sha is RevisionNotFound, as on the Hub after a force-push.
+
+Gated and private repos: ``.hubmeta.json`` may also say ``"gated": "auto" | "manual"``, ``"private": true``
+and ``"tokens": ["hf_...", ...]`` (the tokens with access, sent as ``Authorization: Bearer``; any other
+token is a valid user without access). As on the Hub (and as ``hf_raise_for_status`` maps it):
+
+* a gated repo is listed (``gated`` says how), its model_info and tree are public, but a file download
+  without access is ``401`` (no token) or ``403`` (a token without access), ``X-Error-Code: GatedRepo``,
+  so the client raises ``GatedRepoError``;
+* a private repo without access is exactly a missing one: not listed, and model_info, tree and resolve
+  answer ``RepoNotFound``, 401 without a token and 404 with one (``RepositoryNotFoundError``).
+
+With a token that has access, both work like public repos. ``list_models(gated=...)`` filters on gating.
 
 Faults are injected per test with :meth:`HubServer.inject` (429 with Retry-After and RateLimit headers,
 5xx, stalls), optionally limited to a path prefix and a listing page.
@@ -71,6 +84,10 @@ def _object_id(repo_id: str) -> str:
     return hashlib.sha1(repo_id.encode()).hexdigest()[:24]
 
 
+class RepoMetaError(ValueError):
+    """A repo folder's ``.hubmeta.json`` is not what the stand-in understands (answered as a 500 naming it)."""
+
+
 class HubError(Exception):
     """An error answer: HTTP status, ``X-Error-Code`` and message."""
 
@@ -103,10 +120,21 @@ class FolderRepo:
     pipeline_tag: str | None
     library_name: str | None
     tags: list[str]
+    gated: str | bool = False  # False, "auto" or "manual"
+    private: bool = False
+    tokens: frozenset[str] = frozenset()  # the tokens with access to a gated or private repo
 
     @property
     def key(self) -> SortKey:
         return (self.last_modified_ms, self.id)
+
+    def has_access(self, token: str | None) -> bool:
+        """Whether ``token`` may see a private repo and download a gated one's files."""
+        return token is not None and token in self.tokens
+
+    def visible_to(self, token: str | None) -> bool:
+        """Whether the repo exists for ``token`` (a private repo does not, without access)."""
+        return not self.private or self.has_access(token)
 
     def info(self, blobs: bool = False) -> dict[str, Any]:
         """Every field model_info and list_models can ask for."""
@@ -119,8 +147,8 @@ class FolderRepo:
         doc: dict[str, Any] = {
             "id": self.id, "_id": _object_id(self.id), "modelId": self.id, "author": self.id.split("/")[0],
             "sha": self.sha, "lastModified": iso_ms(self.last_modified_ms), "createdAt": iso_ms(self.last_modified_ms),
-            "private": False, "gated": False, "disabled": False, "downloads": 0, "likes": 0, "trendingScore": 0,
-            "tags": self.tags, "pipeline_tag": self.pipeline_tag, "library_name": self.library_name,
+            "private": self.private, "gated": self.gated, "disabled": False, "downloads": 0, "likes": 0,
+            "trendingScore": 0, "tags": self.tags, "pipeline_tag": self.pipeline_tag, "library_name": self.library_name,
             "siblings": siblings, "spaces": [], "usedStorage": sum(f.size for f in self.files.values()),
         }
         if self.card is not None:
@@ -191,7 +219,7 @@ class FolderZoo:
             oid = _git_blob_sha1(p, size)
             files[rel] = RepoFile(rel, size, oid, p)
             revision.update(f"{rel}\0{oid}\0".encode())
-        meta = _read_json(folder / META_FILE) or {}
+        meta = _read_meta(folder / META_FILE)
         if meta.get("lastModified"):
             last_ms = int(dt.datetime.fromisoformat(meta["lastModified"].replace("Z", "+00:00")).timestamp() * 1000)
         else:
@@ -219,7 +247,25 @@ class FolderZoo:
         if any(name.endswith(".safetensors") for name in files):
             tags.append("safetensors")
         return FolderRepo(repo_id, revision.hexdigest()[:40], last_ms, files, card, config, pipeline_tag, library,
-                          list(dict.fromkeys(tags)))
+                          list(dict.fromkeys(tags)), gated=meta.get("gated", False), private=meta.get("private", False),
+                          tokens=frozenset(meta.get("tokens", [])))
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    """A repo's ``.hubmeta.json`` (``{}`` when there is none), checked: a typo must not make a private repo public."""
+    if not path.exists():
+        return {}
+    meta = _read_json(path)
+    if not isinstance(meta, dict):
+        raise RepoMetaError(f"{path}: not a JSON object")
+    if meta.get("gated", False) not in (False, "auto", "manual"):
+        raise RepoMetaError(f'{path}: "gated" must be "auto", "manual" or false, not {meta["gated"]!r}')
+    if not isinstance(meta.get("private", False), bool):
+        raise RepoMetaError(f'{path}: "private" must be true or false, not {meta["private"]!r}')
+    tokens = meta.get("tokens", [])
+    if not isinstance(tokens, list) or not all(isinstance(t, str) and t for t in tokens):
+        raise RepoMetaError(f'{path}: "tokens" must be a list of token strings, not {tokens!r}')
+    return meta
 
 
 def _as_list(value: Any) -> list[str]:
@@ -459,14 +505,20 @@ class HubServer:
         try:
             if fault is not None and fault.status is not None:
                 raise self._fault_error(fault)
-            status, headers, body = self._route(req, method, path, query)
+            status, headers, body = self._route(req, method, path, query, _bearer_token(req))
+        except RepoMetaError as exc:
+            status, headers, body = self._error(HubError(500, None, str(exc)))
         except HubError as exc:
-            status, headers, body = exc.status, exc.headers, json.dumps({"error": exc.message}).encode()
-            if exc.code:
-                headers = {**headers, "X-Error-Code": exc.code}
-            headers = {**headers, "X-Error-Message": exc.message, "Content-Type": "application/json"}
+            status, headers, body = self._error(exc)
         record.status = status
         self._send(req, method, status, headers, body)
+
+    @staticmethod
+    def _error(exc: HubError) -> tuple[int, dict[str, str], bytes]:
+        headers = {**exc.headers, "X-Error-Message": exc.message, "Content-Type": "application/json"}
+        if exc.code:
+            headers["X-Error-Code"] = exc.code
+        return exc.status, headers, json.dumps({"error": exc.message}).encode()
 
     @staticmethod
     def _fault_error(fault: Fault) -> HubError:
@@ -505,24 +557,24 @@ class HubServer:
         else:
             req.wfile.write(body)
 
-    def _route(self, req: _Handler, method: str, path: str, query: dict[str, list[str]]):
+    def _route(self, req: _Handler, method: str, path: str, query: dict[str, list[str]], token: str | None):
         if path == "/api/models":
             if method != "GET":
                 raise HubError(405, None, "method not allowed")
-            return self._list(req, query)
+            return self._list(req, query, token)
         if path.startswith("/api/models/"):
             parts = path[len("/api/models/"):].split("/")
             repo_id, rest = "/".join(parts[:2]), parts[2:]
             if not rest:
-                return self._json(self._info(repo_id, "main", query))
+                return self._json(self._info(repo_id, "main", query, token))
             if rest[0] == "revision" and len(rest) == 2:
-                return self._json(self._info(repo_id, rest[1], query))
+                return self._json(self._info(repo_id, rest[1], query, token))
             if rest[0] == "tree" and len(rest) >= 2:
-                return self._json(self._tree(repo_id, rest[1], "/".join(rest[2:]), _truthy(query.get("recursive"))))
+                return self._json(self._tree(repo_id, rest[1], "/".join(rest[2:]), _truthy(query.get("recursive")), token))
             raise HubError(404, None, f"no route for {path}")
         parts = path.lstrip("/").split("/")
         if len(parts) >= 5 and parts[2] == "resolve":
-            return self._resolve(req, "/".join(parts[:2]), parts[3], "/".join(parts[4:]))
+            return self._resolve(req, "/".join(parts[:2]), parts[3], "/".join(parts[4:]), token)
         raise HubError(404, None, f"no route for {path}")
 
     @staticmethod
@@ -530,21 +582,22 @@ class HubServer:
         return 200, {"Content-Type": "application/json", **(headers or {})}, json.dumps(data, separators=(",", ":")).encode()
 
     # -- repos ------------------------------------------------------------------------------------
-    def _repo(self, repo_id: str, revision: str) -> tuple[dict[str, Any], FolderRepo | None]:
-        """(info with sizes, the folder repo if any) of repo_id at revision; raises RepoNotFound/RevisionNotFound."""
+    def _repo(self, repo_id: str, revision: str, token: str | None) -> tuple[dict[str, Any], FolderRepo | None]:
+        """(info with sizes, the folder repo if any) of repo_id at revision as ``token`` sees it; raises
+        RepoNotFound (also for a private repo without access, as the Hub does) or RevisionNotFound."""
         repo = self.folders.get(repo_id) if self.folders else None
-        if repo is not None:
+        if repo is not None and repo.visible_to(token):
             info, sha = repo.info(blobs=True), repo.sha
-        elif self.synthetic is not None and (i := self.synthetic.index(repo_id)) is not None:
+        elif repo is None and self.synthetic is not None and (i := self.synthetic.index(repo_id)) is not None:
             info, sha = self.synthetic.info(i, blobs=True), self.synthetic.sha(i)
-        else:
-            raise HubError(404, "RepoNotFound", f"Repository not found: {repo_id}")
+        else:  # the Hub answers 401 to an anonymous request, 404 to an authenticated one
+            raise HubError(401 if token is None else 404, "RepoNotFound", "Repository not found")
         if revision not in ("main", sha):
             raise HubError(404, "RevisionNotFound", f"Invalid rev id: {revision}")
         return info, repo
 
-    def _info(self, repo_id: str, revision: str, query: dict[str, list[str]]) -> dict[str, Any]:
-        info, _ = self._repo(repo_id, revision)
+    def _info(self, repo_id: str, revision: str, query: dict[str, list[str]], token: str | None) -> dict[str, Any]:
+        info, _ = self._repo(repo_id, revision, token)
         if not _truthy(query.get("blobs")):
             info["siblings"] = [{"rfilename": s["rfilename"]} for s in info["siblings"]]
         expand = query.get("expand") or query.get("expand[]")
@@ -552,8 +605,8 @@ class HubServer:
             info = {k: v for k, v in info.items() if k in ("id", "_id") or k in expand}
         return info
 
-    def _tree(self, repo_id: str, revision: str, folder: str, recursive: bool) -> list[dict[str, Any]]:
-        info, _ = self._repo(repo_id, revision)
+    def _tree(self, repo_id: str, revision: str, folder: str, recursive: bool, token: str | None) -> list[dict[str, Any]]:
+        info, _ = self._repo(repo_id, revision, token)
         prefix = folder.strip("/") + "/" if folder.strip("/") else ""
         entries: dict[str, dict[str, Any]] = {}
         for s in info["siblings"]:
@@ -570,8 +623,14 @@ class HubServer:
             raise HubError(404, "EntryNotFound", f"{folder} does not exist on {revision}")
         return [entries[k] for k in sorted(entries)]
 
-    def _resolve(self, req: _Handler, repo_id: str, revision: str, filename: str):
-        info, repo = self._repo(repo_id, revision)
+    def _resolve(self, req: _Handler, repo_id: str, revision: str, filename: str, token: str | None):
+        info, repo = self._repo(repo_id, revision, token)
+        if repo is not None and repo.gated and not repo.has_access(token):  # the Hub's answers, word for word
+            if token is None:
+                raise HubError(401, "GatedRepo", f"Access to model {repo_id} is restricted. You must have access to it "
+                               "and be authenticated to access it. Please log in.")
+            raise HubError(403, "GatedRepo", f"Access to model {repo_id} is restricted and you are not in the authorized "
+                           f"list. Visit {self.url}/{repo_id} to ask for access.")
         if repo is None or filename not in repo.files:
             raise HubError(404, "EntryNotFound", f"{filename} does not exist on {revision}")
         f = repo.files[filename]
@@ -585,7 +644,7 @@ class HubServer:
         return status, headers, (f.local, start, f.size - start)
 
     # -- listing ----------------------------------------------------------------------------------
-    def _list(self, req: _Handler, query: dict[str, list[str]]):
+    def _list(self, req: _Handler, query: dict[str, list[str]], token: str | None):
         direction = int((query.get("direction") or ["-1"])[-1])
         size = min(int((query.get("limit") or [str(self.page_size)])[-1]), self.max_page_size)
         if size < 1 or direction not in (1, -1):
@@ -595,7 +654,7 @@ class HubServer:
         matches = self._filters(query)
         items: list[tuple[SortKey, Callable[[], dict[str, Any]]]] = []
         more = False
-        for key, render in self._ordered(after, task, direction):
+        for key, render in self._ordered(after, task, direction, token):
             if not matches(key[1], render):
                 continue
             if len(items) == size:
@@ -629,21 +688,25 @@ class HubServer:
         search = (query.get("search") or [""])[-1].lower()
         author = (query.get("author") or [None])[-1]
         tags = set(query.get("filter") or [])
+        gated = query.get("gated")
 
         def matches(repo_id: str, render: Callable[[], dict[str, Any]]) -> bool:
             if search and search not in repo_id.lower():
                 return False
             if author and repo_id.split("/")[0] != author:
                 return False
+            if gated and bool(render()["gated"]) != _truthy(gated):
+                return False
             return not tags or tags <= set(render()["tags"]) | {repo_id}
 
         return matches
 
-    def _ordered(self, after: SortKey | None, task: str | None, direction: int) -> Iterable[tuple[SortKey, Callable[[], dict[str, Any]]]]:
-        """(key, render) of every repo of ``task`` after the cursor, in listing order."""
+    def _ordered(self, after: SortKey | None, task: str | None, direction: int,
+                 token: str | None) -> Iterable[tuple[SortKey, Callable[[], dict[str, Any]]]]:
+        """(key, render) of every repo of ``task`` that ``token`` can see, after the cursor, in listing order."""
         streams: list[Iterable[tuple[SortKey, Callable[[], dict[str, Any]]]]] = []
         if self.folders is not None:
-            repos = sorted((r for r in self.folders.all() if task is None or r.pipeline_tag == task),
+            repos = sorted((r for r in self.folders.all() if (task is None or r.pipeline_tag == task) and r.visible_to(token)),
                            key=lambda r: r.key, reverse=direction == -1)
             if after is not None:
                 repos = [r for r in repos if (r.key < after if direction == -1 else r.key > after)]
@@ -656,6 +719,12 @@ class HubServer:
         if len(streams) == 1:
             return streams[0]
         return heapq.merge(*streams, key=lambda item: item[0], reverse=direction == -1)
+
+
+def _bearer_token(req: _Handler) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, else None."""
+    scheme, _, token = (req.headers.get("Authorization") or "").partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
 
 
 def _encode_cursor(key: SortKey, page: int) -> str:

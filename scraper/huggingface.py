@@ -13,6 +13,24 @@ references) are fetched for new and changed models of the supported tasks, 4 at 
 with ``details_revision``; a model whose details could not be fetched keeps ``details_pending`` and is
 tried again by the next sync. A broken card or config is stored as far as it could be read, with a note.
 
+Gated and private repos (the token is ``HF_TOKEN`` or the logged-in one, as huggingface_hub sends it; the
+store keeps a 16-hex sha256 fingerprint of it, never the token: ``access_token`` of a model, ``token`` of
+a listing's ``sync_state``):
+
+* A gated repo whose files this sync's token cannot read (the Hub shows everyone its model_info and file
+  list) is stored with the listing data, ``gated``, ``files`` and ``access: "gated"`` with
+  ``access_note`` "gated: needs an HF_TOKEN with access", and is neither pending nor a detail failure.
+  Its details are tried again by a sync that has a token, when that token is not the one refused
+  (a token appeared or changed) or the refusal is older than ``gated_recheck`` (7 days: a manual approval
+  of the same token); never by a sync without a token. A listing that shows it no longer gated makes its
+  details pending. Once fetched, the access fields are cleared and the model is evaluable.
+* A private repo is listed only for a token with access (stored with ``private: true``). Another token sees
+  other private repos, so a listing continues from the watermark only when it was made with the same
+  endpoint and the same token: the first sync with another token (or none) lists everything. When that
+  listing completes, a private model it did not show is marked ``removed`` like a deleted one (the Hub
+  cannot tell them apart), with ``access: "private"`` and a note that it may only be hidden from this
+  token; a listing that shows it again makes it active again and clears the note.
+
 Hub etiquette: every request goes through :class:`HubClient`, which waits as long as a 429's
 ``RateLimit``/``Retry-After`` headers say (pausing all workers), retries 5xx answers, timeouts and
 network errors with capped exponential backoff (:class:`RetryPolicy`), and turns an endpoint that cannot
@@ -25,6 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import os
 import threading
@@ -34,19 +53,24 @@ from typing import Any, Callable, Iterator
 
 import httpx2
 from huggingface_hub import HfApi, constants, get_session, hf_hub_url
-from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, HfHubHTTPError
 from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, parse_ratelimit_headers
 from pymongo import InsertOne, UpdateOne
 from pymongo.errors import BulkWriteError
 
+from modules.hf import GATED
 from pipeline.store import DUPLICATE_KEY
-from scraper.local import WEIGHT_SUFFIXES, _as_list, find_references, parse_card
+from scraper.local import WEIGHT_SUFFIXES, _as_list, config_fields, find_references, parse_card, read_json_object
 
 SOURCE = "huggingface"
 SUPPORTED_TASKS = ("text-classification", "image-classification", "object-detection")  # what the evaluation modules take
-LIST_FIELDS = ("sha", "lastModified", "pipeline_tag", "library_name", "tags")
+LIST_FIELDS = ("sha", "lastModified", "pipeline_tag", "library_name", "tags", "gated", "private")
 RETRY_STATUS = (408, 500, 502, 503, 504)
 RETRY_EXCEPTIONS = (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError)
+GATED_NOTE = GATED  # modules.hf says the same when a load is refused
+PRIVATE_NOTE = "private: not visible without an HF_TOKEN with access (or deleted)"
+GATED_RECHECK = dt.timedelta(days=7)
+ACCESS_FIELDS = ("access", "access_note", "access_token", "access_checked_at")
 
 
 class HubUnreachable(RuntimeError):
@@ -77,6 +101,13 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+def token_fingerprint(authorization: str | None) -> str | None:
+    """A short sha256 of the token an ``Authorization`` header sends (never the token itself); None without one."""
+    if not authorization:
+        return None
+    return hashlib.sha256(authorization.partition(" ")[2].encode()).hexdigest()[:16]
+
+
 class HubClient:
     """Requests to one Hub endpoint with retries, rate-limit pauses shared by all threads, and clear errors."""
 
@@ -86,6 +117,7 @@ class HubClient:
         self.token = token
         self.api = HfApi(endpoint=self.endpoint, token=token)
         self.headers = build_hf_headers(token=token, library_name="zooeval")
+        self.token_fingerprint = token_fingerprint(self.headers.get("authorization"))  # of the token sent, if any
         self.retry = retry or RetryPolicy()
         self.log = log
         self._resume_at = 0.0  # time.monotonic() before which nobody sends a request (rate limited)
@@ -202,12 +234,14 @@ class _Listing:
 class _Sync:
     """One run of :func:`sync_huggingface` (its counters, the ids it saw, the time spent in MongoDB)."""
 
-    def __init__(self, store, client: HubClient, *, limit: int | None, progress: bool, page_size: int, write_batch: int) -> None:
+    def __init__(self, store, client: HubClient, *, limit: int | None, progress: bool, page_size: int, write_batch: int,
+                 gated_recheck: dt.timedelta = GATED_RECHECK) -> None:
         self.store, self.models, self.client = store, store.db.models, client
         self.limit, self.progress = limit, progress
         self.page_size, self.write_batch = page_size, write_batch
+        self.gated_recheck = gated_recheck
         self.counts = dict(listed=0, new=0, changed=0, restored=0, unchanged=0, removed=0, details_fetched=0,
-                           detail_failures=0, failed_listings=0)
+                           detail_failures=0, gated=0, private_hidden=0, failed_listings=0)
         self.store_seconds = 0.0
         self.seen: set[str] = set()  # ids listed by full listings (for removals)
         self.listed_ids: list[str] = []  # with a limit, the ids listed in this run (details are limited to them)
@@ -271,24 +305,34 @@ class _Sync:
             self.listed_ids += ids
         if full_listing:
             self.seen.update(ids)
-        known = self._db(lambda: {d["_id"]: d for d in self.models.find({"_id": {"$in": ids}}, {"revision": 1, "status": 1})})
+        projection = {"revision": 1, "status": 1, "gated": 1, "private": 1, "access": 1}
+        known = self._db(lambda: {d["_id"]: d for d in self.models.find({"_id": {"$in": ids}}, projection)})
         now = dt.datetime.now(dt.timezone.utc)
         new_docs: list[dict[str, Any]] = []
         updates: list[UpdateOne] = []
         for _id, it in by_id.items():
             old = known.get(_id)
+            access = self._listed_access(it)
             new_revision = old is None or old.get("revision") != it.get("sha")
+            readable_now = old is not None and old.get("access") == "gated" and not access["gated"]  # gating lifted
             if not new_revision and old.get("status") == "active":
                 self.counts["unchanged"] += 1
+                changes = {k: v for k, v in access.items() if (old.get(k) or False) != (v or False)}
+                if readable_now:
+                    changes["details_pending"] = True
+                if changes:  # gating or visibility changed without a new commit
+                    updates.append(UpdateOne({"_id": _id}, {"$set": changes}))
                 continue
             self.counts["new" if old is None else "changed" if new_revision else "restored"] += 1
             doc = {"name": it["id"], "source": SOURCE, "task": it.get("pipeline_tag") or task, "revision": it.get("sha"),
                    "last_modified": it["_modified"], "library": it.get("library_name"),
-                   "tags": it.get("tags") or [], "status": "active", "scraped_at": now}
-            if new_revision:
+                   "tags": it.get("tags") or [], "status": "active", "scraped_at": now, **access}
+            if new_revision or readable_now:
                 doc["details_pending"] = True
             if old is None:
                 new_docs.append({"_id": _id, **doc, "first_seen": now})
+            elif old.get("access") == "private" or readable_now:  # listed, so visible (and readable) again
+                updates.append(UpdateOne({"_id": _id}, {"$set": doc, "$unset": {k: "" for k in ACCESS_FIELDS if k not in doc}}))
             else:
                 updates.append(UpdateOne({"_id": _id}, {"$set": doc}))
         self.counts["listed"] += len(items)
@@ -305,25 +349,46 @@ class _Sync:
         if updates:
             self._db(lambda: self.models.bulk_write(updates, ordered=False))
 
+    @staticmethod
+    def _listed_access(item: dict[str, Any]) -> dict[str, Any]:
+        """A listed model's gating and visibility."""
+        return {"gated": item.get("gated") or False, "private": bool(item.get("private"))}
+
+    def _access_fields(self, access: str, now: dt.datetime) -> dict[str, Any]:
+        return {"access": access, "access_note": GATED_NOTE if access == "gated" else PRIVATE_NOTE,
+                "access_token": self.client.token_fingerprint, "access_checked_at": now}
+
     def mark_removed(self, tasks: list[str]) -> int:
-        """Models of ``tasks`` (whose full listings completed) that no listing showed: status removed."""
+        """Models of ``tasks`` (whose full listings completed) that no listing showed: status removed; private
+        ones also get ``access: "private"`` (counted as private_hidden, not in the returned number removed)."""
         if not tasks:
             return 0
         query = {"source": SOURCE, "status": "active", "task": {"$in": tasks}}
         gone = self._db(lambda: [d["_id"] for d in self.models.find(query, {"_id": 1}) if d["_id"] not in self.seen])
         now = dt.datetime.now(dt.timezone.utc)
+        hidden = 0
         for start in range(0, len(gone), 10_000):
             chunk = gone[start:start + 10_000]
             self._db(lambda: self.models.update_many({"_id": {"$in": chunk}, "status": "active"},
                                                      {"$set": {"status": "removed", "removed_at": now}}))
-        return len(gone)
+            # a private repo this token does not see looks deleted: say it may only be hidden
+            hidden += self._db(lambda: self.models.update_many({"_id": {"$in": chunk}, "private": True},
+                                                               {"$set": self._access_fields("private", now)})).modified_count
+        self.counts["private_hidden"] += hidden
+        return len(gone) - hidden
 
     # -- details ------------------------------------------------------------------------------------
     def fetch_details(self, tasks: list[str], workers: int) -> None:
-        """Details of every active model of ``tasks`` still pending them (only those listed now, with a limit)."""
+        """Details of every active model of ``tasks`` still pending them, and of gated ones worth trying again
+        with this sync's token (see the module docstring); only those listed now, with a limit."""
         from tqdm import tqdm
 
-        query: dict[str, Any] = {"source": SOURCE, "status": "active", "details_pending": True, "task": {"$in": tasks}}
+        query: dict[str, Any] = {"source": SOURCE, "status": "active", "task": {"$in": tasks}, "$or": [{"details_pending": True}]}
+        fp = self.client.token_fingerprint
+        if fp is not None:
+            stale = dt.datetime.now(dt.timezone.utc) - self.gated_recheck
+            query["$or"].append({"access": "gated",
+                                 "$or": [{"access_token": {"$ne": fp}}, {"access_checked_at": {"$lt": stale}}]})
         if self.limit is not None:
             query["_id"] = {"$in": self.listed_ids}
         pending = self._db(lambda: list(self.models.find(query, {"name": 1, "revision": 1})))
@@ -338,8 +403,8 @@ class _Sync:
             while futures:
                 done, futures = wait(futures, timeout=5, return_when=FIRST_EXCEPTION)
                 for fut in done:
-                    op, model_refs, fetched = fut.result()  # HubUnreachable ends the sync
-                    self.counts["details_fetched" if fetched else "detail_failures"] += 1
+                    op, model_refs, outcome = fut.result()  # HubUnreachable ends the sync
+                    self.counts[outcome] += 1
                     ops.append(op)
                     refs.update(model_refs)
                     bar.update(1)
@@ -357,40 +422,51 @@ class _Sync:
         if refs:
             self._db(lambda: self.store.upsert_named("references", refs.values()))
 
-    def _details(self, doc: dict[str, Any]) -> tuple[UpdateOne, dict[str, dict[str, str]], bool]:
+    def _details(self, doc: dict[str, Any]) -> tuple[UpdateOne, dict[str, dict[str, str]], str]:
         """The update with one model's details (or with why they could not be fetched), its references, and
-        whether the details were fetched."""
+        the counter it adds to: details_fetched, detail_failures or gated."""
+        from scraper.adapters import hub_adapter
+
         name, revision = doc["name"], doc["revision"]
         target = {"_id": doc["_id"], "revision": revision}  # a newer listing wins over late details
+        now = dt.datetime.now(dt.timezone.utc)
+        done = {"details_pending": "", "details_error": "", "details_attempts": ""}
+        info = None
         try:
             info = self.client.model_info(name, revision)
             files = {s.rfilename: s.size for s in info.siblings or []}
             config_text = self.client.read_text(name, "config.json", revision) if "config.json" in files else None
             card_text = self.client.read_text(name, "README.md", revision) if "README.md" in files else None
+            setfit_text = self.client.read_text(name, "config_setfit.json", revision) if "config_setfit.json" in files else None
+            adapter = hub_adapter(self.client, name, revision, files, card_text)  # PEFT: the pinned base
+        except GatedRepoError:  # the Hub shows a gated repo's model_info to everyone, its files to tokens with access
+            fields = self._access_fields("gated", now)
+            if info is not None:
+                fields.update(gated=info.gated or "manual", tags=info.tags or [], library=info.library_name,
+                              files={s.rfilename: s.size for s in info.siblings or []})
+            return UpdateOne(target, {"$set": fields, "$unset": done}), {}, "gated"
         except (HfHubHTTPError, HubRequestFailed) as exc:
-            return UpdateOne(target, {"$set": {"details_error": _one_line(exc)}, "$inc": {"details_attempts": 1}}), {}, False
-        fields, refs = model_details(info, files, config_text, card_text)
-        fields.update(details_revision=revision, details_at=dt.datetime.now(dt.timezone.utc))
-        update = {"$set": fields, "$unset": {"details_pending": "", "details_error": "", "details_attempts": ""}}
-        return UpdateOne(target, update), {r["name"]: r for r in refs}, True
+            failed = {"$set": {"details_error": _one_line(exc)}, "$inc": {"details_attempts": 1}}
+            return UpdateOne(target, failed), {}, "detail_failures"
+        fields, refs = model_details(info, files, config_text, card_text, setfit_text)
+        fields.update(adapter)
+        fields.update(details_revision=revision, details_at=now, gated=info.gated or False, private=bool(info.private))
+        # readable now: no access state, and no reason left over from when there were no details to infer from
+        cleared = {**done, **{k: "" for k in ACCESS_FIELDS}, "unevaluated_reason": ""}
+        return UpdateOne(target, {"$set": fields, "$unset": cleared}), {r["name"]: r for r in refs}, "details_fetched"
 
 
 def model_details(info: Any, files: dict[str, int | None], config_text: str | None,
-                  card_text: str | None) -> tuple[dict[str, Any], list[dict[str, str]]]:
-    """The model document fields read from a ``ModelInfo``, config.json and README.md, and the references
-    (arXiv ids and DOIs in the card and the Hub's tags). What cannot be read becomes a note."""
+                  card_text: str | None, setfit_text: str | None = None) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """The model document fields read from a ``ModelInfo``, config.json (and a SetFit repo's
+    config_setfit.json) and README.md, and the references (arXiv ids and DOIs in the card and the Hub's
+    tags). What cannot be read becomes a note. The config fields are those scraper.local.config_fields keeps
+    (Transformers', timm's and SetFit's)."""
     notes: list[str] = []
-    config: dict[str, Any] = {}
     if config_text is None:
         notes.append("config.json is missing")
-    else:
-        try:
-            config = json.loads(config_text)
-        except ValueError as exc:
-            notes.append(f"config.json is not valid JSON: {exc}")
-        if not isinstance(config, dict):
-            notes.append("config.json is not a JSON object")
-            config = {}
+    config = read_json_object(config_text, "config.json", notes)
+    setfit = read_json_object(setfit_text, "config_setfit.json", notes)
     card: dict[str, Any] = {}
     if card_text is None:
         notes.append("no model card (README.md)")
@@ -402,7 +478,6 @@ def model_details(info: Any, files: dict[str, int | None], config_text: str | No
     if not any(f.endswith(WEIGHT_SUFFIXES) for f in files):
         notes.append("no weight files")
     refs = find_references("\n".join([card_text or "", *(info.tags or [])]))
-    id2label = config.get("id2label") or {}
     fields = {
         "tags": info.tags or [],
         "library": info.library_name or card.get("library_name"),
@@ -410,12 +485,7 @@ def model_details(info: Any, files: dict[str, int | None], config_text: str | No
         "license": card.get("license"),
         "base_model": card.get("base_model"),
         "files": files,
-        "config": {
-            "architectures": _as_list(config.get("architectures")),
-            "model_type": config.get("model_type"),
-            "id2label": {str(k): str(v) for k, v in id2label.items()} if isinstance(id2label, dict) else {},
-            "auto_map": config.get("auto_map"),
-        },
+        "config": config_fields(config, setfit),
         "references": [r["name"] for r in refs],
         "notes": notes,
     }
@@ -426,15 +496,19 @@ def sync_huggingface(store, endpoint: str | None = None, token: str | None = Non
                      tasks: tuple[str, ...] | list[str] = SUPPORTED_TASKS, limit: int | None = None, full: bool = False,
                      progress: bool = True, log: Callable[[str], Any] = print, *, details: bool = True,
                      retry: RetryPolicy | None = None, page_size: int = 1000, write_batch: int = 5000,
-                     workers: int = 4) -> dict[str, Any]:
+                     workers: int = 4, gated_recheck: dt.timedelta = GATED_RECHECK) -> dict[str, Any]:
     """Bring the store's ``huggingface`` models in step with the Hub (``endpoint``, default ``HF_ENDPOINT``).
 
     ``limit``: list at most that many models per task (such a listing never advances the watermark nor
     removes anything); ``full``: ignore the watermarks and mark what a complete listing did not show as
-    removed; ``details``: fetch the details of new and changed models; ``page_size``: the listing's ``limit``
-    parameter (the Hub allows up to 1,000). Returns counts: listed, new, changed, restored (removed, listed
-    again), unchanged, removed, details_fetched, detail_failures, failed_listings, seconds, store_seconds
-    (time spent in MongoDB). Raises :class:`HubUnreachable` when the endpoint cannot be reached."""
+    removed (a listing with another token than the last one's is full too); ``details``: fetch the details
+    of new and changed models; ``page_size``: the listing's ``limit`` parameter (the Hub allows up to
+    1,000); ``token``: default ``HF_TOKEN`` or the logged-in token; ``gated_recheck``: how long a gated
+    model refused to a token waits before that same token tries again. Returns counts: listed, new,
+    changed, restored (removed, listed again), unchanged, removed, details_fetched, detail_failures, gated
+    (gated models whose files this token cannot read), private_hidden (private models a complete listing
+    with this token did not show: removed, with a note), failed_listings, seconds, store_seconds (time
+    spent in MongoDB). Raises :class:`HubUnreachable` when the endpoint cannot be reached."""
     from huggingface_hub import constants as hub_constants
 
     if hub_constants.is_offline_mode():
@@ -442,15 +516,20 @@ def sync_huggingface(store, endpoint: str | None = None, token: str | None = Non
                              "makes no requests: unset it to scrape the Hub")
     started = time.perf_counter()
     client = HubClient(endpoint, token, retry, log)
-    sync = _Sync(store, client, limit=limit, progress=progress, page_size=page_size, write_batch=write_batch)
+    sync = _Sync(store, client, limit=limit, progress=progress, page_size=page_size, write_batch=write_batch,
+                 gated_recheck=gated_recheck)
     sync._db(lambda: store.db.models.create_index([("details_pending", 1)], sparse=True))
+    sync._db(lambda: store.db.models.create_index([("access", 1)], sparse=True))
     removable: list[str] = []
     for task in tasks:
         state_id = f"{SOURCE}:{task}"
         state = sync._db(lambda: store.db.sync_state.find_one({"_id": state_id})) or {}
-        watermark = _utc(state.get("watermark")) if not full and state.get("endpoint") == client.endpoint else None
+        same_view = state.get("endpoint") == client.endpoint and state.get("token") == client.token_fingerprint
+        watermark = _utc(state.get("watermark")) if not full and same_view else None
         result = sync.list_task(task, watermark)
         how = f"since {watermark.isoformat()}" if watermark else "full listing"
+        if state and not same_view and not full:
+            how += ": the last one was made with another endpoint or HF_TOKEN"
         if result.error:
             sync.counts["failed_listings"] += 1
             log(f"huggingface {task}: listing failed after {result.listed} models ({how}): {result.error}; "
@@ -461,7 +540,8 @@ def sync_huggingface(store, endpoint: str | None = None, token: str | None = Non
             continue
         newest = max(filter(None, [result.newest, watermark]), default=None)
         sync._db(lambda: store.db.sync_state.replace_one({"_id": state_id}, {
-            "endpoint": client.endpoint, "watermark": newest, "completed_at": dt.datetime.now(dt.timezone.utc),
+            "endpoint": client.endpoint, "token": client.token_fingerprint, "watermark": newest,
+            "completed_at": dt.datetime.now(dt.timezone.utc),
             "full": watermark is None, "listed": result.listed}, upsert=True))
         if watermark is None:
             removable.append(task)

@@ -61,6 +61,63 @@ def _as_list(value: Any) -> list[str]:
     return [str(value)]
 
 
+#: pretrained_cfg entries never stored: timm's label lists (label_names becomes config.id2label) and weights
+PRETRAINED_CFG_DROPPED = ("label_names", "label_descriptions", "labels", "state_dict")
+#: a pretrained_cfg value whose JSON is longer than this is not stored (only short settings are useful to keep)
+PRETRAINED_CFG_MAX_CHARS = 256
+
+
+def _label_map(labels: Any) -> dict[str, str]:
+    """Index -> name as stored: from a dict (Transformers' id2label, timm's label_names with gaps) or a list
+    (timm's label_names: the name of output i at position i)."""
+    if isinstance(labels, dict):
+        return {str(k): str(v) for k, v in labels.items()}
+    if isinstance(labels, list):
+        return {str(i): str(v) for i, v in enumerate(labels)}
+    return {}
+
+
+def read_json_object(text: str | None, name: str, notes: list[str]) -> dict[str, Any]:
+    """A repo's JSON file as a dict; {} with a note when it is missing, not JSON or not an object."""
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        notes.append(f"{name} is not valid JSON: {exc}")
+        return {}
+    if not isinstance(value, dict):
+        notes.append(f"{name} is not a JSON object")
+        return {}
+    return value
+
+
+def config_fields(config: dict[str, Any], setfit: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The config.json fields stored with a model: Transformers' ``architectures``, ``model_type``,
+    ``id2label`` and ``auto_map``; for a timm config also ``architecture``, ``num_classes`` and the short
+    settings of ``pretrained_cfg`` (tag, preprocessing, license; never its label lists). timm's
+    ``label_names`` (synset ids or names, by output index) are stored as ``id2label`` when the config has none;
+    a SetFit repo's labels (``config_setfit.json`` ``labels``, its head's outputs) replace the body's."""
+    pretrained = config.get("pretrained_cfg") if isinstance(config.get("pretrained_cfg"), dict) else {}
+    fields: dict[str, Any] = {
+        "architectures": _as_list(config.get("architectures")),
+        "model_type": config.get("model_type"),
+        "id2label": _label_map(config.get("id2label") or config.get("label_names") or pretrained.get("label_names")),
+        "auto_map": config.get("auto_map"),
+    }
+    if setfit and isinstance(setfit.get("labels"), list):
+        fields["id2label"] = _label_map(setfit["labels"])
+    if isinstance(config.get("architecture"), str):
+        fields["architecture"] = config["architecture"]
+    num_classes = config.get("num_classes", pretrained.get("num_classes"))
+    if isinstance(num_classes, int) and not isinstance(num_classes, bool):
+        fields["num_classes"] = num_classes
+    if pretrained:
+        fields["pretrained_cfg"] = {k: v for k, v in pretrained.items() if k not in PRETRAINED_CFG_DROPPED
+                                    and len(json.dumps(v, default=str)) <= PRETRAINED_CFG_MAX_CHARS}
+    return fields
+
+
 def repo_revision(folder: Path, files: list[Path]) -> str:
     """A hash of every file's relative path and bytes: changes whenever weights or config change."""
     h = hashlib.sha256()
@@ -76,18 +133,16 @@ def read_repo(folder: Path, name: str) -> tuple[dict[str, Any], list[dict[str, s
     """One model document (and its references) from one repo folder."""
     notes: list[str] = []
     files = [p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")]
-    config: dict[str, Any] = {}
-    cfg_path = folder / "config.json"
-    if cfg_path.is_file():
-        try:
-            config = json.loads(cfg_path.read_text())
-            if not isinstance(config, dict):
-                notes.append("config.json is not a JSON object")
-                config = {}
-        except (ValueError, OSError) as exc:
-            notes.append(f"config.json is not valid JSON: {exc}")
-    else:
+
+    def text_of(filename: str) -> str | None:
+        path = folder / filename
+        return path.read_text(errors="replace") if path.is_file() else None
+
+    config_text = text_of("config.json")
+    if config_text is None:
         notes.append("config.json is missing")
+    config = read_json_object(config_text, "config.json", notes)
+    setfit = read_json_object(text_of("config_setfit.json"), "config_setfit.json", notes)
     card_meta: dict[str, Any] = {}
     refs: list[dict[str, str]] = []
     readme = folder / "README.md"
@@ -96,18 +151,20 @@ def read_repo(folder: Path, name: str) -> tuple[dict[str, Any], list[dict[str, s
         card_meta, body, card_notes = parse_card(text)
         notes += card_notes
         refs = find_references(text)
-    archs = _as_list(config.get("architectures"))
+    stored_config = config_fields(config, setfit)
+    archs = stored_config["architectures"]
     task = card_meta.get("pipeline_tag")
     if not task:
         for arch in archs:
             for suffix, t in TASK_BY_ARCH_SUFFIX.items():
                 if arch.endswith(suffix):
                     task = t
+        if not task and (str(card_meta.get("library_name") or "").lower() == "timm" or stored_config.get("pretrained_cfg")):
+            task = "image-classification"  # what timm's Hub repos are (timm publishes only image classifiers/backbones)
         if not task:
             notes.append("no pipeline_tag and no recognised architecture: task unknown")
     if not any(p.name.endswith(WEIGHT_SUFFIXES) for p in files):
         notes.append("no weight files")
-    id2label = config.get("id2label") or {}
     doc = {
         "_id": f"local/{name}",
         "name": name,
@@ -120,12 +177,7 @@ def read_repo(folder: Path, name: str) -> tuple[dict[str, Any], list[dict[str, s
         "license": card_meta.get("license"),
         "base_model": card_meta.get("base_model"),
         "files": {str(p.relative_to(folder)): p.stat().st_size for p in files},
-        "config": {
-            "architectures": archs,
-            "model_type": config.get("model_type"),
-            "id2label": {str(k): str(v) for k, v in id2label.items()} if isinstance(id2label, dict) else {},
-            "auto_map": config.get("auto_map"),
-        },
+        "config": stored_config,
         "revision": repo_revision(folder, files),
         "references": [r["name"] for r in refs],
         "notes": notes,
@@ -157,6 +209,8 @@ def _looks_like_repo(p: Path) -> bool:
 
 def scrape_local(store, root: str | Path, log=print) -> dict[str, int]:
     """Store every repo under root; mark local models that vanished from root as removed."""
+    from scraper.adapters import attach_local_adapters
+
     docs, refs = [], {}
     for folder, name in discover(root):
         try:
@@ -165,6 +219,7 @@ def scrape_local(store, root: str | Path, log=print) -> dict[str, int]:
             doc, r = {"_id": f"local/{name}", "name": name, "source": "local", "path": str(folder), "notes": [f"unreadable: {exc}"]}, []
         docs.append(doc)
         refs.update({x["name"]: x for x in r})
+    attach_local_adapters(docs, store)  # PEFT adapters: pin their base model's revision
     counts = store.upsert_models(docs)
     store.upsert_named("references", refs.values())
     root_str = str(Path(root).resolve())

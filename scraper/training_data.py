@@ -7,18 +7,32 @@ by the same rules as evaluation uses (exact, normalised, synonym, numeric; pipel
 mapped labels must cover at least ``MIN_COVERAGE`` of the dataset's classes. The best-covering datasets
 win (all of them on a tie: IMDB and Rotten Tomatoes both have the classes negative/positive).
 
+A timm model whose config names no labels (no ``label_names``: only ``num_classes``) is matched by its
+pretrained tag instead (``pretrained_tag``): timm tags name the dataset the head was trained on last
+("a1_in1k", "in21k_ft_in1k" -> ImageNet-1k), and timm ships that dataset's class order (its WordNet synset
+list). A known dataset qualifies when it has as many classes as the model has outputs and its synonyms map
+synset i to its class i for every i, so the model's output i is the dataset's class i (the module then maps
+the generic output names by index).
+
 The result is stored next to the declared datasets, never mixed into them:
 ``inferred_datasets`` (names) and ``dataset_evidence`` (method, per-dataset coverage, labels). Models
 that stay unevaluable get ``unevaluated_reason``, shown by ``zooeval models``.
 """
 from __future__ import annotations
 
+import functools
+import re
 from typing import Any
 
 from pipeline.labels import LabelMappingError, map_labels
 
 MIN_COVERAGE = 0.8
 TASK_DATATYPE = {"image-classification": "image", "text-classification": "text", "object-detection": "image"}
+PRETRAINED_TAG = "pretrained_tag"  # dataset_evidence method of the timm tag rule
+#: the dataset tokens of timm pretrained tags -> timm's ImageNet subset (timm.data.ImageNetInfo) whose
+#: ordered synset list is the class order of such a head
+TIMM_TAG_SUBSETS = {"in1k": "imagenet-1k", "in12k": "imagenet-12k"}
+_TAG_DATASET_TOKEN = re.compile(r"^in\d+k$")
 
 
 def dataset_task(ds: dict[str, Any]) -> str:
@@ -43,6 +57,8 @@ def infer_training_datasets(model: dict[str, Any], datasets: dict[str, dict[str,
         kept = [lab for _, lab in sorted(id2label.items()) if not is_placeholder_label(lab)]
         id2label = dict(enumerate(kept))
     if not id2label:
+        if ((model.get("config") or {}).get("pretrained_cfg") or {}).get("tag"):
+            return infer_from_pretrained_tag(model, datasets)
         return [], {"method": "label_set", "reason": "the model declares no training dataset and no labels (config id2label)"}
     candidates: list[tuple[float, str, int]] = []
     best_partial: tuple[int, str] | None = None
@@ -82,6 +98,69 @@ def infer_training_datasets(model: dict[str, Any], datasets: dict[str, dict[str,
     return names, evidence
 
 
+def tag_subset(tag: str | None) -> str | None:
+    """The timm ImageNet subset a pretrained tag says the head was trained on last (its last dataset token:
+    "a1_in1k", "in21k_ft_in1k", "in1k_384" -> "imagenet-1k"), or None for a tag naming no known one."""
+    tokens = [t for t in re.split(r"[_.\-]", str(tag or "").lower()) if _TAG_DATASET_TOKEN.match(t)]
+    return TIMM_TAG_SUBSETS.get(tokens[-1]) if tokens else None
+
+
+@functools.lru_cache(maxsize=None)
+def _subset_synsets(subset: str) -> tuple[str, ...]:
+    from timm.data import ImageNetInfo
+
+    return tuple(ImageNetInfo(subset).label_names())
+
+
+_CLASS_ORDER_SEEN: dict[tuple[str, str, str], bool] = {}  # (subset, dataset, dataset revision) -> _in_class_order
+
+
+def _in_class_order(name: str, ds: dict[str, Any], subset: str) -> bool:
+    """Whether the dataset's synonyms map the subset's synset i to its class i, for every class (remembered per
+    dataset revision: a scrape asks once per dataset, not once per model)."""
+    key = (subset, name, str(ds["revision"])) if ds.get("revision") else None
+    if key in _CLASS_ORDER_SEEN:
+        return _CLASS_ORDER_SEEN[key]
+    synsets = _subset_synsets(subset)
+    classes = [c["label"] for c in ds["classes"]]
+    try:
+        same = len(classes) == len(synsets) and map_labels(dict(enumerate(synsets)), classes, ds.get("synonyms"),
+                                                           trained_on_dataset=False).model_to_dataset == list(range(len(classes)))
+    except LabelMappingError:
+        same = False
+    if key is not None:
+        _CLASS_ORDER_SEEN[key] = same
+    return same
+
+
+def infer_from_pretrained_tag(model: dict[str, Any], datasets: dict[str, dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
+    """(dataset names, evidence) for a timm model with no label names, from its pretrained tag and output count
+    (the module docstring says when a dataset qualifies)."""
+    config = model.get("config") or {}
+    tag = (config.get("pretrained_cfg") or {}).get("tag")
+    num_classes = config.get("num_classes")
+    evidence: dict[str, Any] = {"method": PRETRAINED_TAG, "tag": tag, "num_classes": num_classes}
+    subset = tag_subset(tag)
+    if subset is None:
+        return [], {**evidence, "reason": f"the model names no labels and its timm tag {tag!r} names no dataset whose "
+                                          f"class order is known ({', '.join(sorted(TIMM_TAG_SUBSETS))})"}
+    try:
+        synsets = _subset_synsets(subset)
+    except ImportError as exc:
+        return [], {**evidence, "reason": f"timm is needed to read the class order of {subset} ({exc})"}
+    evidence["class_order"] = subset
+    if num_classes != len(synsets):
+        return [], {**evidence, "reason": f"the timm tag {tag!r} says {subset} ({len(synsets)} classes), but the model "
+                                          f"has {num_classes} outputs"}
+    datatype = TASK_DATATYPE.get(model.get("task") or "")
+    names = [name for name, ds in sorted(datasets.items())
+             if ds.get("datatype") == datatype and dataset_task(ds) == model.get("task") and _in_class_order(name, ds, subset)]
+    if not names:
+        return [], {**evidence, "reason": f"the timm tag {tag!r} says {subset}, but no known {model.get('task')} dataset "
+                                          f"has its {num_classes} classes in its order (as synset synonyms)"}
+    return names, evidence
+
+
 def infer_missing_training_datasets(store, source: str | None = None, log=print) -> dict[str, int]:
     """For active models that declare no training dataset, infer one from their labels; record the evidence
     or the reason they stay unevaluated. Models that declare a dataset are left alone."""
@@ -93,7 +172,7 @@ def infer_missing_training_datasets(store, source: str | None = None, log=print)
     from pymongo import UpdateOne
 
     ops = []
-    for model in store.db.models.find(query, {"task": 1, "config.id2label": 1}):
+    for model in store.db.models.find(query, {"task": 1, "config.id2label": 1, "config.num_classes": 1, "config.pretrained_cfg.tag": 1}):
         names, evidence = infer_training_datasets(model, datasets)
         if names:
             inferred += 1

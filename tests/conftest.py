@@ -75,6 +75,17 @@ def env(demo_home, mongo_uri, db_name, monkeypatch):
 
 
 @pytest.fixture
+def hub_online(monkeypatch):
+    """huggingface_hub online for this test, whatever earlier tests set: other tests run offline
+    (HF_HUB_OFFLINE=1, and the demo build sets it in the process), and huggingface_hub reads it once, at import."""
+    import huggingface_hub.constants
+
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+
+
+@pytest.fixture
 def torch_one_thread():
     """One intra-op torch thread for the test: small detectors (MTCNN's many small ops) run much slower
     with two threads on the 2 busy cores of the CI machine."""

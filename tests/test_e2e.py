@@ -25,8 +25,11 @@ GOOD_MODELS = {
     "demo/minilm-rt-sentiment": "rotten_tomatoes",
     "demo/resnet-digits": "digits",
     "demo/resnet-digits-words": "digits",
+    # the real ImageNet MobileNetV2 weights: as the FiftyOne zoo model, and converted to a timm repo
+    "mobilenet-v2-imagenet-torch": "imagenet-foolbox20",
+    "zooeval/mobilenetv2_100.tv_in1k": "imagenet-foolbox20",
 }
-VARIANTS = {"rotten_tomatoes": 4, "digits": 6}  # original + supported perturbations
+VARIANTS = {"rotten_tomatoes": 4, "digits": 6, "imagenet-foolbox20": 6}  # original + supported perturbations
 
 
 def cli(*args: str) -> str:
@@ -68,6 +71,10 @@ def test_demo_cycle_then_nothing_to_do(env):
     assert rules["demo/minilm-rt-cased"] == {"normalised"}
     assert rules["demo/minilm-rt-sentiment"] == {"synonym"}
     assert "synonym" in rules["demo/resnet-digits-words"]
+    assert rules["zooeval/mobilenetv2_100.tv_in1k"] == {"synonym"}  # timm's synset ids via the dataset's synonyms
+    for name in ("mobilenet-v2-imagenet-torch", "zooeval/mobilenetv2_100.tv_in1k"):  # real weights, real accuracy
+        r = next(store.iter_results({"model_name": name, "variant": "original"}))
+        assert r["overall"]["n"] == 20 and r["overall"]["accuracy"] >= 0.8, (name, r["overall"])
     # broken models: a failure each, with the right class; never scored
     fails = {f["model_name"]: f for f in store.db.failures.find()}
     assert fails["broken/corrupt-weights"]["error_class"] == "model_load"

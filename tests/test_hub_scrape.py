@@ -43,14 +43,7 @@ def write_repo(root: Path, repo_id: str, readme: str | None, config: dict | str 
     return folder
 
 
-@pytest.fixture(autouse=True)
-def online(monkeypatch):
-    """Other tests run offline (HF_HUB_OFFLINE=1), and huggingface_hub reads that once, at import."""
-    import huggingface_hub.constants
-
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+pytestmark = pytest.mark.usefixtures("hub_online")  # huggingface_hub online whatever earlier tests set
 
 
 @pytest.fixture
