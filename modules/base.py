@@ -95,11 +95,14 @@ class EvaluationModule(ABC):
         compatible = {dataset_key(d) for d in (datasets.get(self.dataset) or {}).get("compatible_with") or []}
         return bool(trained & compatible)
 
-    def trained_on(self, model: dict[str, Any]) -> bool:
+    def trained_on(self, model: dict[str, Any], dataset: dict[str, Any] | None = None) -> bool:
         """The model was trained on this very dataset, as declared (or, when it declares none, as inferred
-        from its label set): generic or repeated label names may then be mapped by index."""
-        trained = model.get("datasets") or model.get("inferred_datasets") or []
-        return dataset_key(self.dataset) in {dataset_key(d) for d in trained}
+        from its label set), or on one whose classes the dataset document says it has in the same order
+        (``same_class_order_as``: a subset of ImageNet-1k's test images has ImageNet-1k's 1,000 classes): generic
+        or repeated label names may then be mapped by index."""
+        trained = {dataset_key(d) for d in model.get("datasets") or model.get("inferred_datasets") or []}
+        same_order = {dataset_key(d) for d in (dataset or {}).get("same_class_order_as") or []}
+        return bool(trained & ({dataset_key(self.dataset)} | same_order))
 
     @abstractmethod
     def load(self, model: dict[str, Any], device: str) -> LoadedModel:

@@ -550,14 +550,14 @@ def _store_mtcnn(store) -> None:
 
 def summary_table(store) -> None:
     rows = []
-    for r in store.iter_results({"processor": "classification"}):
+    for r in store.latest_results({"processor": "classification"}):
         o = r["overall"]
         rows.append([r["model_name"], r["dataset"], r["variant"], f"{o['accuracy']:.4f}", f"{o['macro_f1']:.4f}",
                      f"{r['runtime']['instances_per_second']:.1f}"])
     rows.sort()
     print_table(["model", "dataset", "variant", "accuracy", "macro-F1", "instances/s"], rows)
     det_rows = []
-    for r in store.iter_results({"processor": "detection"}):
+    for r in store.latest_results({"processor": "detection"}):
         o = r["overall"]
         det_rows.append([r["model_name"], r["dataset"], r["variant"], _f(o.get("AP")), _f(o.get("AP50")), _f(o.get("AR100")),
                          f"{r['runtime']['instances_per_second']:.1f}"])
@@ -612,8 +612,19 @@ def results(c: Ctx, model: str, per_class: bool) -> None:
 
 
 def _print_failures(store, model_key: str) -> None:
+    """One line per distinct failure of the model (its variants listed), or why it is not evaluated at all."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
     for f in store.db.failures.find({"model_key": model_key}):
-        click.echo(f"FAILED on {f.get('dataset')}/{f.get('variant')}: [{f['error_class']}] {f['reason']} (attempts {f['attempts']})")
+        groups.setdefault((f.get("dataset"), f["error_class"], f["reason"]), []).append(f)
+    for (dataset, error_class, reason), fails in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        variants = ", ".join(sorted(str(f.get("variant")) for f in fails))
+        state = "parked: refused for this revision" if all(f.get("permanent") for f in fails) else \
+            f"attempts {max(f['attempts'] for f in fails)}"
+        click.echo(f"FAILED on {dataset} ({variants}): [{error_class}] {reason} ({state})")
+    if not groups and not store.count("results", {"model_key": model_key}):
+        doc = store.get_model(model_key) or {}
+        why = doc.get("access_note") or doc.get("unevaluated_reason")
+        click.echo(f"not evaluated: {why}" if why else "not evaluated yet (no module takes it, or no cycle has run since it was stored)")
 
 
 def _is_detection(result: dict[str, Any]) -> bool:
@@ -643,9 +654,10 @@ def _detection_results(res: list[dict[str, Any]], per_class: bool) -> None:
                           v.get("tp"), v.get("fp"), v.get("fn")] for k, sc, v in groups])
 
 
-def export_rows(store) -> Iterator[dict[str, Any]]:
-    """Every stored value, one row per (model, revision, dataset, split, variant, class or overall, metric)."""
-    for r in store.iter_results():
+def export_rows(store, superseded: bool = False) -> Iterator[dict[str, Any]]:
+    """Every value of the current results (with ``superseded``: of every stored result), one row per (model,
+    revision, dataset, split, variant, class or overall, metric)."""
+    for r in (store.iter_results() if superseded else store.latest_results()):
         base = {"model": r["model_name"], "source": r["source"], "revision": r["model_revision"], "dataset": r["dataset"],
                 "split": r["split"], "variant": r["variant"], "processor": r["processor"]}
         for metric, value in r.get("overall", {}).items():
@@ -681,20 +693,22 @@ EXPORT_FIELDS = ["model", "source", "revision", "dataset", "split", "variant", "
 @main.command()
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="File to write (default: stdout).")
+@click.option("--superseded", is_flag=True, help="Also the results superseded by a newer revision or processor version.")
 @pass_ctx
-def export(c: Ctx, fmt: str, output: Path | None) -> None:
-    """Write every stored result value, one row per metric value."""
+def export(c: Ctx, fmt: str, output: Path | None, superseded: bool) -> None:
+    """Write every current result value (the newest result of each model, dataset, variant and processor), one
+    row per metric value."""
     out = open(output, "w", newline="", encoding="utf-8") if output else sys.stdout
     n = 0
     try:
         if fmt == "csv":
             w = csv.DictWriter(out, fieldnames=EXPORT_FIELDS)
             w.writeheader()
-            for row in export_rows(c.store):
+            for row in export_rows(c.store, superseded):
                 w.writerow(row)
                 n += 1
         else:
-            for row in export_rows(c.store):
+            for row in export_rows(c.store, superseded):
                 out.write(json.dumps(row) + "\n")
                 n += 1
     finally:

@@ -21,8 +21,9 @@ class DataError(Exception):
 
 def dataset_metadata(meta: dict[str, Any]) -> dict[str, Any]:
     """The catalogue fields every registered dataset document carries (thesis 3.1.1, 3.2.2), read from its
-    dataset.json: version, description, homepage, year, reference, compatible datasets, supported
-    variants, label synonyms."""
+    dataset.json: version, description, homepage, year, reference, compatible datasets (a model trained on
+    one is evaluated here), datasets with the same classes in the same order (a model trained on one may have
+    its generic or repeated label names mapped by index), supported variants, label synonyms."""
     return {
         "version": str(meta.get("version", "1")),
         "description": meta.get("description"),
@@ -30,6 +31,7 @@ def dataset_metadata(meta: dict[str, Any]) -> dict[str, Any]:
         "year": meta.get("year"),
         "reference": meta.get("reference"),
         "compatible_with": list(meta.get("compatible_with") or []),
+        "same_class_order_as": list(meta.get("same_class_order_as") or []),
         "supported_variants": list(meta.get("supported_variants") or []),
         "synonyms": dict(meta.get("synonyms") or {}),
     }

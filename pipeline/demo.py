@@ -57,7 +57,7 @@ from typing import Any, Callable
 
 from pipeline.data import LocalDataset, write_dataset
 
-BUILD_FORMAT = 2  # 2: the ImageNet set names its classes' synsets (synonyms), for timm heads
+BUILD_FORMAT = 3  # 2: the ImageNet set names its classes' synsets (synonyms); 3: and says its class order
 MARKER = "_BUILT"
 SEED = 0
 
@@ -370,6 +370,7 @@ def _build_imagenet_foolbox(tmp: Path) -> dict[str, Any]:
         "synonyms": synonyms,
         "supported_variants": list(IMAGE_VARIANTS),
         "compatible_with": ["imagenet", "imagenet-1k"],
+        "same_class_order_as": ["imagenet", "imagenet-1k"],  # ImageNet-1k's classes, in its index order
         "reference": {
             "title": "ImageNet Large Scale Visual Recognition Challenge",
             "author": "Olga Russakovsky, Jia Deng, Hao Su, et al.",

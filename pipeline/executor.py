@@ -518,11 +518,11 @@ class Executor:
             summary.models_loaded += 1
             if detection:
                 mapping = detection_label_mapping(loaded.id2label, classes, category_ids, ds_doc.get("synonyms"),
-                                                  trained_on_dataset=module.trained_on(model))
+                                                  trained_on_dataset=module.trained_on(model, ds_doc))
                 model_to_dataset = mapping.model_to_category
                 mapping_doc = mapping.to_doc(classes, category_ids, loaded.id2label)
             else:
-                mapping = map_labels(loaded.id2label, classes, ds_doc.get("synonyms"), trained_on_dataset=module.trained_on(model))
+                mapping = map_labels(loaded.id2label, classes, ds_doc.get("synonyms"), trained_on_dataset=module.trained_on(model, ds_doc))
                 model_to_dataset = mapping.model_to_dataset
                 mapping_doc = mapping.to_doc(classes, loaded.id2label)
         except Exception as exc:  # one model's failure never stops the cycle; said once for all its tasks

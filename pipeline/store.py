@@ -255,7 +255,17 @@ class Store:
             return False
 
     def results_for_model(self, model_key: str) -> list[dict[str, Any]]:
-        return list(self.db.results.find({"model_key": model_key}).sort([("dataset", 1), ("variant.name", 1), ("processor", 1)]))
+        return self.latest_results({"model_key": model_key})
+
+    def latest_results(self, query: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """The newest result of each (model, module, dataset, split, variant, processor): what tables and
+        exports show. Results of older revisions or processor versions stay stored, superseded, and a result
+        not yet re-scored after a version bump is shown until its successor exists."""
+        key = {k: f"${k}" for k in ("model_key", "module", "dataset", "split", "variant", "processor")}
+        pipeline = [{"$match": query or {}}, {"$sort": {"created_at": -1, "_id": 1}},
+                    {"$group": {"_id": key, "doc": {"$first": "$$ROOT"}}}, {"$replaceRoot": {"newRoot": "$doc"}},
+                    {"$sort": {"model_name": 1, "dataset": 1, "split": 1, "variant": 1, "processor": 1}}]
+        return list(self.db.results.aggregate(pipeline, allowDiskUse=True))
 
     def iter_results(self, query: dict | None = None) -> Iterator[dict[str, Any]]:
         return self.db.results.find(query or {}).sort("_id", ASCENDING)

@@ -67,7 +67,7 @@ def infer_training_datasets(model: dict[str, Any], datasets: dict[str, dict[str,
             continue
         classes = [c["label"] for c in ds["classes"]]
         try:
-            mapping = map_labels(id2label, classes, ds.get("synonyms"), trained_on_dataset=False)
+            mapping = _map_for_inference(id2label, classes, ds.get("synonyms"))
         except LabelMappingError as exc:
             matched = len(id2label) - len(exc.unmapped) if exc.unmapped else 0
             if exc.unmapped and len(exc.unmapped) < len(id2label) and (best_partial is None or matched > best_partial[0]):
@@ -96,6 +96,18 @@ def infer_training_datasets(model: dict[str, Any], datasets: dict[str, dict[str,
         "labels": sample,
     }
     return names, evidence
+
+
+def _map_for_inference(id2label: dict[int, str], classes: list[str], synonyms: dict[str, str] | None):
+    """Map by name; where the only refused labels are names the model repeats at outputs whose dataset class
+    is one the name can mean (every ImageNet-1k head's two "crane"s at 134 and 517), the head's order is the
+    dataset's: map them by index, as for a model trained on it."""
+    try:
+        return map_labels(id2label, classes, synonyms, trained_on_dataset=False)
+    except LabelMappingError as exc:
+        if not exc.unmapped or sorted(exc.unmapped) != sorted(exc.duplicates):
+            raise
+        return map_labels(id2label, classes, synonyms, trained_on_dataset=True)
 
 
 def tag_subset(tag: str | None) -> str | None:

@@ -166,6 +166,9 @@ def test_new_processor_costs_no_forward_pass(env, monkeypatch):
         assert set(bumped) == set(before)
         for inference_id, r in bumped.items():  # same code, same stored predictions: same numbers
             assert r["overall"] == before[inference_id]["overall"]
+        # tables and exports show the newest result of each task, not the superseded one beside it
+        shown = store.latest_results({"processor": "classification"})
+        assert len(shown) == len(before) and {r["processor_version"] for r in shown} == {ClassificationProcessor.version}
     finally:
         PROCESSORS.unregister(Top2Accuracy.name)
 

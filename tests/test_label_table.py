@@ -391,3 +391,26 @@ def test_imagenet_short_names_head_and_dataset() -> None:
     mapping = map_labels(hf_imagenet_labels(), list(short.values()), trained_on_dataset=True)
     assert mapping.model_to_dataset == list(range(1000))
     assert mapping.methods["maillot"] == mapping.methods["maillot, tank suit"] == "index (duplicate name)"
+
+
+def test_an_imagenet_head_with_its_two_cranes_is_inferred_trained_on_the_imagenet_set() -> None:
+    """A Hugging Face ImageNet-1k head whose card names no dataset: its labels match the ImageNet set except the
+    repeated "crane"/"maillot", which sit at the outputs whose classes they name; so the set is inferred, and the
+    repeated names then map by index."""
+    from pipeline.fiftyone_support import imagenet_class_names
+    from scraper.training_data import infer_training_datasets
+
+    classes = imagenet_class_names()
+    head = hf_imagenet_labels()
+    datasets = {"imagenet-foolbox20": {"datatype": "image", "classes": [{"label": c} for c in classes], "synonyms": {}},
+                "digits": {"datatype": "image", "classes": [{"label": str(i)} for i in range(10)], "synonyms": {}}}
+    model = {"task": "image-classification", "config": {"id2label": {str(i): lab for i, lab in head.items()}}}
+    names, evidence = infer_training_datasets(model, datasets)
+    assert names == ["imagenet-foolbox20"] and evidence["coverage"] == {"imagenet-foolbox20": 1.0}
+    mapping = map_labels(head, classes, trained_on_dataset=True)
+    assert mapping.model_to_dataset == list(range(1000))
+    assert mapping.methods["crane"] == "index (duplicate name)"
+    # a head whose repeated names sit elsewhere is not taken for the set's order
+    swapped = dict(head)
+    swapped[134], swapped[0] = head[0], head[134]
+    assert infer_training_datasets({**model, "config": {"id2label": {str(i): lab for i, lab in swapped.items()}}}, datasets)[0] == []
