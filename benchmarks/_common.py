@@ -13,7 +13,7 @@ OUT = Path(__file__).parent / "out"
 
 @contextlib.contextmanager
 def temp_mongo() -> Iterator[str]:
-    from pipeline.mongo import EmbeddedMongo, free_port
+    from service.mongo import EmbeddedMongo, free_port
 
     with tempfile.TemporaryDirectory(prefix="zooeval-bench-") as home:
         server = EmbeddedMongo(Path(home), port=free_port(), cache_gb=1.0)

@@ -21,10 +21,10 @@ import torch  # noqa: E402
 
 from benchmarks._common import report, temp_mongo  # noqa: E402
 from modules.catalog import build_modules  # noqa: E402
-from pipeline.data import LocalDataset  # noqa: E402
-from pipeline.demo import build_demo  # noqa: E402
+from core.data import LocalDataset  # noqa: E402
+from demo.build import build_demo  # noqa: E402
 from pipeline.executor import Executor  # noqa: E402
-from pipeline.store import Store  # noqa: E402
+from core.store import Store  # noqa: E402
 from scraper.datasets import register_catalogue, register_datasets  # noqa: E402
 from scraper.local import scrape_local  # noqa: E402
 import processors.classification  # noqa: E402,F401

@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import report, temp_mongo  # noqa: E402
 from modules.hf import HFImageClassification  # noqa: E402
 from pipeline.executor import Executor  # noqa: E402
-from pipeline.identity import processor_fingerprint, result_id  # noqa: E402
-from pipeline.store import Store, utcnow  # noqa: E402
+from core.identity import processor_fingerprint, result_id  # noqa: E402
+from core.store import Store, utcnow  # noqa: E402
 from processors.classification import ClassificationProcessor  # noqa: E402
 
 VARIANTS = ("original", "greyscale", "flipped", "mirrored", "inverted", "rotated90")

@@ -18,9 +18,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchmarks._common import report, temp_mongo  # noqa: E402
 from modules.catalog import build_modules  # noqa: E402
-from pipeline.demo import build_demo  # noqa: E402
+from demo.build import build_demo  # noqa: E402
 from pipeline.executor import Executor  # noqa: E402
-from pipeline.store import Store  # noqa: E402
+from core.store import Store  # noqa: E402
 from processors.base import Processor, register_processor  # noqa: E402
 from scraper.datasets import register_catalogue, register_datasets  # noqa: E402
 from scraper.local import scrape_local  # noqa: E402

@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from pipeline.registry import Registry
+from core.registry import Registry
 
 
 class ModelLoadError(Exception):

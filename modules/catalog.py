@@ -25,7 +25,7 @@ from modules.hf import HFImageClassification, HFTextClassification
 from modules.setfit import SetFitTextClassification
 from modules.peft_adapter import PeftImageClassification, PeftTextClassification
 from modules.timm_classification import TimmImageClassification
-from pipeline.registry import name_matches
+from core.registry import name_matches
 
 log = logging.getLogger("zooeval")
 

@@ -30,7 +30,7 @@ from modules.base import EvaluationModule, LoadedModel, ModelLoadError, UnsafeMo
 from modules.formats import TRANSFORMERS, model_format
 from modules.hf import id2label_of, load_transformers
 from pipeline.inference import InferenceError
-from pipeline.labels import normalise
+from core.labels import normalise
 
 SCORE_THRESHOLD = 0.001
 NMS_IOU = 0.65

@@ -3,11 +3,11 @@
 ``load`` builds the zoo model through FiftyOne itself; ``prepare`` applies the model's own FiftyOne transforms
 to the PIL images; ``forward`` runs the underlying torch module (FiftyOne's ``_forward_pass``) to logits on
 the device the pipeline chose; ``id2label`` are the model's classes (repeated names made unique,
-pipeline.fiftyone_support.unique_labels).
+core.fiftyone_support.unique_labels).
 
 Weights. Nothing is downloaded unless ``ZOOEVAL_FIFTYONE_DOWNLOAD=1``: the model's file must be in
 ``FIFTYONE_MODEL_ZOO_DIR`` and, for a torchvision entrypoint, in ``$TORCH_HOME/hub/checkpoints``
-(pipeline.fiftyone_support.fiftyone_env sets both defaults under ZOOEVAL_HOME; ``zooeval demo`` puts the
+(core.fiftyone_support.fiftyone_env sets both defaults under ZOOEVAL_HOME; ``zooeval demo`` puts the
 MobileNetV2 weights there). A missing file is a model_load failure that says which file goes where.
 
 Which weights. A torchvision zoo entry names its file (``base_filename``, the manifest's download URL) and an
@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from modules.base import EvaluationModule, LoadedModel, ModelLoadError
-from pipeline.fiftyone_support import fiftyone_zoo, manifest_revision, unique_labels
+from core.fiftyone_support import fiftyone_zoo, manifest_revision, unique_labels
 
 DOWNLOAD_ENV = "ZOOEVAL_FIFTYONE_DOWNLOAD"
 

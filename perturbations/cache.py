@@ -2,7 +2,7 @@
 
 A variant of a dataset under a perturbation and seed lives at
 ``cache_root/<dataset name>/<perturbation name>-<fingerprint[:16]>/`` in the LocalDataset format
-(pipeline.data), or, for a COCO detection dataset (``ensure_coco_variant``), in the pipeline.coco format
+(core.data), or, for a COCO detection dataset (``ensure_coco_variant``), in the core.coco format
 with its boxes moved by perturbations.boxes. It is built once, in a temporary sibling folder, finished with a ``_COMPLETE`` marker
 and renamed into place atomically, so a folder without the marker is never trusted. A per-variant
 ``fcntl`` lock keeps concurrent processes from doing the same work twice.
@@ -21,8 +21,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from perturbations.base import Perturbation
-from pipeline.data import DataError, LocalDataset, write_dataset
-from pipeline.fingerprint import chain, fingerprint
+from core.data import DataError, LocalDataset, write_dataset
+from core.fingerprint import chain, fingerprint
 
 COMPLETE_MARKER = "_COMPLETE"
 ORIGINAL = "original"
@@ -136,7 +136,7 @@ def ensure_variant(dataset: LocalDataset, dataset_revision: str, perturbation: P
     pseudo-variant "original" (``None`` or the string "original") returns ``dataset`` unchanged.
 
     Raises ValueError when the perturbation's datatype does not match the dataset's, and lets
-    pipeline.data.DataError from unreadable source files propagate (no complete variant is left behind).
+    core.data.DataError from unreadable source files propagate (no complete variant is left behind).
     """
     if _is_original(perturbation):
         return dataset
@@ -208,7 +208,7 @@ def _build_coco(dataset: Any, dataset_revision: str, perturbation: Perturbation,
     """Write the perturbed COCO dataset into ``out``: every image through the perturbation (sample i of a
     split is its i-th image), every box through perturbations.boxes.box_transform, image sizes updated."""
     from perturbations.boxes import box_transform
-    from pipeline.coco import write_coco_dataset
+    from core.coco import write_coco_dataset
 
     move = box_transform(perturbation.name)
     all_images = {split: dataset.images(split) for split in dataset.splits}
@@ -255,13 +255,13 @@ def coco_variant_revision(dataset_revision: str) -> str:
 
 def ensure_coco_variant(dataset: Any, dataset_revision: str, perturbation: Perturbation | str | None,
                         seed: int, cache_root: str | os.PathLike, progress: Progress | None = None) -> Any:
-    """``ensure_variant`` for a COCO detection dataset (pipeline.coco.CocoDataset): the images are perturbed
+    """``ensure_variant`` for a COCO detection dataset (core.coco.CocoDataset): the images are perturbed
     and the ground-truth boxes moved with them (perturbations.boxes), built once into the same cache
     layout and returned as a CocoDataset. "original" (None) returns ``dataset`` unchanged.
 
     Raises ValueError for a perturbation that is not an image one or has no box transform."""
     from perturbations.boxes import box_transform
-    from pipeline.coco import CocoDataset
+    from core.coco import CocoDataset
 
     if _is_original(perturbation):
         return dataset

@@ -1,3 +1,1 @@
-"""zooeval pipeline: the Executor, task identity, the store, the embedded database and the CLI."""
-
-__version__ = "0.1.0"
+"""zooeval's orchestration: planning (one indexed query), the task-agnostic executor, isolation and back-off."""

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from modules.base import EvaluationModule, LoadedModel
-from pipeline.data import DataError
+from core.data import DataError
 from pipeline.inference import InferenceError, _sync, prefetch, runtime_record, to_device, warm_up
-from pipeline.labels import LabelMappingError, map_labels
+from core.labels import LabelMappingError, map_labels
 
 
 # ---------------------------------------------------------------------------------------------- labels
@@ -59,7 +59,7 @@ def detection_label_mapping(
     trained_on_dataset: bool = False,
     drop_unmapped: bool = False,
 ) -> DetectionLabelMapping:
-    """Map a detector's labels to dataset category ids with pipeline.labels.map_labels' rules.
+    """Map a detector's labels to dataset category ids with core.labels.map_labels' rules.
 
     Placeholder labels (COCO's "N/A" gaps, "__background__"; modules.detection.is_placeholder_label) are
     always dropped. Any other label that matches no class raises LabelMappingError, unless ``drop_unmapped``

@@ -29,12 +29,12 @@ import numpy as np
 from modules.base import EvaluationModule, ModelLoadError
 from perturbations import get_perturbation
 from perturbations.cache import ensure_coco_variant, ensure_variant
-from pipeline import identity as ident
-from pipeline.data import DataError, LocalDataset
-from pipeline.envinfo import choose_device, environment
+from core import identity as ident
+from core.data import DataError, LocalDataset
+from core.envinfo import choose_device, environment
 from pipeline.inference import InferenceError, run_classification
-from pipeline.labels import LabelMappingError, map_labels
-from pipeline.store import Store, utcnow
+from core.labels import LabelMappingError, map_labels
+from core.store import Store, utcnow
 from processors.base import PROCESSORS, ClassificationPredictions
 import processors.detection  # noqa: F401  (registers the "detection" processor)
 
@@ -475,13 +475,13 @@ class Executor:
 
     def _dataset_for(self, task: PlannedTask) -> Any:
         """The task's dataset, its variant built or reused from the cache: a LocalDataset, or for object
-        detection a pipeline.coco.CocoDataset whose variant has the boxes moved (ensure_coco_variant)."""
+        detection a core.coco.CocoDataset whose variant has the boxes moved (ensure_coco_variant)."""
         module = task.module
         key = (module.dataset, task.variant)
         if key not in self._opened:
             doc = self.datasets[module.dataset]
             if module.task == DETECTION_TASK:
-                from pipeline.coco import CocoDataset
+                from core.coco import CocoDataset
 
                 opener, ensure = CocoDataset.open, ensure_coco_variant
             else:
@@ -708,7 +708,7 @@ ISOLATION_PRELOAD = [
     "torch", "transformers", "transformers.modeling_utils", "transformers.models.auto.modeling_auto",
     "transformers.models.auto.tokenization_auto", "transformers.models.auto.image_processing_auto",
     "pipeline.executor", "modules.hf", "processors.classification",
-    "modules.detection", "processors.detection", "pipeline.detection_runner", "pipeline.coco", "timm", "peft", "sentence_transformers",
+    "modules.detection", "processors.detection", "pipeline.detection_runner", "core.coco", "timm", "peft", "sentence_transformers",
 ]
 
 

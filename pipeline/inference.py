@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from modules.base import EvaluationModule, LoadedModel
-from pipeline.data import LocalDataset
+from core.data import LocalDataset
 
 TOP_K = 5
 

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pipeline.registry import Registry
+from core.registry import Registry
 
 
 @dataclass

@@ -2,7 +2,7 @@
 pin the base model the adapter is applied to.
 
 An adapter's scores depend on its base's weights as much as on its own, so the base's revision is stored
-with it and is part of its task identity (``pipeline.identity.model_identity``): a new commit of the base
+with it and is part of its task identity (``core.identity.model_identity``): a new commit of the base
 makes the adapter's results stale. The stored record is::
 
     adapter: {"base_model": "org/base", "base_revision": "<sha>", "peft_type": "LORA", "task_type": "SEQ_CLS"}

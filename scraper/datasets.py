@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.data import DataError, LocalDataset, dataset_metadata
+from core.data import DataError, LocalDataset, dataset_metadata
 
 EXAMPLES_PER_CLASS = 20
 
@@ -58,10 +58,10 @@ def check_class_names(doc: dict[str, Any]) -> None:
 def register_datasets(store, root: str | Path, log=print) -> list[str]:
     """Register every dataset folder (holding dataset.json) under root. Unreadable ones are reported, not fatal.
 
-    A COCO-format detection folder (pipeline.coco.is_coco_dataset: format "coco" or task "object-detection")
+    A COCO-format detection folder (core.coco.is_coco_dataset: format "coco" or task "object-detection")
     is read with CocoDataset; its document has task "object-detection", format "coco" and per class
     ``extra = {"category_id", "supercategory"}``, which the executor's detection path reads."""
-    from pipeline.coco import CocoDataset, is_coco_dataset
+    from core.coco import CocoDataset, is_coco_dataset
 
     root = Path(root)
     names = []

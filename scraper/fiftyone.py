@@ -21,8 +21,8 @@ import datetime as dt
 import os
 from typing import Any
 
-from pipeline.fiftyone_support import fiftyone_zoo, manifest_revision
-from pipeline.labels import normalise
+from core.fiftyone_support import fiftyone_zoo, manifest_revision
+from core.labels import normalise
 
 SOURCE = "fiftyone"
 
@@ -40,7 +40,7 @@ TAG_TASKS = [
 #: Zero-shot models need class prompts: they are not closed-set classifiers or detectors.
 ZERO_SHOT_TASKS = {"image-classification": "zero-shot-image-classification", "object-detection": "zero-shot-object-detection"}
 
-#: Normalised training-data names (pipeline.labels.normalise) that have a common short dataset name.
+#: Normalised training-data names (core.labels.normalise) that have a common short dataset name.
 TRAINING_DATA_ALIASES = {
     "imagenet 1k": "imagenet-1k",
     "imagenet": "imagenet-1k",

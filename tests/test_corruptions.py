@@ -9,7 +9,7 @@ from skimage import data
 from perturbations import PERTURBATIONS, get_perturbation
 from perturbations.cache import ensure_variant
 from perturbations.corruptions import CORRUPTIONS, SEVERITIES, Corruption
-from pipeline.data import LocalDataset, write_dataset
+from core.data import LocalDataset, write_dataset
 
 NOISE = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise")
 
@@ -84,7 +84,7 @@ def test_a_corruption_is_a_variant_of_a_real_cycle(demo_home, mongo_uri, db_name
     import processors.classification  # noqa: F401
     from modules.hf import HFImageClassification
     from pipeline.executor import Executor
-    from pipeline.store import Store
+    from core.store import Store
     from scraper.datasets import register_datasets
     from scraper.local import scrape_local
 

@@ -12,9 +12,9 @@ import pytest
 
 import processors.classification  # noqa: F401  (registers the classification processor)
 from modules.hf import HFTextClassification
-from pipeline.data import LocalDataset
+from core.data import LocalDataset
 from pipeline.executor import Executor
-from pipeline.store import Store
+from core.store import Store
 from scraper.datasets import register_datasets
 from scraper.local import scrape_local
 from tests.fault_repos import DATASET, session_fault_zoo

@@ -16,7 +16,7 @@ import processors.classification  # noqa: F401  (registers the classification pr
 from modules.hf import HFImageClassification
 from perturbations.cache import is_complete
 from pipeline.executor import Executor
-from pipeline.store import Store
+from core.store import Store
 from scraper.datasets import register_datasets
 from scraper.local import scrape_local
 

@@ -1,4 +1,4 @@
-"""The demo zoo build (pipeline.demo): real data and real trained models from installed wheels, offline.
+"""The demo zoo build (demo.build): real data and real trained models from installed wheels, offline.
 
 One quick build into a temporary home is shared by the module (about 30 s on 2 cores).
 """
@@ -21,9 +21,9 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 yaml = pytest.importorskip("yaml")
 
-from pipeline import demo as demo_mod  # noqa: E402
-from pipeline.data import LocalDataset  # noqa: E402
-from pipeline.demo import BUILD_FORMAT, MARKER, build_demo, demo_paths, read_marker  # noqa: E402
+from demo import build as demo_mod  # noqa: E402
+from core.data import LocalDataset  # noqa: E402
+from demo.build import BUILD_FORMAT, MARKER, build_demo, demo_paths, read_marker  # noqa: E402
 
 torch.set_num_threads(2)
 
@@ -250,7 +250,7 @@ def test_image_model_loads_and_is_accurate(built, name):
 
 
 def test_label_names_map_to_dataset_classes(built):
-    from pipeline.labels import LabelMappingError, map_labels
+    from core.labels import LabelMappingError, map_labels
 
     rt = LocalDataset.open(built["datasets"]["rotten_tomatoes"]).meta
     digits = LocalDataset.open(built["datasets"]["digits"]).meta

@@ -1,4 +1,4 @@
-"""COCO detection data (pipeline.coco, pipeline.detection_data), the detection modules (modules.detection) and
+"""COCO detection data (core.coco, demo.detection_data), the detection modules (modules.detection) and
 run_detection (pipeline.detection_runner), on real data and real models: no mocks.
 
 Torch runs with one intra-op thread here: on 2 busy cores MTCNN's many small ops ran 10x slower with two
@@ -23,9 +23,9 @@ from modules.detection import (
     detections_from_fiftyone,
     mtcnn_model_doc,
 )
-from pipeline.coco import CocoDataset, is_coco_dataset
-from pipeline.data import DataError
-from pipeline.detection_data import (
+from core.coco import CocoDataset, is_coco_dataset
+from core.data import DataError
+from demo.detection_data import (
     ASTRONAUT_FACE_XYWH,
     build_faces_dataset,
     build_quokka_dataset,
@@ -33,7 +33,7 @@ from pipeline.detection_data import (
 )
 from pipeline.detection_runner import detection_label_mapping, run_detection, to_coco_results, to_detection_batch
 from pipeline.inference import InferenceError
-from pipeline.labels import LabelMappingError
+from core.labels import LabelMappingError
 
 RUNTIME_KEYS = {"n", "batch_size", "device", "warmup_s", "time_in_seconds", "time_per_instance", "instances_per_second"}
 

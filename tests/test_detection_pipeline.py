@@ -12,10 +12,10 @@ import torch
 
 from modules.catalog import build_modules
 from modules.detection import MTCNNFaceDetection, mtcnn_model_doc
-from pipeline.coco import CocoDataset
-from pipeline.detection_data import build_faces_dataset, build_shapes_dataset
+from core.coco import CocoDataset
+from demo.detection_data import build_faces_dataset, build_shapes_dataset
 from pipeline.executor import Executor
-from pipeline.store import Store
+from core.store import Store
 from processors.base import PROCESSORS
 from processors.detection import COCO_STATS, DetectionProcessor
 from scraper.datasets import register_datasets
@@ -179,7 +179,7 @@ def test_mtcnn_through_the_executor(det_env, mongo_uri, db_name, monkeypatch):
     # the CLI shows and exports them
     from click.testing import CliRunner
 
-    from pipeline.cli import main
+    from service.cli import main
 
     monkeypatch.setenv("ZOOEVAL_HOME", str(home))
     monkeypatch.setenv("ZOOEVAL_MONGO_URI", mongo_uri)
@@ -237,7 +237,7 @@ def test_unmappable_labels_are_a_recorded_failure(det_env):
 def test_detections_are_stored_in_chunks_of_whole_images(mongo_uri, db_name, monkeypatch):
     """Store.save_inference's detection form: whole images per chunk, at most DETECTION_CHUNK_DETECTIONS
     detections (unless one image has more), exact float64 round trip, images without detections kept."""
-    import pipeline.store as store_module
+    import core.store as store_module
 
     monkeypatch.setattr(store_module, "DETECTION_CHUNK_DETECTIONS", 4)
     monkeypatch.setattr(store_module, "PREDICTION_CHUNK", 3)

@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 from sklearn.metrics import accuracy_score, f1_score
 
-from pipeline.cli import main
-from pipeline.store import Store
+from service.cli import main
+from core.store import Store
 
 GOOD_MODELS = {
     "demo/minilm-rt-labels": "rotten_tomatoes",
@@ -175,7 +175,7 @@ def test_new_processor_costs_no_forward_pass(env, monkeypatch):
 
 def test_sigkill_mid_cycle_then_resume_without_duplicates(env):
     store = Store(env["uri"], env["db"])
-    cmd = [sys.executable, "-m", "pipeline.cli", "run", "--no-progress", "--module", "hf-text-classification/*"]
+    cmd = [sys.executable, "-m", "service.cli", "run", "--no-progress", "--module", "hf-text-classification/*"]
     # a first quick scrape so the run has models
     cli("scrape", "--source", "local")
     proc = subprocess.Popen(cmd, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -23,7 +23,7 @@ import torch
 import processors.classification  # noqa: F401  (registers the classification processor)
 from modules.hf import HFTextClassification
 from pipeline.executor import Executor, _isolation_context
-from pipeline.store import Store, utcnow
+from core.store import Store, utcnow
 from scraper.datasets import register_datasets
 from scraper.local import scrape_local
 from tests.fault_repos import DATASET, session_fault_zoo
@@ -322,7 +322,7 @@ class RestartMongoOnFirstForward(HFTextClassification):
 def test_mongod_restart_mid_cycle(tmp_path, fault_zoo, monkeypatch):
     from pymongo import MongoClient
 
-    from pipeline.mongo import EmbeddedMongo, free_port
+    from service.mongo import EmbeddedMongo, free_port
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     server = EmbeddedMongo(tmp_path / "mongo-home", port=free_port())
@@ -401,7 +401,7 @@ def test_mongod_restart_while_an_isolated_child_evaluates(tmp_path, fault_zoo, m
     """MongoDB goes down while a model is evaluated in an isolated child process and comes back 3 s later:
     the child's writes (predictions, result, progress) wait for it, the parent goes on with the next model,
     and every result is stored once."""
-    from pipeline.mongo import EmbeddedMongo, free_port
+    from service.mongo import EmbeddedMongo, free_port
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     server = EmbeddedMongo(tmp_path / "mongo-home", port=free_port())

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import main
-from pipeline.demo import IMAGENET_DATASET, MOBILENET_WEIGHTS
-from pipeline.store import Store
+from service.cli import main
+from demo.build import IMAGENET_DATASET, MOBILENET_WEIGHTS
+from core.store import Store
 
 MOBILENET = "mobilenet-v2-imagenet-torch"
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -30,7 +30,7 @@ def cli(*args: str) -> str:
 @pytest.fixture
 def fo_env(env, monkeypatch):
     """The FiftyOne/torch weight locations unset for the test, and whatever the code under test defaults them
-    to (pipeline.fiftyone_support.fiftyone_env uses os.environ.setdefault) removed again afterwards."""
+    to (core.fiftyone_support.fiftyone_env uses os.environ.setdefault) removed again afterwards."""
     for key in ("FIFTYONE_MODEL_ZOO_DIR", "TORCH_HOME", "FIFTYONE_MODEL_ZOO_MANIFEST_PATHS", "FIFTYONE_MODEL_ZOO_MANIFEST_CACHE_ENABLED"):
         monkeypatch.setenv(key, "placeholder")  # records the original value (or its absence) for the undo
         monkeypatch.delenv(key)
@@ -182,7 +182,7 @@ def _reference_predictions(weights: Path, images) -> dict[str, np.ndarray]:
 
 
 def test_mobilenet_v2_end_to_end_matches_torchvision(fo_env, capsys):
-    from pipeline.data import LocalDataset
+    from core.data import LocalDataset
 
     home = fo_env["home"]
     store = Store(fo_env["uri"], fo_env["db"])
@@ -234,7 +234,7 @@ def test_mobilenet_v2_end_to_end_matches_torchvision(fo_env, capsys):
     # 1,000 classes: the confusion matrix is stored sparse (a dense one is ~9 MB of BSON) and reads back equal
     from sklearn.metrics import confusion_matrix
 
-    from pipeline.cli import export_rows
+    from service.cli import export_rows
     from processors.classification import dense_confusion
 
     assert r["confusion_matrix"]["format"] == "sparse" and len(r["confusion_matrix"]["entries"]) <= 20
@@ -258,8 +258,8 @@ def test_fiftyone_predict_agrees_with_the_module(fo_env):
     import torch
 
     from modules.fiftyone_zoo import FiftyOneImageClassification
-    from pipeline.data import LocalDataset
-    from pipeline.fiftyone_support import fiftyone_zoo
+    from core.data import LocalDataset
+    from core.fiftyone_support import fiftyone_zoo
     from scraper.fiftyone import model_doc
 
     fozm = fiftyone_zoo()

@@ -19,9 +19,9 @@ import torch
 
 from modules.catalog import build_modules
 from modules.detection import mtcnn_model_doc
-from pipeline.coco import CocoDataset
-from pipeline.detection_data import build_faces_dataset
-from pipeline.store import Store
+from core.coco import CocoDataset
+from demo.detection_data import build_faces_dataset
+from core.store import Store
 from processors.detection import COCO_STATS
 from scraper.datasets import register_datasets
 from tests.test_detection_pipeline import coco_eval, executor, variant_dataset

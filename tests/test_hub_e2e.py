@@ -2,7 +2,7 @@
 `zooeval run` downloads and evaluates what it listed, with the unmodified huggingface_hub and transformers.
 
 The repos are the fault tests' tiny trained text classifier (and broken copies of it) served over HTTP by
-scraper.hubserver. The commands run as child processes because huggingface_hub reads HF_ENDPOINT once, at
+tests.hubserver. The commands run as child processes because huggingface_hub reads HF_ENDPOINT once, at
 import. The stored accuracy must equal the model's own (computed with plain transformers when the repos
 were built), the stored revision must be the commit sha the stand-in serves, the broken repos must be
 failures of the right class (the malicious pickle never unpickled, the remote code never run), and a
@@ -17,8 +17,8 @@ import sys
 
 import pytest
 
-from pipeline.store import Store
-from scraper.hubserver import HubServer
+from core.store import Store
+from tests.hubserver import HubServer
 from tests.fault_repos import DATASET, session_fault_zoo
 
 REPOS = ["good", "pickle-ok", "corrupt", "remote-code", "pickle-evil"]
@@ -30,7 +30,7 @@ def fault_zoo(tmp_path_factory):
 
 
 def zooeval(*args: str, env: dict[str, str]) -> str:
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run([sys.executable, "-m", "service.cli", *args], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, f"zooeval {' '.join(args)}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return out.stdout
 

@@ -18,8 +18,8 @@ from huggingface_hub import HfApi, get_session, hf_hub_download
 from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 from huggingface_hub.utils import hf_raise_for_status
 
-from pipeline.store import Store
-from scraper.hubserver import META_FILE, HubServer
+from core.store import Store
+from tests.hubserver import META_FILE, HubServer
 from scraper.huggingface import GATED_NOTE, PRIVATE_NOTE, sync_huggingface, token_fingerprint
 from tests.fault_repos import DATASET
 from tests.test_hub_e2e import fault_zoo, zooeval  # noqa: F401 (fault_zoo: the module-scoped fixture)

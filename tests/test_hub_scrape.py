@@ -1,4 +1,4 @@
-"""The Hugging Face source against the local Hub stand-in (scraper/hubserver.py), the real huggingface_hub
+"""The Hugging Face source against the local Hub stand-in (tests/hubserver.py), the real huggingface_hub
 client and the real mongod: first and incremental syncs, changes, removals, Hub faults, broken metadata,
 and transformers loading a real tiny model from the stand-in."""
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 
-from pipeline.store import Store
-from scraper.hubserver import Fault, HubServer
+from core.store import Store
+from tests.hubserver import Fault, HubServer
 from scraper.huggingface import HubUnreachable, RetryPolicy, sync_huggingface
 
 FAST = RetryPolicy(max_retries=3, base_wait=0.05, max_wait=0.2, timeout=5)

@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.store import Store
-from scraper.hubserver import META_FILE, HubServer
+from core.store import Store
+from tests.hubserver import META_FILE, HubServer
 from tests.fault_repos import DATASET, build_trust_repos, session_fault_zoo
 from tests.peft_repos import BASE, LORA, build_peft_zoo, peft_probabilities
 from tests.setfit_repos import session_setfit_zoo
 
 
 def zooeval(*args: str, env: dict[str, str]) -> str:
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=env, capture_output=True, text=True, timeout=900)
+    out = subprocess.run([sys.executable, "-m", "service.cli", *args], env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, f"zooeval {' '.join(args)}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return out.stdout
 
@@ -69,9 +69,9 @@ def table_value(out: str, variant: str, column: str) -> float:
 def test_mixed_hub_zoo_right_numbers_or_one_reason_each(tmp_path_factory, tmp_path, mongo_uri, db_name):
     from PIL import Image
 
-    from pipeline.data import LocalDataset
-    from pipeline.demo import IMAGENET_DATASET, _build_imagenet_foolbox
-    from pipeline.imagenet_timm import write_timm_repo
+    from core.data import LocalDataset
+    from demo.build import IMAGENET_DATASET, _build_imagenet_foolbox
+    from demo.imagenet_timm import write_timm_repo
 
     fault = session_fault_zoo(tmp_path_factory)
     setfit = session_setfit_zoo(tmp_path_factory)

@@ -1,5 +1,5 @@
-from pipeline import identity as ident
-from pipeline.fingerprint import canonical_json, fingerprint
+from core import identity as ident
+from core.fingerprint import canonical_json, fingerprint
 
 
 def test_canonical_json_is_order_independent():

@@ -1,6 +1,6 @@
 """Label mapping on real-world label sets: a model's id2label against a dataset's classes, with the mapping
 (dataset class and rule per output) or the refusal (the labels refused, and the candidates of ambiguous ones)
-that pipeline.labels.map_labels must give. The label sets are those Hugging Face models and datasets publish
+that core.labels.map_labels must give. The label sets are those Hugging Face models and datasets publish
 (sentiment, emotion, NLI, spam, toxicity, stars, CIFAR, Food-101, ImageNet ...), plus the traps: labels that
 differ only by a sign, a symbol, casing or an emoji. The full ImageNet-1k head (timm's lemma lists, as Hugging
 Face's ImageNet configs write them) is checked against the project's ImageNet class list at the end."""
@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from pipeline.fiftyone_support import imagenet_class_names, imagenet_short_names
-from pipeline.labels import LabelMappingError, map_labels
+from core.fiftyone_support import imagenet_class_names, imagenet_short_names
+from core.labels import LabelMappingError, map_labels
 
 
 @dataclass(frozen=True)
@@ -397,7 +397,7 @@ def test_an_imagenet_head_with_its_two_cranes_is_inferred_trained_on_the_imagene
     """A Hugging Face ImageNet-1k head whose card names no dataset: its labels match the ImageNet set except the
     repeated "crane"/"maillot", which sit at the outputs whose classes they name; so the set is inferred, and the
     repeated names then map by index."""
-    from pipeline.fiftyone_support import imagenet_class_names
+    from core.fiftyone_support import imagenet_class_names
     from scraper.training_data import infer_training_datasets
 
     classes = imagenet_class_names()

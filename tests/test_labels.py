@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.labels import LabelMappingError, label_key, map_labels, normalise
+from core.labels import LabelMappingError, label_key, map_labels, normalise
 
 
 def test_normalise():

@@ -10,11 +10,11 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import main
-from pipeline.cycle import CycleOptions, run_cycle
-from pipeline.lock import CycleLock, LockHeld
-from pipeline.scheduler import JOB_ID, JOBS_COLLECTION, ensure_job, make_scheduler, scheduled_cycle, stored_job
-from pipeline.store import Store
+from service.cli import main
+from service.cycle import CycleOptions, run_cycle
+from service.lock import CycleLock, LockHeld
+from service.scheduler import JOB_ID, JOBS_COLLECTION, ensure_job, make_scheduler, scheduled_cycle, stored_job
+from core.store import Store
 
 TEXT_MODELS = 3  # good text models in the demo zoo
 TEXT_VARIANTS = 4
@@ -105,7 +105,7 @@ def test_lost_lock_stops_the_cycle_after_the_batch(mongo_uri, db_name):
 
 # -- two runs at once; stop, status, resume ------------------------------------------------------------
 def _run_cmd(*extra: str, module: str = "hf-text-classification/*") -> list[str]:
-    return [sys.executable, "-m", "pipeline.cli", "run", "--no-progress", "--module", module, *extra]
+    return [sys.executable, "-m", "service.cli", "run", "--no-progress", "--module", module, *extra]
 
 
 def test_two_runs_started_at_once_never_overlap(env):
@@ -202,7 +202,7 @@ def test_schedule_job_survives_restart_and_skips_when_locked(env, tmp_path):
 
 def test_schedule_command_runs_cycles(env):
     out = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "schedule", "--interval", "1", "--max-cycles", "2", "--model", "demo/resnet-digits",
+        [sys.executable, "-m", "service.cli", "schedule", "--interval", "1", "--max-cycles", "2", "--model", "demo/resnet-digits",
          "--variant", "original"],
         env=os.environ.copy(), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]

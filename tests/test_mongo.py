@@ -1,4 +1,4 @@
-"""pipeline.mongo against a real mongod (no database mocks). Every mongod started here is stopped."""
+"""service.mongo against a real mongod (no database mocks). Every mongod started here is stopped."""
 from __future__ import annotations
 
 import json
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from pymongo import MongoClient
 
-from pipeline import mongo
-from pipeline.mongo import EmbeddedMongo, MongoStartError, free_port, get_mongo_uri, redact_uri
+from service import mongo
+from service.mongo import EmbeddedMongo, MongoStartError, free_port, get_mongo_uri, redact_uri
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -125,7 +125,7 @@ def test_two_processes_start_one_server_that_outlives_them(clean_env, servers):
     code = textwrap.dedent(f"""
         import sys
         from pathlib import Path
-        from pipeline.mongo import EmbeddedMongo
+        from service.mongo import EmbeddedMongo
         m = EmbeddedMongo(Path({str(clean_env)!r}), port={m.port})
         m.ensure_running()
         print(m.status()["pid"])
@@ -150,7 +150,7 @@ def test_busy_port_falls_back_to_a_free_port(clean_env, servers, caplog):
     with socket.socket() as blocker:  # a plain listener, not a mongod
         blocker.bind(("127.0.0.1", port))
         blocker.listen()
-        with caplog.at_level(logging.WARNING, logger="pipeline.mongo"):
+        with caplog.at_level(logging.WARNING, logger="service.mongo"):
             uri = m.ensure_running()
         new_port = json.loads(m.state_path.read_text())["port"]
         assert new_port != port

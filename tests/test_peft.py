@@ -22,10 +22,10 @@ import pytest
 
 from modules.base import IncompleteWeightsError, ModelLoadError
 from modules.peft_adapter import PeftTextClassification
-from pipeline import identity as ident
-from pipeline.store import Store
+from core import identity as ident
+from core.store import Store
 from scraper.adapters import attach_local_adapters, folder_state, hub_adapter
-from scraper.hubserver import HubServer
+from tests.hubserver import HubServer
 from tests.fault_repos import DATASET, session_fault_zoo
 from tests.peft_repos import (BARE, BASE, LORA, MISSING_BASE, NO_HEAD, NO_SUCH_BASE, build_peft_zoo,
                               peft_probabilities, plain_probabilities)
@@ -43,7 +43,7 @@ def peft_zoo(fault_zoo, tmp_path_factory):
 
 
 def zooeval(*args: str, env: dict[str, str]) -> str:
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run([sys.executable, "-m", "service.cli", *args], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, f"zooeval {' '.join(args)}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return out.stdout
 
@@ -287,7 +287,7 @@ def test_image_adapter_loads_and_equals_peft(tmp_path, store):
     from transformers import AutoImageProcessor, AutoModelForImageClassification, ViTConfig, ViTForImageClassification, ViTImageProcessor
 
     from modules.peft_adapter import PeftImageClassification
-    from pipeline.demo import model_card
+    from demo.build import model_card
 
     torch.manual_seed(0)
     base_dir, adapter_dir = tmp_path / "org" / "vit", tmp_path / "org" / "vit-lora"

@@ -21,7 +21,7 @@ from perturbations.cache import (
 )
 from perturbations.image import Rotated90
 from perturbations.text import Typos
-from pipeline.data import DataError, LocalDataset, write_dataset
+from core.data import DataError, LocalDataset, write_dataset
 
 
 # --------------------------------------------------------------------------- image perturbations

@@ -23,8 +23,8 @@ import torch
 from modules.base import IncompleteWeightsError, ModelLoadError, UnsafeModelError
 from modules.hf import HFTextClassification
 from modules.setfit import SetFitTextClassification, choose_head, files_to_fetch, head_labels, parse_head
-from pipeline.store import Store
-from scraper.hubserver import HubServer
+from core.store import Store
+from tests.hubserver import HubServer
 from tests.fault_repos import Evil
 from tests.setfit_repos import (DATASET, LABELS, drop_normalize, embed, fit_logistic_regression, load_body, save_lr_head,
                                 session_setfit_zoo, write_pickle_head, write_repo)

@@ -1,5 +1,5 @@
 """timm models: torchvision's real ImageNet MobileNetV2 weights converted to timm's mobilenetv2_100
-(pipeline.imagenet_timm), published as timm Hub repos, scraped from the Hub stand-in and evaluated by
+(demo.imagenet_timm), published as timm Hub repos, scraped from the Hub stand-in and evaluated by
 modules.timm_classification on foolbox's 20 labelled ImageNet images, compared sample by sample with timm run
 directly.
 
@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.demo import IMAGENET_DATASET, _build_imagenet_foolbox, foolbox_imagenet_files
-from pipeline.imagenet_timm import (REPO_NAMES, ConversionError, build_verified_repo, convert_state_dict,
+from demo.build import IMAGENET_DATASET, _build_imagenet_foolbox, foolbox_imagenet_files
+from demo.imagenet_timm import (REPO_NAMES, ConversionError, build_verified_repo, convert_state_dict,
                                     imagenet_synonyms, timm_key, timm_mobilenet_v2, torchvision_mobilenet_v2,
                                     verify_conversion, write_timm_repo)
-from pipeline.store import Store
+from core.store import Store
 
 LABELS, NO_LABELS = REPO_NAMES["labels"], REPO_NAMES["no-labels"]
 UNDECLARED, NO_HEAD = f"{LABELS}-undeclared", f"{LABELS}-nohead"
@@ -89,7 +89,7 @@ def test_converted_timm_model_gives_torchvision_logits(images, timm_net):
 
 
 def test_key_mapping_covers_both_state_dicts_exactly(timm_net):
-    from pipeline.demo import mobilenet_weights_file
+    from demo.build import mobilenet_weights_file
 
     state = torch.load(mobilenet_weights_file(), map_location="cpu", weights_only=True)
     converted = convert_state_dict(state, timm_net)
@@ -107,7 +107,7 @@ def test_key_mapping_covers_both_state_dicts_exactly(timm_net):
 
 
 def test_imagenet_synonyms_follow_timm_synset_order():
-    from pipeline.fiftyone_support import imagenet_class_names
+    from core.fiftyone_support import imagenet_class_names
 
     classes = imagenet_class_names()
     synonyms = imagenet_synonyms(classes)
@@ -196,7 +196,7 @@ def test_local_repo_pickle_weights_only_through_weights_only(hub_root, timm_net,
 
 # -- end to end through the Hub stand-in -----------------------------------------------------------
 def zooeval(*args: str, env: dict[str, str]) -> str:
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run([sys.executable, "-m", "service.cli", *args], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, f"zooeval {' '.join(args)}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return out.stdout
 
@@ -219,8 +219,8 @@ def _stored(store: Store, result: dict) -> tuple[list[str], np.ndarray, np.ndarr
 
 
 def test_timm_repos_from_the_hub_end_to_end(hub_root, images, mongo_uri, db_name, tmp_path, capsys):
-    from pipeline.data import LocalDataset
-    from scraper.hubserver import HubServer
+    from core.data import LocalDataset
+    from tests.hubserver import HubServer
 
     home = tmp_path / "home"
     _build_imagenet_foolbox(home / "datasets" / IMAGENET_DATASET)

@@ -1,7 +1,7 @@
 """Training dataset inferred from a model's label set when it declares none (real mongod)."""
 from __future__ import annotations
 
-from pipeline.store import Store
+from core.store import Store
 from scraper.training_data import infer_missing_training_datasets, infer_training_datasets
 
 

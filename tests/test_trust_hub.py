@@ -19,8 +19,8 @@ import pytest
 import torch
 from pymongo import MongoClient
 
-from pipeline.store import Store
-from scraper.hubserver import HubServer
+from core.store import Store
+from tests.hubserver import HubServer
 from tests.fault_repos import DATASET, build_trust_repos, session_fault_zoo
 
 
@@ -30,7 +30,7 @@ def fault_zoo(tmp_path_factory):
 
 
 def zooeval(*args: str, env: dict[str, str]) -> str:
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run([sys.executable, "-m", "service.cli", *args], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, f"zooeval {' '.join(args)}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return out.stdout
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.fingerprint import chain, fingerprint
+from core.fingerprint import chain, fingerprint
 
 ORIGINAL_VARIANT = {"name": "original", "version": 0, "params": {}, "seed": 0}
 

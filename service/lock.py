@@ -19,7 +19,7 @@ from typing import Any
 
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from pipeline.store import Store, utcnow
+from core.store import Store, utcnow
 
 DEFAULT_TTL = 120.0
 

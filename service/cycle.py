@@ -1,7 +1,7 @@
 """One evaluation cycle as the operator runs it: under the cycle lock, with a log file and a run record.
 
 Used by ``zooeval run``, ``zooeval resume``, ``zooeval demo`` and the scheduler, so every entry point gets
-the same guarantees: two cycles never overlap (pipeline.lock), every run writes
+the same guarantees: two cycles never overlap (service.lock), every run writes
 ``<ZOOEVAL_HOME>/logs/run-<UTC time>.log``, the options of the last cycle are kept so ``zooeval resume``
 repeats them, and a lost lock (expired while the database was unreachable, then taken by another
 process) stops the cycle after the current batch.
@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline.lock import CycleLock, wait_for_lock
-from pipeline.store import Store, utcnow
+from service.lock import CycleLock, wait_for_lock
+from core.store import Store, utcnow
 
 LAST_OPTIONS_ID = "last_run_options"
 
@@ -98,7 +98,7 @@ def build_executor(store: Store, home: Path, options: CycleOptions, echo: Callab
 
 def run_cycle(store: Store, home: Path, options: CycleOptions, echo: Callable[[str], None] = print,
               progress: bool = False, wait_lock: float = 0.0, lock_ttl: float | None = None):
-    """Run one cycle under the lock. Raises pipeline.lock.LockHeld when another cycle runs (after waiting
+    """Run one cycle under the lock. Raises service.lock.LockHeld when another cycle runs (after waiting
     up to ``wait_lock`` seconds). Returns the executor's RunSummary."""
     lock = CycleLock(store, ttl=lock_ttl) if lock_ttl else CycleLock(store)
     wait_for_lock(lock, wait_lock)

@@ -2,7 +2,7 @@
 
 ``zooeval schedule`` registers one job, ``zooeval-cycle``, under a cron expression (default 02:00 every
 night, in the scheduler's local time zone) or a fixed interval. Each firing scrapes the configured
-sources and runs one cycle under the cycle lock (pipeline.lock), so two cycles never overlap, not even
+sources and runs one cycle under the cycle lock (service.lock), so two cycles never overlap, not even
 when two schedulers run by mistake: the second one logs that the lock is held and skips that firing.
 ``max_instances=1`` and ``coalesce=True`` keep a slow cycle from piling up missed firings.
 """
@@ -15,9 +15,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline.cycle import CycleOptions, run_cycle
-from pipeline.lock import LockHeld
-from pipeline.store import Store
+from service.cycle import CycleOptions, run_cycle
+from service.lock import LockHeld
+from core.store import Store
 
 JOB_ID = "zooeval-cycle"
 JOBS_COLLECTION = "scheduler_jobs"
@@ -152,7 +152,7 @@ def serve(store: Store, home: Path, options: CycleOptions, sources: list[dict[st
         while not done.wait(1.0):
             pass
     except KeyboardInterrupt:
-        from pipeline.lock import CycleLock
+        from service.lock import CycleLock
 
         if CycleLock(store).holder() is not None:
             store.request_stop()

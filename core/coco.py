@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.data import DataError, dataset_metadata
+from core.data import DataError, dataset_metadata
 
 EXAMPLES_PER_CLASS = 20
 DEFAULT_IMAGE_DIR = "images"
@@ -281,7 +281,7 @@ class CocoDataset:
 
 def is_coco_dataset(folder: str | os.PathLike) -> bool:
     """True if ``folder/dataset.json`` declares a COCO detection dataset (format "coco" or task
-    "object-detection"), so a registry can choose CocoDataset over pipeline.data.LocalDataset."""
+    "object-detection"), so a registry can choose CocoDataset over core.data.LocalDataset."""
     try:
         meta = json.loads((Path(folder) / "dataset.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):

