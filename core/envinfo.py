@@ -1,11 +1,21 @@
-"""Device choice at run time, and the library versions and hardware recorded with every result."""
+"""Where zooeval keeps its state, the device chosen at run time, and the library versions and hardware
+recorded with every result."""
 from __future__ import annotations
 
 import functools
 import os
 import platform
 from importlib import metadata
+from pathlib import Path
 from typing import Any
+
+def zooeval_home() -> Path:
+    """``$ZOOEVAL_HOME`` or ``~/.zooeval``; created if missing."""
+    env = os.environ.get("ZOOEVAL_HOME")
+    home = Path(os.path.abspath(Path(env).expanduser())) if env else Path.home() / ".zooeval"
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
 
 LIBRARIES = ("zooeval", "torch", "torchvision", "transformers", "numpy", "pymongo", "huggingface-hub", "safetensors")
 

@@ -34,7 +34,7 @@ IMAGENET_DUPLICATES = {134: "crane (bird)", 517: "crane (machine)", 638: "maillo
 def _home(home: str | os.PathLike | None) -> Path:
     if home is not None:
         return Path(home)
-    from service.mongo import zooeval_home
+    from core.envinfo import zooeval_home
 
     return zooeval_home()
 

@@ -1,6 +1,7 @@
 """Task identity. An inference identity is a chained fingerprint of plain data:
 model (source, name, revision) -> module (name, version) + dataset (name, split, revision) + variant
-(name, version, params, seed). A result identity adds the processor (name, version)."""
+(name, version, params, seed). A result identity adds the processor (name, version, and its parameters when it
+takes any)."""
 from __future__ import annotations
 
 from typing import Any
@@ -33,8 +34,12 @@ def inference_id(model_fp: str, work_fp: str) -> str:
     return chain(model_fp, work_fp)
 
 
-def processor_fingerprint(name: str, version: int) -> str:
-    return fingerprint({"processor": {"name": name, "version": version}})
+def processor_fingerprint(name: str, version: int, params: dict[str, Any] | None = None) -> str:
+    """A processor's part of a result identity: name, version and, when it takes any, its parameters."""
+    data: dict[str, Any] = {"name": name, "version": version}
+    if params:
+        data["params"] = params
+    return fingerprint({"processor": data})
 
 
 def result_id(inference: str, processor_fp: str) -> str:

@@ -11,19 +11,30 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Iterable, Iterator
 
-import numpy as np
-from pymongo import ASCENDING, MongoClient, ReplaceOne, UpdateOne
-from pymongo.errors import BulkWriteError, CollectionInvalid, DuplicateKeyError
+from dataclasses import dataclass, field
 
-PREDICTION_CHUNK = 5000
-#: At most this many detections per stored chunk: 100,000 x (4 boxes + score + category) x 8 bytes is about
-#: 4.8 MB, well under MongoDB's 16 MB document limit (an image never spans two chunks).
-DETECTION_CHUNK_DETECTIONS = 100_000
+from pymongo import ASCENDING, InsertOne, MongoClient, ReplaceOne, UpdateOne
+from pymongo.errors import BulkWriteError, CollectionInvalid, DuplicateKeyError, PyMongoError
+
 DUPLICATE_KEY = 11000
 
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
+
+
+#: MongoDB error codes of a server shutting down, stepping down or not (yet) primary
+_RETRYABLE_CODES = {91, 189, 10107, 11600, 11602, 13435, 13436}
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether a store call failed because MongoDB is briefly unreachable (restarting, stepping down), so
+    an idempotent call may be retried."""
+    from pymongo.errors import ConnectionFailure, OperationFailure
+
+    if isinstance(exc, ConnectionFailure):  # AutoReconnect, NotPrimaryError, ServerSelectionTimeoutError, ...
+        return True
+    return isinstance(exc, OperationFailure) and exc.code in _RETRYABLE_CODES
 
 
 _STR = {"bsonType": "string"}
@@ -34,21 +45,15 @@ VALIDATORS: dict[str, dict[str, Any]] = {
     },
     "datasets": {
         "required": ["name", "datatype", "classes", "splits", "revision"],
-        "properties": {"name": _STR, "datatype": {"enum": ["image", "text"]}, "revision": _STR},
+        "properties": {"name": _STR, "task": _STR, "datatype": _STR, "revision": _STR},
     },
     "inferences": {
         "required": ["model_key", "model_revision", "module", "dataset", "split", "variant", "runtime", "n_samples"],
         "properties": {"model_key": _STR, "model_revision": _STR, "n_samples": {"bsonType": ["int", "long"]}},
     },
-    "predictions": {  # classification chunks, or detection chunks (see Store.save_inference)
+    "predictions": {  # chunks in the stored form of their task kind (tasks/*.py encode / decode)
         "required": ["inference_id", "chunk"],
-        "properties": {"inference_id": _STR},
-        "anyOf": [
-            {"required": ["sample_ids", "y_true", "topk_labels", "topk_scores"]},
-            {"required": ["kind", "image_ids", "counts", "boxes", "scores", "category_ids"],
-             "properties": {"kind": {"enum": ["detection"]}, "boxes": {"bsonType": "binData"},
-                            "scores": {"bsonType": "binData"}, "category_ids": {"bsonType": "binData"}}},
-        ],
+        "properties": {"inference_id": _STR, "chunk": {"bsonType": ["int", "long"]}},
     },
     "results": {
         "required": [
@@ -63,7 +68,7 @@ VALIDATORS: dict[str, dict[str, Any]] = {
             "error_class": {
                 "enum": [
                     "model_load", "incompatible_library", "unknown_labels", "inference_error", "timeout",
-                    "out_of_memory", "data_error", "unsafe_model", "incomplete_weights",
+                    "out_of_memory", "data_error", "unsafe_model", "incomplete_weights", "processor_error",
                 ]
             }
         },
@@ -79,6 +84,30 @@ INDEXES: dict[str, list[list[tuple[str, int]]]] = {
     "failures": [[("model_key", 1)], [("error_class", 1)]],
     "runs": [[("started_at", -1)]],
 }
+
+
+SPARSE_INDEXES = {"models": [[("details_pending", 1)], [("access", 1)]]}
+
+
+@dataclass
+class Update:
+    """A change to the documents ``filter`` selects: fields to set, to unset and to increment, and (with
+    ``upsert``) the fields a new document gets."""
+
+    filter: dict[str, Any]
+    set: dict[str, Any] = field(default_factory=dict)
+    unset: list[str] = field(default_factory=list)
+    inc: dict[str, Any] = field(default_factory=dict)
+    set_on_insert: dict[str, Any] = field(default_factory=dict)
+    upsert: bool = False
+
+    def operation(self) -> UpdateOne:
+        doc: dict[str, Any] = {}
+        for op, value in (("$set", self.set), ("$unset", {k: "" for k in self.unset}), ("$inc", self.inc),
+                          ("$setOnInsert", self.set_on_insert)):
+            if value:
+                doc[op] = value
+        return UpdateOne(self.filter, doc, upsert=self.upsert)
 
 
 class Store:
@@ -107,6 +136,8 @@ class Store:
         for name, indexes in INDEXES.items():
             for keys in indexes:
                 self.db[name].create_index(keys)
+        for keys in SPARSE_INDEXES["models"]:  # only the few models in such a state carry the field
+            self.db.models.create_index(keys, sparse=True)
 
     def close(self) -> None:
         self.client.close()
@@ -140,10 +171,40 @@ class Store:
         )
         return res.modified_count
 
-    def iter_models(self, query: dict[str, Any] | None = None, projection: dict | None = None) -> Iterator[dict]:
+    def iter_models(self, query: dict[str, Any] | None = None, projection: dict | None = None,
+                    limit: int | None = None) -> Iterator[dict]:
+        """The active models matching ``query``, by id."""
         q = {"status": "active"}
         q.update(query or {})
-        return self.db.models.find(q, projection).sort("_id", ASCENDING)
+        cursor = self.db.models.find(q, projection).sort("_id", ASCENDING)
+        return cursor.limit(limit) if limit else cursor
+
+    def find_models(self, query: dict[str, Any], projection: dict | None = None,
+                    sort: list[tuple[str, int]] | None = None) -> list[dict[str, Any]]:
+        """Models of any status matching ``query`` (a MongoDB filter), optionally sorted."""
+        cursor = self.db.models.find(query, projection)
+        return list(cursor.sort(sort) if sort else cursor)
+
+    def update_models(self, updates: list[Update]) -> None:
+        """Apply many model updates at once (unordered)."""
+        if updates:
+            self.db.models.bulk_write([u.operation() for u in updates], ordered=False)
+
+    def update_models_where(self, query: dict[str, Any], fields: dict[str, Any]) -> int:
+        """Set ``fields`` on every model ``query`` selects; returns how many changed."""
+        return self.db.models.update_many(query, {"$set": fields}).modified_count
+
+    def insert_new_models(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Insert models believed new (faster than upserts); returns those another writer inserted meanwhile."""
+        if not docs:
+            return []
+        try:
+            self.db.models.bulk_write([InsertOne(d) for d in docs], ordered=False)
+        except BulkWriteError as exc:
+            if any(e["code"] != DUPLICATE_KEY for e in exc.details["writeErrors"]):
+                raise
+            return [docs[e["index"]] for e in exc.details["writeErrors"]]
+        return []
 
     def get_model(self, key_or_name: str) -> dict[str, Any] | None:
         doc = self.db.models.find_one({"_id": key_or_name})
@@ -178,55 +239,29 @@ class Store:
             found.update(d["_id"] for d in coll.find({"_id": {"$in": part}}, {"_id": 1}))
         return found
 
-    def parked_failures(self, ids: list[str], max_attempts: int) -> set[str]:
+    def blocked_failures(self, ids: list[str], max_attempts: int, chunk: int = 20000) -> set[str]:
+        """Which of the tasks ``ids`` are not to be tried now: failed for good (``permanent``), at least
+        ``max_attempts`` times, or recently (before their ``retry_after``)."""
+        now = utcnow()
         found: set[str] = set()
-        for start in range(0, len(ids), 20000):
-            part = ids[start : start + 20000]
-            found.update(
-                d["_id"] for d in self.db.failures.find({"_id": {"$in": part}, "attempts": {"$gte": max_attempts}}, {"_id": 1})
-            )
+        for start in range(0, len(ids), chunk):
+            part = ids[start : start + chunk]
+            query = {"_id": {"$in": part}, "$or": [{"permanent": True}, {"attempts": {"$gte": max_attempts}},
+                                                    {"retry_after": {"$gt": now}}]}
+            found.update(d["_id"] for d in self.db.failures.find(query, {"_id": 1}))
         return found
 
     # -- predictions ----------------------------------------------------------------------------
-    def save_inference(self, inference_id: str, doc: dict[str, Any], preds: dict[str, np.ndarray | list]) -> None:
-        """Store per-sample predictions (chunked), then the inference record that marks them complete.
+    def save_inference(self, inference_id: str, doc: dict[str, Any], chunks: list[dict[str, Any]]) -> None:
+        """Store an inference's prediction chunks (their content is the task kind's stored form), then the
+        inference record that marks them complete.
 
-        Both writes are idempotent replaces keyed by id; a crash between them leaves no inference
-        record, so the task is simply run again and overwrites the same chunks.
-
-        Classification ``preds``: sample_ids, y_true, topk_labels, topk_scores (one row per sample).
-        Detection ``preds`` (recognised by ``image_ids``): image_ids and counts (detections per image), and
-        the detections of all images concatenated in image order: boxes (D, 4) xywh pixels, scores (D,),
-        category_ids (D,). Each chunk holds whole images (at most PREDICTION_CHUNK images and
-        DETECTION_CHUNK_DETECTIONS detections) with kind "detection" and the arrays as little-endian
-        binary (float64 boxes and scores, int64 category ids); ``iter_detections`` decodes them.
-        """
-        if "image_ids" in preds:
-            ops = _detection_chunk_ops(inference_id, preds)
-            self._save_chunks(inference_id, doc, ops)
-            return
-        n = len(preds["sample_ids"])
-        ops = []
-        for c, start in enumerate(range(0, max(n, 1), PREDICTION_CHUNK)):
-            sl = slice(start, start + PREDICTION_CHUNK)
-            ops.append(
-                ReplaceOne(
-                    {"_id": f"{inference_id}:{c:06d}"},
-                    {
-                        "inference_id": inference_id,
-                        "chunk": c,
-                        "sample_ids": list(preds["sample_ids"][sl]),
-                        "y_true": np.asarray(preds["y_true"][sl]).astype(int).tolist(),
-                        "topk_labels": np.asarray(preds["topk_labels"][sl]).astype(int).tolist(),
-                        "topk_scores": np.asarray(preds["topk_scores"][sl]).astype(float).tolist(),
-                    },
-                    upsert=True,
-                )
-            )
-        self._save_chunks(inference_id, doc, ops)
-
-    def _save_chunks(self, inference_id: str, doc: dict[str, Any], ops: list[ReplaceOne]) -> None:
-        self.db.predictions.bulk_write(ops, ordered=True)
+        Both writes are idempotent replaces keyed by id (``<inference id>:<chunk number>``); a crash between
+        them leaves no inference record, so the task is simply run again and overwrites the same chunks."""
+        ops = [ReplaceOne({"_id": f"{inference_id}:{c:06d}"}, {**chunk, "inference_id": inference_id, "chunk": c}, upsert=True)
+               for c, chunk in enumerate(chunks)]
+        if ops:
+            self.db.predictions.bulk_write(ops, ordered=True)
         self.db.predictions.delete_many({"inference_id": inference_id, "chunk": {"$gte": len(ops)}})
         self.db.inferences.replace_one(
             {"_id": inference_id}, {**doc, "_id": inference_id, "n_chunks": len(ops), "created_at": utcnow()}, upsert=True
@@ -236,14 +271,8 @@ class Store:
         return self.db.inferences.find_one({"_id": inference_id})
 
     def iter_predictions(self, inference_id: str) -> Iterator[dict[str, Any]]:
+        """An inference's stored chunks, in order (the task kind decodes them)."""
         return self.db.predictions.find({"inference_id": inference_id}).sort("chunk", ASCENDING)
-
-    def iter_detections(self, inference_id: str) -> Iterator[dict[str, Any]]:
-        """The stored detections of an inference, one dict per image in stored order: ``image_id``,
-        ``boxes`` (k, 4) float64 xywh, ``scores`` (k,) float64, ``labels`` (k,) int64 category ids (the
-        shape pipeline.detection_runner.run_detection returns)."""
-        for chunk in self.iter_predictions(inference_id):
-            yield from decode_detection_chunk(chunk)
 
     # -- results --------------------------------------------------------------------------------
     def insert_result(self, result_id: str, doc: dict[str, Any]) -> bool:
@@ -254,6 +283,26 @@ class Store:
         except DuplicateKeyError:
             return False
 
+    def result_model_keys(self, query: dict[str, Any] | None = None) -> list[str]:
+        """The models with at least one result matching ``query``."""
+        return self.db.results.distinct("model_key", query or {})
+
+    def count_by_model(self, collection: str) -> dict[str, int]:
+        """Documents per model in ``collection`` ("results" or "failures")."""
+        return {d["_id"]: d["n"] for d in self.db[collection].aggregate([{"$group": {"_id": "$model_key", "n": {"$sum": 1}}}])}
+
+    def run_progress(self, run_id: str, field: str) -> tuple[dict[str, int], dict[str, int]]:
+        """Of one run, per value of ``field`` (model_key or dataset): the tasks done (with a result) and failed."""
+        done = {d["_id"]: d["n"] for d in self.db.results.aggregate([
+            {"$match": {"run_id": run_id}},
+            {"$group": {"_id": {"k": f"${field}", "i": "$inference_id"}}},
+            {"$group": {"_id": "$_id.k", "n": {"$sum": 1}}},
+        ])}
+        failed = {d["_id"]: d["n"] for d in self.db.failures.aggregate([
+            {"$match": {"run_id": run_id}}, {"$group": {"_id": f"${field}", "n": {"$sum": 1}}},
+        ])}
+        return done, failed
+
     def results_for_model(self, model_key: str) -> list[dict[str, Any]]:
         return self.latest_results({"model_key": model_key})
 
@@ -261,7 +310,7 @@ class Store:
         """The newest result of each (model, module, dataset, split, variant, processor): what tables and
         exports show. Results of older revisions or processor versions stay stored, superseded, and a result
         not yet re-scored after a version bump is shown until its successor exists."""
-        key = {k: f"${k}" for k in ("model_key", "module", "dataset", "split", "variant", "processor")}
+        key = {k: f"${k}" for k in ("model_key", "module", "dataset", "split", "variant", "processor", "processor_spec")}
         pipeline = [{"$match": query or {}}, {"$sort": {"created_at": -1, "_id": 1}},
                     {"$group": {"_id": key, "doc": {"$first": "$$ROOT"}}}, {"$replaceRoot": {"newRoot": "$doc"}},
                     {"$sort": {"model_name": 1, "dataset": 1, "split": 1, "variant": 1, "processor": 1}}]
@@ -285,8 +334,20 @@ class Store:
     def clear_failure(self, failure_id: str) -> None:
         self.db.failures.delete_one({"_id": failure_id})
 
+    def failure_attempts(self, failure_id: str) -> int:
+        """How often the task has failed so far (0: never, or it succeeded since)."""
+        doc = self.db.failures.find_one({"_id": failure_id}, {"attempts": 1}) or {}
+        return int(doc.get("attempts") or 0)
+
+    def failures(self, query: dict[str, Any] | None = None, projection: dict | None = None) -> list[dict[str, Any]]:
+        return list(self.db.failures.find(query or {}, projection))
+
     def start_run(self, run_id: str, doc: dict[str, Any]) -> None:
-        self.db.runs.insert_one({**doc, "_id": run_id, "started_at": utcnow(), "status": "running"})
+        """Record a run once (a retry after an insert whose acknowledgement was lost finds it there)."""
+        try:
+            self.db.runs.insert_one({**doc, "_id": run_id, "started_at": utcnow(), "status": "running"})
+        except DuplicateKeyError:
+            pass
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         self.db.runs.update_one({"_id": run_id}, {"$set": fields})
@@ -296,6 +357,68 @@ class Store:
 
     def last_run(self) -> dict[str, Any] | None:
         return self.db.runs.find_one(sort=[("started_at", -1)])
+
+    # -- datasets' examples, sync state, saved options ---------------------------------------------
+    def dataset_examples(self, dataset: str) -> list[dict[str, Any]]:
+        return list(self.db.dataset_examples.find({"dataset": dataset}))
+
+    def sync_state(self, state_id: str) -> dict[str, Any]:
+        """What a zoo sync remembers between runs (its watermark, ...), or {}."""
+        return self.db.sync_state.find_one({"_id": state_id}) or {}
+
+    def save_sync_state(self, state_id: str, doc: dict[str, Any]) -> None:
+        self.db.sync_state.replace_one({"_id": state_id}, doc, upsert=True)
+
+    def save_control(self, control_id: str, doc: dict[str, Any]) -> None:
+        """A small named document of the service's own (e.g. the options of the last cycle)."""
+        self.db.control.replace_one({"_id": control_id}, {**doc, "_id": control_id, "saved_at": utcnow()}, upsert=True)
+
+    def load_control(self, control_id: str) -> dict[str, Any] | None:
+        return self.db.control.find_one({"_id": control_id})
+
+    # -- the cycle lock ---------------------------------------------------------------------------
+    def lock_acquire(self, name: str, token: str, fields: dict[str, Any]) -> bool:
+        """Take the lock ``name`` for ``token`` if it is free, expired or already ours; False when held."""
+        try:
+            self.db.locks.find_one_and_update(
+                {"_id": name, "$or": [{"expires_at": {"$lte": utcnow()}}, {"holder": token}]},
+                {"$set": {**fields, "holder": token}}, upsert=True)
+            return True
+        except DuplicateKeyError:
+            return False
+
+    def lock_holder(self, name: str) -> dict[str, Any] | None:
+        return self.db.locks.find_one({"_id": name})
+
+    def lock_take_over(self, name: str, old_token: str | None, token: str, fields: dict[str, Any]) -> bool:
+        """Take the lock from the holder ``old_token`` (atomically: only one taker wins)."""
+        res = self.db.locks.update_one({"_id": name, "holder": old_token}, {"$set": {**fields, "holder": token}})
+        return res.modified_count == 1
+
+    def lock_renew(self, name: str, token: str, expires_at: dt.datetime) -> bool | None:
+        """Extend our lock; False when it is no longer ours, None when MongoDB could not be asked."""
+        try:
+            res = self.db.locks.update_one({"_id": name, "holder": token}, {"$set": {"expires_at": expires_at}})
+        except PyMongoError:
+            return None
+        return res.matched_count == 1
+
+    def lock_release(self, name: str, token: str) -> None:
+        try:
+            self.db.locks.delete_one({"_id": name, "holder": token})
+        except PyMongoError:
+            pass  # it expires by itself
+
+    # -- the scheduler's job store ----------------------------------------------------------------
+    def scheduler_jobstore(self, collection: str):
+        """An APScheduler job store in this database, with its own client (the job store closes it)."""
+        from apscheduler.jobstores.mongodb import MongoDBJobStore
+
+        client = MongoClient(self.uri, tz_aware=True, serverSelectionTimeoutMS=15000)
+        return MongoDBJobStore(database=self.db_name, collection=collection, client=client)
+
+    def scheduler_job(self, collection: str, job_id: str) -> dict[str, Any] | None:
+        return self.db[collection].find_one({"_id": job_id}, {"next_run_time": 1})
 
     # -- graceful stop --------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -312,55 +435,4 @@ class Store:
         return self.db.control.find_one(q, {"_id": 1}) is not None
 
 
-def _detection_chunk_ops(inference_id: str, preds: dict[str, Any]) -> list[ReplaceOne]:
-    image_ids = list(preds["image_ids"])
-    counts = np.asarray(preds["counts"], dtype=np.int64).reshape(-1)
-    boxes = np.asarray(preds["boxes"], dtype="<f8").reshape(-1, 4)
-    scores = np.asarray(preds["scores"], dtype="<f8").reshape(-1)
-    cats = np.asarray(preds["category_ids"], dtype="<i8").reshape(-1)
-    if len(counts) != len(image_ids) or not (int(counts.sum()) == len(boxes) == len(scores) == len(cats)):
-        raise ValueError(f"detection predictions of {inference_id}: {len(image_ids)} images, {len(counts)} counts "
-                         f"summing to {int(counts.sum())}, {len(boxes)} boxes, {len(scores)} scores, {len(cats)} categories")
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    ops, start = [], 0
-    while True:
-        end = start
-        while end < len(image_ids) and (end == start or (end - start < PREDICTION_CHUNK
-                                                         and offsets[end + 1] - offsets[start] <= DETECTION_CHUNK_DETECTIONS)):
-            end += 1
-        a, b = int(offsets[start]), int(offsets[end])
-        ops.append(ReplaceOne(
-            {"_id": f"{inference_id}:{len(ops):06d}"},
-            {
-                "inference_id": inference_id,
-                "chunk": len(ops),
-                "kind": "detection",
-                "image_ids": [i.item() if isinstance(i, np.generic) else i for i in image_ids[start:end]],
-                "counts": counts[start:end].tolist(),
-                "boxes": boxes[a:b].tobytes(),
-                "scores": scores[a:b].tobytes(),
-                "category_ids": cats[a:b].tobytes(),
-            },
-            upsert=True,
-        ))
-        if end >= len(image_ids):
-            return ops
-        start = end
-
-
-def decode_detection_chunk(chunk: dict[str, Any]) -> list[dict[str, Any]]:
-    """One stored detection chunk as per-image prediction dicts (see Store.iter_detections)."""
-    if chunk.get("kind") != "detection":
-        raise ValueError(f"prediction chunk {chunk.get('_id')!r} is not a detection chunk")
-    boxes = np.frombuffer(chunk["boxes"], dtype="<f8").reshape(-1, 4).astype(np.float64)
-    scores = np.frombuffer(chunk["scores"], dtype="<f8").astype(np.float64)
-    cats = np.frombuffer(chunk["category_ids"], dtype="<i8").astype(np.int64)
-    out, at = [], 0
-    for image_id, k in zip(chunk["image_ids"], chunk["counts"]):
-        out.append({"image_id": image_id, "boxes": boxes[at : at + k], "scores": scores[at : at + k],
-                    "labels": cats[at : at + k]})
-        at += k
-    return out
-
-
-__all__ = ["Store", "decode_detection_chunk", "DETECTION_CHUNK_DETECTIONS", "BulkWriteError", "DUPLICATE_KEY", "PREDICTION_CHUNK", "utcnow"]
+__all__ = ["Store", "Update", "DUPLICATE_KEY", "database_unavailable", "utcnow"]

@@ -82,7 +82,7 @@ FACES_META = {
     "supported_variants": ["greyscale", "flipped", "mirrored", "inverted", "rotated90"],
     "synonyms": {"faces": "face", "human face": "face"},
     "categories": [{"id": 1, "name": "face", "supercategory": "person"}],
-    # detection module kinds beyond the default ones (modules.catalog): a face set gets the face detector
+    # detection module kinds beyond the default ones (pipeline.catalog): a face set gets the face detector
     "modules": ["mtcnn-face-detection"],
 }
 

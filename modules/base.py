@@ -38,6 +38,12 @@ class IncompatibleLibraryError(ModelLoadError):
     permanent = True
 
 
+class InferenceError(Exception):
+    """The model's outputs cannot be used (NaN or infinite, the wrong shape, labels it does not have)."""
+
+    error_class = "inference_error"
+
+
 @dataclass
 class LoadedModel:
     """What a module's load() returns: the framework objects plus the model's label names."""
@@ -60,14 +66,19 @@ class EvaluationModule(ABC):
     kind: ClassVar[str]  # e.g. "hf-text-classification"
     version: ClassVar[int] = 1
     sources: ClassVar[tuple[str, ...]]
-    task: ClassVar[str]
+    task: ClassVar[str]  # the task kind whose datasets it evaluates (tasks.base.TASKS)
     datatype: ClassVar[str]
+    #: the model tasks (the Hub's pipeline_tag) it takes, when they are not its own task's name (a pair
+    #: classifier is a "text-classification" model on the Hub)
+    model_tasks: ClassVar[tuple[str, ...]] = ()
+    #: given to every dataset of its task by the catalogue (False: only to datasets that name it)
+    default: ClassVar[bool] = True
 
     def __init__(
         self,
         dataset: str,
         split: str = "test",
-        processors: tuple[str, ...] = ("classification",),
+        processors: tuple[str, ...] = (),
         variants: tuple[str, ...] = ("original",),
         seed: int = 0,
     ) -> None:
@@ -87,7 +98,7 @@ class EvaluationModule(ABC):
     def accepts(self, model: dict[str, Any], datasets: dict[str, dict[str, Any]]) -> bool:
         """Source and task match, and the model was trained on this dataset or a compatible one (as declared,
         or, when it declares none, as inferred from its label set by scraper.training_data)."""
-        if model.get("source") not in self.sources or model.get("task") != self.task:
+        if model.get("source") not in self.sources or model.get("task") not in (self.model_tasks or (self.task,)):
             return False
         trained = {dataset_key(d) for d in (model.get("datasets") or model.get("inferred_datasets") or [])}
         if dataset_key(self.dataset) in trained:
@@ -117,4 +128,11 @@ class EvaluationModule(ABC):
         """Logits (n, n_model_labels) for a prepared batch already on the device."""
 
 
-MODULES: Registry[EvaluationModule] = Registry("evaluation module")
+MODULES: Registry[type[EvaluationModule]] = Registry("evaluation module", "zooeval.modules")
+
+
+def register_module(cls: type[EvaluationModule]) -> type[EvaluationModule]:
+    """Class decorator: add a module class to the registry under its kind (pipeline.catalog then gives it to
+    every registered dataset of its task, or, when it is not ``default``, to datasets that name it)."""
+    MODULES.register(cls.kind, cls)
+    return cls

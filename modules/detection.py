@@ -19,30 +19,20 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from modules.base import EvaluationModule, LoadedModel, ModelLoadError, UnsafeModelError
+from modules.base import EvaluationModule, LoadedModel, ModelLoadError, UnsafeModelError, register_module
 from modules.formats import TRANSFORMERS, model_format
 from modules.hf import id2label_of, load_transformers
-from pipeline.inference import InferenceError
-from core.labels import normalise
+from modules.base import InferenceError
 
 SCORE_THRESHOLD = 0.001
 NMS_IOU = 0.65
 MAX_DETECTIONS = 100
-
-#: Model labels that name no class (COCO's gaps "N/A", the background class); never mapped, always dropped.
-PLACEHOLDER_LABEL = re.compile(r"^(n a|na|background|no object|unlabeled|unlabelled)( \d+)?$")
-
-
-def is_placeholder_label(label: str) -> bool:
-    return bool(PLACEHOLDER_LABEL.match(normalise(label)))
-
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
@@ -59,7 +49,7 @@ class DetectionModule(EvaluationModule):
         self,
         dataset: str,
         split: str = "test",
-        processors: tuple[str, ...] = ("detection",),
+        processors: tuple[str, ...] = (),
         variants: tuple[str, ...] = ("original",),
         seed: int = 0,
         score_threshold: float = SCORE_THRESHOLD,
@@ -94,6 +84,7 @@ class DetectionModule(EvaluationModule):
 
 
 # ---------------------------------------------------------------------------------------------- Hugging Face
+@register_module
 class HFObjectDetection(DetectionModule):
     """``AutoModelForObjectDetection`` + ``AutoImageProcessor`` (DETR, YOLOS, Conditional/Deformable DETR,
     RT-DETR, ...); boxes from the processor's ``post_process_object_detection`` with the original sizes."""
@@ -192,6 +183,7 @@ def load_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
     return obj
 
 
+@register_module
 class TorchvisionDetection(DetectionModule):
     """A torchvision detection architecture (``torchvision.models.get_model``) with weights from a local
     state dict. The model document names ``config.architecture`` (e.g. "fasterrcnn_resnet50_fpn"),
@@ -323,6 +315,7 @@ def mtcnn_model_doc() -> dict[str, Any]:
     }
 
 
+@register_module
 class MTCNNFaceDetection(DetectionModule):
     """facenet-pytorch's MTCNN (Zhang et al. 2016), weights pnet/rnet/onet.pt loaded with
     ``weights_only=True`` from the model's ``path`` (default: the installed wheel). One label, "face";
@@ -330,6 +323,7 @@ class MTCNNFaceDetection(DetectionModule):
     faces datasets here are 64 px and larger; smaller faces would need a lower value (and more time)."""
 
     kind = "mtcnn-face-detection"
+    default = False  # MTCNN detects only faces: it runs where a dataset names it (dataset.json "modules")
     version = 1
     sources = ("pypi", "local")
 
@@ -401,6 +395,7 @@ def detections_from_fiftyone(detections: Any, width: int, height: int, label2id:
     }
 
 
+@register_module
 class FiftyOneDetection(DetectionModule):
     """A FiftyOne zoo detector (``fiftyone.zoo.load_zoo_model(name)``) run through FiftyOne's own
     ``predict_all``; its ``Detections`` are converted to absolute boxes. Weights must already be on disk
@@ -446,4 +441,4 @@ class FiftyOneDetection(DetectionModule):
         return out
 
 
-MODULE_KINDS = {cls.kind: cls for cls in (HFObjectDetection, TorchvisionDetection, MTCNNFaceDetection, FiftyOneDetection)}
+

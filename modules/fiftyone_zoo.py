@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from modules.base import EvaluationModule, LoadedModel, ModelLoadError
+from modules.base import EvaluationModule, LoadedModel, ModelLoadError, register_module
 from core.fiftyone_support import fiftyone_zoo, manifest_revision, unique_labels
 
 DOWNLOAD_ENV = "ZOOEVAL_FIFTYONE_DOWNLOAD"
@@ -105,6 +105,7 @@ def load_fiftyone_model(model: dict[str, Any], device: str, what: str = "model",
         raise ModelLoadError(f"cannot load FiftyOne model {name!r}: {type(exc).__name__}: {msg}"[:1500]) from exc
 
 
+@register_module
 class FiftyOneImageClassification(EvaluationModule):
     kind = "fiftyone-image-classification"
     version = 1

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from modules.base import (EvaluationModule, IncompatibleLibraryError, IncompleteWeightsError, LoadedModel,
-                          ModelLoadError, UnsafeModelError)
+                          ModelLoadError, UnsafeModelError, register_module)
 from modules.formats import TRANSFORMERS, model_format
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -215,6 +215,7 @@ class _HFClassification(EvaluationModule):
         return out.logits
 
 
+@register_module
 class HFImageClassification(_HFClassification):
     kind = "hf-image-classification"
     task = "image-classification"
@@ -226,6 +227,7 @@ class HFImageClassification(_HFClassification):
         return dict(loaded.preprocessor(images=inputs, return_tensors="pt"))
 
 
+@register_module
 class HFTextClassification(_HFClassification):
     kind = "hf-text-classification"
     task = "text-classification"
@@ -240,4 +242,4 @@ class HFTextClassification(_HFClassification):
         )
 
 
-MODULE_KINDS = {cls.kind: cls for cls in (HFImageClassification, HFTextClassification)}
+

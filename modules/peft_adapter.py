@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
-from modules.base import EvaluationModule, IncompleteWeightsError, LoadedModel, ModelLoadError, UnsafeModelError
+from modules.base import EvaluationModule, IncompleteWeightsError, LoadedModel, ModelLoadError, UnsafeModelError, register_module
 from modules.formats import PEFT, model_format
 from modules.hf import (
     HFImageClassification,
@@ -225,6 +225,7 @@ class _PeftClassification:
                                  f"{_first_line(exc)}") from exc
 
 
+@register_module
 class PeftTextClassification(_PeftClassification, HFTextClassification):
     kind = "peft-text-classification"
     auto_model = "AutoModelForSequenceClassification"
@@ -232,6 +233,7 @@ class PeftTextClassification(_PeftClassification, HFTextClassification):
     task_types = ("SEQ_CLS", None)
 
 
+@register_module
 class PeftImageClassification(_PeftClassification, HFImageClassification):
     kind = "peft-image-classification"
     auto_model = "AutoModelForImageClassification"
@@ -239,4 +241,4 @@ class PeftImageClassification(_PeftClassification, HFImageClassification):
     task_types = (None,)  # peft has no image task type: image classification adapters declare none
 
 
-MODULE_KINDS = {cls.kind: cls for cls in (PeftTextClassification, PeftImageClassification)}
+

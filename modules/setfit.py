@@ -42,7 +42,7 @@ from typing import Any
 import torch
 
 from modules.base import (EvaluationModule, IncompatibleLibraryError, IncompleteWeightsError, LoadedModel,
-                          ModelLoadError, UnsafeModelError)
+                          ModelLoadError, UnsafeModelError, register_module)
 from modules.formats import SETFIT, model_format
 from modules.hf import (FOREIGN_WEIGHTS, PICKLE_SUFFIXES, PICKLE_WEIGHTS, SAFE_TORCH_LOAD, torch_version,
                         check_complete, check_local_config, check_pickle_weights)
@@ -405,6 +405,7 @@ def embedding_dim(body: Any) -> int | None:
 
 
 # -- the module -----------------------------------------------------------------------------------
+@register_module
 class SetFitTextClassification(EvaluationModule):
     """SetFit repos (sentence-transformers body + safe head) on text classification datasets."""
 

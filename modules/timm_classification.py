@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from modules.base import (EvaluationModule, IncompatibleLibraryError, IncompleteWeightsError, LoadedModel,
-                          ModelLoadError, UnsafeModelError)
+                          ModelLoadError, UnsafeModelError, register_module)
 from modules.formats import TIMM, model_format
 from modules.hf import check_pickle_weights, check_safe, model_location
 
@@ -72,6 +72,7 @@ def timm_labels(config: dict[str, Any], num_classes: int) -> dict[int, str]:
     return {i: str(by_index.get(i, f"LABEL_{i}")) for i in range(num_classes)}
 
 
+@register_module
 class TimmImageClassification(EvaluationModule):
     kind = "timm-image-classification"
     version = 1

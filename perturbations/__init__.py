@@ -1,7 +1,6 @@
 """Named, versioned, deterministic dataset transforms and the on-disk variant cache."""
 from __future__ import annotations
 
-from perturbations import corruptions, image, text  # noqa: F401  (registers every perturbation)
 from perturbations.base import PERTURBATIONS, Perturbation, register_perturbation
 
 #: Pseudo-variant name for the unperturbed dataset. It is not a registered Perturbation;
@@ -23,6 +22,13 @@ def get_perturbation(name: str) -> Perturbation | None:
 def variant_names() -> list[str]:
     """Every variant name: "original" followed by the registered perturbations."""
     return [ORIGINAL, *PERTURBATIONS.names()]
+
+
+def load_all() -> None:
+    """Register every perturbation of this package (the ``zooeval.perturbations`` entry point of zooeval)."""
+    from core.registry import import_submodules
+
+    import_submodules(__name__)
 
 
 __all__ = ["ORIGINAL", "PERTURBATIONS", "Perturbation", "get_perturbation", "register_perturbation", "variant_names"]

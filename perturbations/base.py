@@ -41,7 +41,7 @@ class Perturbation(ABC):
         return self.transform(inpt, self.make_params(rng, inpt))
 
 
-PERTURBATIONS: Registry[Perturbation] = Registry("perturbation")
+PERTURBATIONS: Registry[Perturbation] = Registry("perturbation", "zooeval.perturbations")
 
 
 def register_perturbation(p: Perturbation, name: str | None = None) -> Perturbation:

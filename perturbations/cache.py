@@ -94,32 +94,42 @@ def _variant_meta(meta: dict[str, Any], perturbation: Perturbation, seed: int, d
     return out
 
 
+#: The fields of a LocalDataset row each kind of perturbation changes: an image file, or every text of the row
+#: (a sentence pair has two).
+PERTURBED_FIELDS = {"image": ("file",), "text": ("text", "text_pair")}
+
+
+def _perturb_row(dataset: LocalDataset, row: dict[str, Any], perturbation: Perturbation, seed: int, index: int,
+                 out: Path, split: str) -> dict[str, Any]:
+    """A row with its image (written as PNG under ``out``) or its texts perturbed (sample ``index`` of its split)."""
+    new_row = dict(row)
+    if perturbation.datatype == "image":
+        result = perturbation(dataset.load_image(row), seed, index=index)
+        rel = f"images/{_safe(split)}/{index:06d}.png"
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (result if result.mode == "RGB" else result.convert("RGB")).save(out / rel, format="PNG")
+        new_row["file"] = rel
+        return new_row
+    for key in PERTURBED_FIELDS["text"]:
+        if key in row:
+            result = perturbation(row[key], seed, index=index)
+            if not isinstance(result, str):
+                raise TypeError(f"text perturbation {perturbation.name!r} returned {type(result).__name__}")
+            new_row[key] = result
+    return new_row
+
+
 def _build(dataset: LocalDataset, dataset_revision: str, perturbation: Perturbation, seed: int,
            out: Path, progress: Progress | None) -> None:
     """Write the whole variant into ``out`` (an empty folder), marker last."""
-    is_image = dataset.datatype != "text"
     all_rows = {split: dataset.rows(split) for split in dataset.splits}
     total = sum(len(r) for r in all_rows.values())
     done = 0
     new_splits: dict[str, list[dict[str, Any]]] = {}
     for split, rows in all_rows.items():
         new_rows = []
-        if is_image:
-            (out / "images" / _safe(split)).mkdir(parents=True, exist_ok=True)
         for i, row in enumerate(rows):
-            result = perturbation(dataset.load_input(row), seed, index=i)
-            new_row = dict(row)
-            if is_image:
-                rel = f"images/{_safe(split)}/{i:06d}.png"
-                if result.mode != "RGB":
-                    result = result.convert("RGB")
-                result.save(out / rel, format="PNG")
-                new_row["file"] = rel
-            else:
-                if not isinstance(result, str):
-                    raise TypeError(f"text perturbation {perturbation.name!r} returned {type(result).__name__}")
-                new_row["text"] = result
-            new_rows.append(new_row)
+            new_rows.append(_perturb_row(dataset, row, perturbation, seed, i, out, split))
             done += 1
             if progress is not None:
                 progress(done, total)
@@ -132,17 +142,20 @@ def ensure_variant(dataset: LocalDataset, dataset_revision: str, perturbation: P
                    seed: int, cache_root: str | os.PathLike, progress: Progress | None = None) -> LocalDataset:
     """The variant of every split of ``dataset`` under ``perturbation`` and ``seed``, built at most once.
 
-    Sample i of a split (its position in the split) gets ``perturbation(input, seed, index=i)``. The
+    Sample i of a split (its position in the split) gets ``perturbation(input, seed, index=i)``: an image
+    perturbation changes the row's image, a text one every text of the row (PERTURBED_FIELDS). The
     pseudo-variant "original" (``None`` or the string "original") returns ``dataset`` unchanged.
 
-    Raises ValueError when the perturbation's datatype does not match the dataset's, and lets
+    Raises ValueError when the dataset's rows have nothing the perturbation changes, and lets
     core.data.DataError from unreadable source files propagate (no complete variant is left behind).
     """
     if _is_original(perturbation):
         return dataset
     if not isinstance(perturbation, Perturbation):
         raise TypeError(f"expected a Perturbation, None or {ORIGINAL!r}, got {perturbation!r}")
-    if perturbation.datatype != dataset.datatype:
+    fields = PERTURBED_FIELDS.get(perturbation.datatype, ())
+    first = next((rows[0] for rows in (dataset.rows(s) for s in dataset.splits) if rows), {})
+    if not any(f in first for f in fields):
         raise ValueError(
             f"perturbation {perturbation.name!r} works on {perturbation.datatype} data but dataset "
             f"{dataset.name!r} holds {dataset.datatype} data"

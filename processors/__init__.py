@@ -1,4 +1,8 @@
 """Reusable metric calculators. A processor never loads a model: it reads stored predictions."""
-from processors.base import ClassificationPredictions, Processor, PROCESSORS, register_processor
 
-__all__ = ["ClassificationPredictions", "Processor", "PROCESSORS", "register_processor"]
+
+def load_all() -> None:
+    """Register every processor of this package (the ``zooeval.processors`` entry point of zooeval itself)."""
+    from core.registry import import_submodules
+
+    import_submodules(__name__)

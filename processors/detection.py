@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from processors.base import Processor, register_processor
+from tasks.detection import DetectionPredictions
 
 #: pycocotools' default bbox parameters, built with the same expressions so the floats are identical.
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
@@ -51,76 +52,6 @@ COCO_STATS = (
     ("AR_medium", False, None, "medium", 100),
     ("AR_large", False, None, "large", 100),
 )
-
-
-@dataclass
-class DetectionPredictions:
-    """A batch of images with their ground truth and detections, in flat arrays.
-
-    Boxes are ``[x, y, width, height]`` in pixels; labels are dataset class indices; ``gt_image`` and
-    ``det_image`` index ``image_ids``. ``gt_areas`` is COCO's annotation ``area`` (the segment's area,
-    which decides the small/medium/large range); None means the box area. ``gt_iscrowd`` None means no
-    crowd regions. ``widths``/``heights`` (optional, one per image) travel with the boxes for geometric
-    perturbations (``perturbations.boxes``); the metrics do not use them. Within an image, detections of
-    equal score are ranked in the order given here, and so are the ground truth boxes.
-    """
-
-    image_ids: list[Hashable]
-    gt_image: np.ndarray  # (G,) int64
-    gt_boxes: np.ndarray  # (G, 4) float64 xywh
-    gt_labels: np.ndarray  # (G,) int64
-    det_image: np.ndarray  # (D,) int64
-    det_boxes: np.ndarray  # (D, 4) float64 xywh
-    det_scores: np.ndarray  # (D,) float64
-    det_labels: np.ndarray  # (D,) int64
-    gt_areas: np.ndarray | None = None  # (G,) float64
-    gt_iscrowd: np.ndarray | None = None  # (G,) bool
-    widths: np.ndarray | None = None  # (n,) image widths in pixels
-    heights: np.ndarray | None = None  # (n,) image heights in pixels
-
-    def __len__(self) -> int:
-        return len(self.image_ids)
-
-    @classmethod
-    def from_coco(cls, images: Sequence[dict], annotations: Sequence[dict], results: Sequence[dict],
-                  category_ids: Sequence[int]) -> "DetectionPredictions":
-        """Build a batch from COCO-format dicts.
-
-        ``images`` are COCO image entries (``id``, optional ``width``/``height``), ``annotations`` COCO
-        ground truth (``image_id``, ``category_id``, ``bbox``, ``area``, ``iscrowd``), ``results`` COCO
-        detection results (``image_id``, ``category_id``, ``bbox``, ``score``); ``category_ids[i]`` is
-        the COCO category id of dataset class i. Raises ValueError for an unknown image or category.
-        """
-        image_index = {img["id"]: i for i, img in enumerate(images)}
-        class_index = {int(c): i for i, c in enumerate(category_ids)}
-
-        def lookup(table: dict, key: Any, what: str) -> int:
-            try:
-                return table[key]
-            except KeyError:
-                raise ValueError(f"unknown {what} id {key!r}") from None
-
-        def boxes(entries: Sequence[dict]) -> np.ndarray:
-            return np.asarray([e["bbox"] for e in entries], dtype=np.float64).reshape(-1, 4)
-
-        def column(entries: Sequence[dict], key: str, table: dict, what: str) -> np.ndarray:
-            return np.asarray([lookup(table, e[key], what) for e in entries], dtype=np.int64)
-
-        sizes_known = bool(images) and all("width" in i and "height" in i for i in images)
-        return cls(
-            image_ids=[img["id"] for img in images],
-            gt_image=column(annotations, "image_id", image_index, "image"),
-            gt_boxes=boxes(annotations),
-            gt_labels=column(annotations, "category_id", class_index, "category"),
-            gt_areas=np.asarray([a["area"] for a in annotations], dtype=np.float64),
-            gt_iscrowd=np.asarray([bool(a.get("iscrowd", 0)) for a in annotations], dtype=bool),
-            det_image=column(results, "image_id", image_index, "image"),
-            det_boxes=boxes(results),
-            det_scores=np.asarray([r["score"] for r in results], dtype=np.float64),
-            det_labels=column(results, "category_id", class_index, "category"),
-            widths=np.asarray([i["width"] for i in images], dtype=np.float64) if sizes_known else None,
-            heights=np.asarray([i["height"] for i in images], dtype=np.float64) if sizes_known else None,
-        )
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -340,6 +271,20 @@ class DetectionProcessor(Processor):
     name = "detection"
     version = 1
     tasks = ("object-detection",)
+    metrics = [
+        {'name': 'AP', 'description': 'COCO average precision over IoU thresholds 0.50:0.05:0.95, all areas, up to 100 detections per image (processors.detection, equal to pycocotools)', 'calculation': 'mean over classes and IoU thresholds of 101-point interpolated precision', 'values': '0 to 1 (-1: undefined), higher is better'},
+        {'name': 'AP50', 'description': 'COCO average precision at IoU 0.50', 'calculation': 'as AP at the single IoU threshold 0.5', 'values': '0 to 1 (-1: undefined), higher is better'},
+        {'name': 'AP75', 'description': 'COCO average precision at IoU 0.75', 'calculation': 'as AP at the single IoU threshold 0.75', 'values': '0 to 1 (-1: undefined), higher is better'},
+        {'name': 'AR100', 'description': 'COCO average recall with up to 100 detections per image', 'calculation': 'mean over classes and IoU thresholds 0.50:0.05:0.95 of the recall reached', 'values': '0 to 1 (-1: undefined), higher is better'},
+    ]
+
+    @classmethod
+    def from_dataset(cls, dataset: dict[str, Any], **params: Any) -> "DetectionProcessor":
+        """An instance for a registered COCO dataset: its classes and, when every class has one, their
+        supercategories."""
+        classes = [c["label"] for c in dataset["classes"]]
+        supercategories = [(c.get("extra") or {}).get("supercategory") for c in dataset["classes"]]
+        return cls(classes, None if any(s is None for s in supercategories) else supercategories, **params)
 
     def __init__(self, classes: list[str], supercategories: list[str] | None = None,
                  max_misdetections: int = 1000) -> None:

@@ -55,15 +55,21 @@ import httpx2
 from huggingface_hub import HfApi, constants, get_session, hf_hub_url
 from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, HfHubHTTPError
 from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, parse_ratelimit_headers
-from pymongo import InsertOne, UpdateOne
-from pymongo.errors import BulkWriteError
 
 from modules.hf import GATED
-from core.store import DUPLICATE_KEY
+from core.store import Update
 from scraper.local import WEIGHT_SUFFIXES, _as_list, config_fields, find_references, parse_card, read_json_object
 
 SOURCE = "huggingface"
-SUPPORTED_TASKS = ("text-classification", "image-classification", "object-detection")  # what the evaluation modules take
+
+
+def supported_tasks() -> tuple[str, ...]:
+    """The Hub pipeline tags of the models the installed task kinds evaluate (what a sync lists)."""
+    from tasks.base import zoo_tasks
+
+    return tuple(sorted(zoo_tasks(SOURCE)))
+
+
 LIST_FIELDS = ("sha", "lastModified", "pipeline_tag", "library_name", "tags", "gated", "private")
 RETRY_STATUS = (408, 500, 502, 503, 504)
 RETRY_EXCEPTIONS = (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError)
@@ -236,7 +242,7 @@ class _Sync:
 
     def __init__(self, store, client: HubClient, *, limit: int | None, progress: bool, page_size: int, write_batch: int,
                  gated_recheck: dt.timedelta = GATED_RECHECK) -> None:
-        self.store, self.models, self.client = store, store.db.models, client
+        self.store, self.client = store, client
         self.limit, self.progress = limit, progress
         self.page_size, self.write_batch = page_size, write_batch
         self.gated_recheck = gated_recheck
@@ -306,10 +312,10 @@ class _Sync:
         if full_listing:
             self.seen.update(ids)
         projection = {"revision": 1, "status": 1, "gated": 1, "private": 1, "access": 1}
-        known = self._db(lambda: {d["_id"]: d for d in self.models.find({"_id": {"$in": ids}}, projection)})
+        known = self._db(lambda: {d["_id"]: d for d in self.store.find_models({"_id": {"$in": ids}}, projection)})
         now = dt.datetime.now(dt.timezone.utc)
         new_docs: list[dict[str, Any]] = []
-        updates: list[UpdateOne] = []
+        updates: list[Update] = []
         for _id, it in by_id.items():
             old = known.get(_id)
             access = self._listed_access(it)
@@ -321,7 +327,7 @@ class _Sync:
                 if readable_now:
                     changes["details_pending"] = True
                 if changes:  # gating or visibility changed without a new commit
-                    updates.append(UpdateOne({"_id": _id}, {"$set": changes}))
+                    updates.append(Update({"_id": _id}, set=changes))
                 continue
             self.counts["new" if old is None else "changed" if new_revision else "restored"] += 1
             doc = {"name": it["id"], "source": SOURCE, "task": it.get("pipeline_tag") or task, "revision": it.get("sha"),
@@ -332,22 +338,16 @@ class _Sync:
             if old is None:
                 new_docs.append({"_id": _id, **doc, "first_seen": now})
             elif old.get("access") == "private" or readable_now:  # listed, so visible (and readable) again
-                updates.append(UpdateOne({"_id": _id}, {"$set": doc, "$unset": {k: "" for k in ACCESS_FIELDS if k not in doc}}))
+                updates.append(Update({"_id": _id}, set=doc, unset=[k for k in ACCESS_FIELDS if k not in doc]))
             else:
-                updates.append(UpdateOne({"_id": _id}, {"$set": doc}))
+                updates.append(Update({"_id": _id}, set=doc))
         self.counts["listed"] += len(items)
-        if new_docs:
-            try:
-                self._db(lambda: self.models.bulk_write([InsertOne(d) for d in new_docs], ordered=False))
-            except BulkWriteError as exc:
-                if any(e["code"] != DUPLICATE_KEY for e in exc.details["writeErrors"]):
-                    raise
-                for e in exc.details["writeErrors"]:
-                    doc = dict(new_docs[e["index"]])
-                    _id, first_seen = doc.pop("_id"), doc.pop("first_seen")
-                    updates.append(UpdateOne({"_id": _id}, {"$set": doc, "$setOnInsert": {"first_seen": first_seen}}, upsert=True))
+        for doc in self._db(lambda: self.store.insert_new_models(new_docs)):  # inserted meanwhile by another sync
+            doc = dict(doc)
+            _id, first_seen = doc.pop("_id"), doc.pop("first_seen")
+            updates.append(Update({"_id": _id}, set=doc, set_on_insert={"first_seen": first_seen}, upsert=True))
         if updates:
-            self._db(lambda: self.models.bulk_write(updates, ordered=False))
+            self._db(lambda: self.store.update_models(updates))
 
     @staticmethod
     def _listed_access(item: dict[str, Any]) -> dict[str, Any]:
@@ -364,16 +364,16 @@ class _Sync:
         if not tasks:
             return 0
         query = {"source": SOURCE, "status": "active", "task": {"$in": tasks}}
-        gone = self._db(lambda: [d["_id"] for d in self.models.find(query, {"_id": 1}) if d["_id"] not in self.seen])
+        gone = self._db(lambda: [d["_id"] for d in self.store.find_models(query, {"_id": 1}) if d["_id"] not in self.seen])
         now = dt.datetime.now(dt.timezone.utc)
         hidden = 0
         for start in range(0, len(gone), 10_000):
             chunk = gone[start:start + 10_000]
-            self._db(lambda: self.models.update_many({"_id": {"$in": chunk}, "status": "active"},
-                                                     {"$set": {"status": "removed", "removed_at": now}}))
+            self._db(lambda: self.store.update_models_where({"_id": {"$in": chunk}, "status": "active"},
+                                                            {"status": "removed", "removed_at": now}))
             # a private repo this token does not see looks deleted: say it may only be hidden
-            hidden += self._db(lambda: self.models.update_many({"_id": {"$in": chunk}, "private": True},
-                                                               {"$set": self._access_fields("private", now)})).modified_count
+            hidden += self._db(lambda: self.store.update_models_where({"_id": {"$in": chunk}, "private": True},
+                                                                      self._access_fields("private", now)))
         self.counts["private_hidden"] += hidden
         return len(gone) - hidden
 
@@ -391,10 +391,10 @@ class _Sync:
                                  "$or": [{"access_token": {"$ne": fp}}, {"access_checked_at": {"$lt": stale}}]})
         if self.limit is not None:
             query["_id"] = {"$in": self.listed_ids}
-        pending = self._db(lambda: list(self.models.find(query, {"name": 1, "revision": 1})))
+        pending = self._db(lambda: self.store.find_models(query, {"name": 1, "revision": 1}))
         if not pending:
             return
-        ops: list[UpdateOne] = []
+        ops: list[Update] = []
         refs: dict[str, dict[str, str]] = {}
         bar = tqdm(total=len(pending), desc="huggingface details", unit=" models", disable=not self.progress, leave=False)
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hub-details")
@@ -416,13 +416,13 @@ class _Sync:
             self._write_details(ops, refs)
             bar.close()
 
-    def _write_details(self, ops: list[UpdateOne], refs: dict[str, dict[str, str]]) -> None:
+    def _write_details(self, ops: list[Update], refs: dict[str, dict[str, str]]) -> None:
         if ops:
-            self._db(lambda: self.models.bulk_write(ops, ordered=False))
+            self._db(lambda: self.store.update_models(ops))
         if refs:
             self._db(lambda: self.store.upsert_named("references", refs.values()))
 
-    def _details(self, doc: dict[str, Any]) -> tuple[UpdateOne, dict[str, dict[str, str]], str]:
+    def _details(self, doc: dict[str, Any]) -> tuple[Update, dict[str, dict[str, str]], str]:
         """The update with one model's details (or with why they could not be fetched), its references, and
         the counter it adds to: details_fetched, detail_failures or gated."""
         from scraper.adapters import hub_adapter
@@ -430,7 +430,7 @@ class _Sync:
         name, revision = doc["name"], doc["revision"]
         target = {"_id": doc["_id"], "revision": revision}  # a newer listing wins over late details
         now = dt.datetime.now(dt.timezone.utc)
-        done = {"details_pending": "", "details_error": "", "details_attempts": ""}
+        done = ["details_pending", "details_error", "details_attempts"]
         info = None
         try:
             info = self.client.model_info(name, revision)
@@ -444,16 +444,15 @@ class _Sync:
             if info is not None:
                 fields.update(gated=info.gated or "manual", tags=info.tags or [], library=info.library_name,
                               files={s.rfilename: s.size for s in info.siblings or []})
-            return UpdateOne(target, {"$set": fields, "$unset": done}), {}, "gated"
+            return Update(target, set=fields, unset=done), {}, "gated"
         except (HfHubHTTPError, HubRequestFailed) as exc:
-            failed = {"$set": {"details_error": _one_line(exc)}, "$inc": {"details_attempts": 1}}
-            return UpdateOne(target, failed), {}, "detail_failures"
+            return Update(target, set={"details_error": _one_line(exc)}, inc={"details_attempts": 1}), {}, "detail_failures"
         fields, refs = model_details(info, files, config_text, card_text, setfit_text)
         fields.update(adapter)
         fields.update(details_revision=revision, details_at=now, gated=info.gated or False, private=bool(info.private))
         # readable now: no access state, and no reason left over from when there were no details to infer from
-        cleared = {**done, **{k: "" for k in ACCESS_FIELDS}, "unevaluated_reason": ""}
-        return UpdateOne(target, {"$set": fields, "$unset": cleared}), {r["name"]: r for r in refs}, "details_fetched"
+        cleared = [*done, *ACCESS_FIELDS, "unevaluated_reason"]
+        return Update(target, set=fields, unset=cleared), {r["name"]: r for r in refs}, "details_fetched"
 
 
 def model_details(info: Any, files: dict[str, int | None], config_text: str | None,
@@ -493,7 +492,7 @@ def model_details(info: Any, files: dict[str, int | None], config_text: str | No
 
 
 def sync_huggingface(store, endpoint: str | None = None, token: str | None = None,
-                     tasks: tuple[str, ...] | list[str] = SUPPORTED_TASKS, limit: int | None = None, full: bool = False,
+                     tasks: tuple[str, ...] | list[str] | None = None, limit: int | None = None, full: bool = False,
                      progress: bool = True, log: Callable[[str], Any] = print, *, details: bool = True,
                      retry: RetryPolicy | None = None, page_size: int = 1000, write_batch: int = 5000,
                      workers: int = 4, gated_recheck: dt.timedelta = GATED_RECHECK) -> dict[str, Any]:
@@ -515,15 +514,14 @@ def sync_huggingface(store, endpoint: str | None = None, token: str | None = Non
         raise HubUnreachable("HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set in this process, so huggingface_hub "
                              "makes no requests: unset it to scrape the Hub")
     started = time.perf_counter()
+    tasks = tuple(tasks or supported_tasks())
     client = HubClient(endpoint, token, retry, log)
     sync = _Sync(store, client, limit=limit, progress=progress, page_size=page_size, write_batch=write_batch,
                  gated_recheck=gated_recheck)
-    sync._db(lambda: store.db.models.create_index([("details_pending", 1)], sparse=True))
-    sync._db(lambda: store.db.models.create_index([("access", 1)], sparse=True))
     removable: list[str] = []
     for task in tasks:
         state_id = f"{SOURCE}:{task}"
-        state = sync._db(lambda: store.db.sync_state.find_one({"_id": state_id})) or {}
+        state = sync._db(lambda: store.sync_state(state_id))
         same_view = state.get("endpoint") == client.endpoint and state.get("token") == client.token_fingerprint
         watermark = _utc(state.get("watermark")) if not full and same_view else None
         result = sync.list_task(task, watermark)
@@ -539,10 +537,9 @@ def sync_huggingface(store, endpoint: str | None = None, token: str | None = Non
         if not result.complete:
             continue
         newest = max(filter(None, [result.newest, watermark]), default=None)
-        sync._db(lambda: store.db.sync_state.replace_one({"_id": state_id}, {
+        sync._db(lambda: store.save_sync_state(state_id, {
             "endpoint": client.endpoint, "token": client.token_fingerprint, "watermark": newest,
-            "completed_at": dt.datetime.now(dt.timezone.utc),
-            "full": watermark is None, "listed": result.listed}, upsert=True))
+            "completed_at": dt.datetime.now(dt.timezone.utc), "full": watermark is None, "listed": result.listed}))
         if watermark is None:
             removable.append(task)
     sync.counts["removed"] = sync.mark_removed(removable)

@@ -12,13 +12,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from tasks.base import task_for_architectures
+
 ARXIV = re.compile(r"arxiv[:./\s]*(?:abs/)?(\d{4}\.\d{4,5})", re.IGNORECASE)
 DOI = re.compile(r"\b(10\.\d{4,9}/[^\s\"<>)\]]+)")
-TASK_BY_ARCH_SUFFIX = {
-    "ForImageClassification": "image-classification",
-    "ForSequenceClassification": "text-classification",
-    "ForObjectDetection": "object-detection",
-}
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".h5", ".msgpack", ".onnx")
 
 
@@ -155,10 +152,7 @@ def read_repo(folder: Path, name: str) -> tuple[dict[str, Any], list[dict[str, s
     archs = stored_config["architectures"]
     task = card_meta.get("pipeline_tag")
     if not task:
-        for arch in archs:
-            for suffix, t in TASK_BY_ARCH_SUFFIX.items():
-                if arch.endswith(suffix):
-                    task = t
+        task = task_for_architectures(archs)
         if not task and (str(card_meta.get("library_name") or "").lower() == "timm" or stored_config.get("pretrained_cfg")):
             task = "image-classification"  # what timm's Hub repos are (timm publishes only image classifiers/backbones)
         if not task:
@@ -224,10 +218,9 @@ def scrape_local(store, root: str | Path, log=print) -> dict[str, int]:
     store.upsert_named("references", refs.values())
     root_str = str(Path(root).resolve())
     keep = {d["_id"] for d in docs}
-    removed = store.db.models.update_many(
+    removed = store.update_models_where(
         {"source": "local", "status": "active", "path": {"$regex": f"^{re.escape(root_str)}/"}, "_id": {"$nin": list(keep)}},
-        {"$set": {"status": "removed"}},
-    ).modified_count
+        {"status": "removed"})
     counts.update(seen=len(docs), removed=removed)
     log(f"local scrape of {root}: {len(docs)} repos, {counts['new']} new, {counts['changed']} changed, {removed} removed")
     return counts

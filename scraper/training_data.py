@@ -25,9 +25,11 @@ import re
 from typing import Any
 
 from core.labels import LabelMappingError, map_labels
+from core.store import Update
+from modules.base import MODULES
+from tasks.base import TaskKind, task_for_dataset
 
 MIN_COVERAGE = 0.8
-TASK_DATATYPE = {"image-classification": "image", "text-classification": "text", "object-detection": "image"}
 PRETRAINED_TAG = "pretrained_tag"  # dataset_evidence method of the timm tag rule
 #: the dataset tokens of timm pretrained tags -> timm's ImageNet subset (timm.data.ImageNetInfo) whose
 #: ordered synset list is the class order of such a head
@@ -35,47 +37,52 @@ TIMM_TAG_SUBSETS = {"in1k": "imagenet-1k", "in12k": "imagenet-12k"}
 _TAG_DATASET_TOKEN = re.compile(r"^in\d+k$")
 
 
-def dataset_task(ds: dict[str, Any]) -> str:
-    """A registered dataset's task: its own ``task`` (COCO folders: "object-detection"), else classification
-    of its datatype."""
-    return ds.get("task") or f"{ds.get('datatype')}-classification"
+def candidate_datasets(model_task: str | None, datasets: dict[str, dict[str, Any]]) -> dict[str, tuple[dict[str, Any], TaskKind]]:
+    """The registered datasets a model of this (Hub) task could have been trained on: those of the task kinds
+    whose modules take such models, with their kind."""
+    kinds = {cls.task for cls in MODULES if model_task in (cls.model_tasks or (cls.task,))}
+    out = {}
+    for name, ds in sorted(datasets.items()):
+        try:
+            kind = task_for_dataset(ds)
+        except KeyError:
+            continue
+        if kind.name in kinds and ds.get("classes"):
+            out[name] = (ds, kind)
+    return out
 
 
 def infer_training_datasets(model: dict[str, Any], datasets: dict[str, dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
     """(inferred dataset names, evidence). An empty list means no known dataset matches; evidence says why."""
-    datatype = TASK_DATATYPE.get(model.get("task") or "")
-    if datatype is None:
-        return [], {"method": "label_set", "reason": f"task {model.get('task')!r} has no label-set inference"}
+    candidates_ds = candidate_datasets(model.get("task"), datasets)
+    if not candidates_ds:
+        return [], {"method": "label_set", "reason": f"no registered dataset of task {model.get('task')!r} to match its labels with"}
     raw = (model.get("config") or {}).get("id2label") or {}
     try:
         id2label = {int(k): str(v) for k, v in raw.items()}
     except (TypeError, ValueError):
         return [], {"method": "label_set", "reason": "config id2label has non-integer ids"}
-    if model.get("task") == "object-detection":  # COCO's "N/A" gaps and "background" name no category
-        from modules.detection import is_placeholder_label
-
-        kept = [lab for _, lab in sorted(id2label.items()) if not is_placeholder_label(lab)]
-        id2label = dict(enumerate(kept))
     if not id2label:
         if ((model.get("config") or {}).get("pretrained_cfg") or {}).get("tag"):
             return infer_from_pretrained_tag(model, datasets)
         return [], {"method": "label_set", "reason": "the model declares no training dataset and no labels (config id2label)"}
     candidates: list[tuple[float, str, int]] = []
     best_partial: tuple[int, str] | None = None
-    for name, ds in sorted(datasets.items()):
-        if ds.get("datatype") != datatype or dataset_task(ds) != model.get("task"):
-            continue
+    for name, (ds, kind) in candidates_ds.items():
         classes = [c["label"] for c in ds["classes"]]
+        named = kind.model_labels(id2label)  # a detector's placeholders (COCO's "N/A") name no class
+        if not named:
+            continue
         try:
-            mapping = _map_for_inference(id2label, classes, ds.get("synonyms"))
+            mapping = _map_for_inference(named, classes, ds.get("synonyms"))
         except LabelMappingError as exc:
-            matched = len(id2label) - len(exc.unmapped) if exc.unmapped else 0
-            if exc.unmapped and len(exc.unmapped) < len(id2label) and (best_partial is None or matched > best_partial[0]):
+            matched = len(named) - len(exc.unmapped) if exc.unmapped else 0
+            if exc.unmapped and len(exc.unmapped) < len(named) and (best_partial is None or matched > best_partial[0]):
                 best_partial = (matched, name)
             continue
         covered = len(set(mapping.model_to_dataset))
         candidates.append((covered / len(classes), name, covered))
-    labels = [id2label[i] for i in sorted(id2label)]
+    labels = [lab for _, lab in sorted(id2label.items())]
     sample = labels[:10] + (["..."] if len(labels) > 10 else [])
     good = [c for c in candidates if c[0] >= MIN_COVERAGE]
     if not good:
@@ -164,9 +171,8 @@ def infer_from_pretrained_tag(model: dict[str, Any], datasets: dict[str, dict[st
     if num_classes != len(synsets):
         return [], {**evidence, "reason": f"the timm tag {tag!r} says {subset} ({len(synsets)} classes), but the model "
                                           f"has {num_classes} outputs"}
-    datatype = TASK_DATATYPE.get(model.get("task") or "")
-    names = [name for name, ds in sorted(datasets.items())
-             if ds.get("datatype") == datatype and dataset_task(ds) == model.get("task") and _in_class_order(name, ds, subset)]
+    names = [name for name, (ds, _) in candidate_datasets(model.get("task"), datasets).items()
+             if _in_class_order(name, ds, subset)]
     if not names:
         return [], {**evidence, "reason": f"the timm tag {tag!r} says {subset}, but no known {model.get('task')} dataset "
                                           f"has its {num_classes} classes in its order (as synset synonyms)"}
@@ -181,23 +187,21 @@ def infer_missing_training_datasets(store, source: str | None = None, log=print)
     if source:
         query["source"] = source
     inferred = unevaluated = 0
-    from pymongo import UpdateOne
-
-    ops = []
-    for model in store.db.models.find(query, {"task": 1, "config.id2label": 1, "config.num_classes": 1, "config.pretrained_cfg.tag": 1}):
+    updates: list[Update] = []
+    projection = {"task": 1, "config.id2label": 1, "config.num_classes": 1, "config.pretrained_cfg.tag": 1}
+    for model in store.find_models(query, projection):
         names, evidence = infer_training_datasets(model, datasets)
         if names:
             inferred += 1
-            ops.append(UpdateOne({"_id": model["_id"]}, {"$set": {"inferred_datasets": names, "dataset_evidence": evidence},
-                                                         "$unset": {"unevaluated_reason": ""}}))
+            updates.append(Update({"_id": model["_id"]}, set={"inferred_datasets": names, "dataset_evidence": evidence},
+                                  unset=["unevaluated_reason"]))
         else:
             unevaluated += 1
-            ops.append(UpdateOne({"_id": model["_id"]}, {"$set": {"inferred_datasets": [], "dataset_evidence": evidence,
-                                                                  "unevaluated_reason": evidence["reason"]}}))
-        if len(ops) >= 5000:
-            store.db.models.bulk_write(ops, ordered=False)
-            ops = []
-    if ops:
-        store.db.models.bulk_write(ops, ordered=False)
+            updates.append(Update({"_id": model["_id"]}, set={"inferred_datasets": [], "dataset_evidence": evidence,
+                                                               "unevaluated_reason": evidence["reason"]}))
+        if len(updates) >= 5000:
+            store.update_models(updates)
+            updates = []
+    store.update_models(updates)
     log(f"training data inferred from labels for {inferred} models; {unevaluated} models match no known dataset")
     return {"inferred": inferred, "unmatched": unevaluated}

@@ -21,7 +21,7 @@ class Ctx:
 
     @property
     def home(self) -> Path:
-        from service.mongo import zooeval_home
+        from core.envinfo import zooeval_home
 
         return zooeval_home()
 
@@ -42,7 +42,19 @@ class Ctx:
 pass_ctx = click.make_pass_decorator(Ctx)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group: a plug-in that cannot be loaded is one clear line, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from core.registry import PluginError
+
+        try:
+            return super().invoke(ctx)
+        except PluginError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--home", envvar="ZOOEVAL_HOME", help="State folder (database, datasets, variants). Default ~/.zooeval.")
 @click.option("--mongo-uri", envvar="ZOOEVAL_MONGO_URI", help="Use this MongoDB server instead of the embedded one.")
 @click.option("--db", envvar="ZOOEVAL_DB", default="zooeval", show_default=True, help="Database name.")
@@ -167,14 +179,12 @@ def models_cmd(c: Ctx, name_contains, source, task, trained_on, evaluated_on, ha
         q["$or"] = [{"datasets": trained_on}, {"inferred_datasets": trained_on}]
     if evaluated_on or has_metrics:
         rq = {"dataset": evaluated_on} if evaluated_on else {}
-        q["_id"] = {"$in": store.db.results.distinct("model_key", rq)}
-    n_results = {d["_id"]: d["n"] for d in store.db.results.aggregate([{"$group": {"_id": "$model_key", "n": {"$sum": 1}}}])}
-    n_fails = {d["_id"]: d["n"] for d in store.db.failures.aggregate([{"$group": {"_id": "$model_key", "n": {"$sum": 1}}}])}
-    cursor = store.db.models.find(q, {"name": 1, "source": 1, "task": 1, "datasets": 1, "inferred_datasets": 1, "revision": 1,
-                                      "notes": 1, "unevaluated_reason": 1, "access_note": 1, "status": 1, "last_modified": 1})
-    if MODEL_SORTS[sort]:
-        cursor = cursor.sort([MODEL_SORTS[sort], ("_id", 1)])
-    docs = list(cursor)
+        q["_id"] = {"$in": store.result_model_keys(rq)}
+    n_results = store.count_by_model("results")
+    n_fails = store.count_by_model("failures")
+    docs = store.find_models(q, {"name": 1, "source": 1, "task": 1, "datasets": 1, "inferred_datasets": 1, "revision": 1,
+                                    "notes": 1, "unevaluated_reason": 1, "access_note": 1, "status": 1, "last_modified": 1},
+                            sort=[MODEL_SORTS[sort], ("_id", 1)] if MODEL_SORTS[sort] else None)
     if sort == "results":
         docs.sort(key=lambda m: (-n_results.get(m["_id"], 0), m["_id"]))
     total = len(docs)
@@ -242,6 +252,15 @@ def _unevaluated_reason(model: dict[str, Any]) -> str | None:
     return None if model.get("access_note") else model.get("unevaluated_reason")
 
 
+def _task_name(doc: dict[str, Any]) -> str:
+    from tasks.base import task_for_dataset
+
+    try:
+        return task_for_dataset(doc).name
+    except KeyError:
+        return f"{doc.get('task') or doc.get('datatype')} (no task kind installed)"
+
+
 def _model_card(doc: dict[str, Any]) -> str:
     """The model's card, read from where the model lives (never from the store)."""
     source = doc.get("source")
@@ -279,12 +298,10 @@ def _model_card(doc: dict[str, Any]) -> str:
 def datasets_cmd(c: Ctx) -> None:
     """List registered datasets with their classes and splits."""
     _register_local(c)
-    from scraper.training_data import dataset_task
-
     rows = []
     for d in c.store.datasets().values():
         splits = ", ".join(f"{s['name']}={s['total']}" for s in d["splits"])
-        rows.append([d["name"], dataset_task(d), len(d["classes"]), splits, ",".join(d.get("supported_variants") or []), d["revision"][:12]])
+        rows.append([d["name"], _task_name(d), len(d["classes"]), splits, ",".join(d.get("supported_variants") or []), d["revision"][:12]])
     print_table(["dataset", "task", "classes", "splits", "variants", "revision"], rows)
 
 
@@ -306,7 +323,7 @@ def dataset_cmd(c: Ctx, name: str, examples: int) -> None:
     splits = ", ".join(f"{s['name']}={s['total']}" for s in d["splits"])
     click.echo(f"{'splits':>19}: {splits}")
     ex: dict[int, list[str]] = {}
-    for e in c.store.db.dataset_examples.find({"dataset": name}):
+    for e in c.store.dataset_examples(name):
         ex.setdefault(e["class_id"], []).append(str(e["example"]))
     split_names = [s["name"] for s in d["splits"]]
     rows = []
@@ -327,6 +344,9 @@ def run_options(isolate_default: bool = False) -> list:
         click.option("--device", default=None, help="cpu, cuda, cuda:1, mps. Default: a GPU when present."),
         click.option("--module", "modules", multiple=True, help="Only modules matching this wildcard (repeatable)."),
         click.option("--variant", "variants", multiple=True, help="Only these variants (repeatable)."),
+        click.option("--processor", "processors", multiple=True,
+                     help="Also this processor, NAME[:VALUE|:KEY=VALUE,...] (e.g. mcc, evaluate:accuracy), on the "
+                          "modules of the tasks it reads; computed from stored predictions when they exist (repeatable)."),
         click.option("--model", "models", multiple=True, help="Only models whose name matches this wildcard (repeatable)."),
         click.option("--source", default=None, help="Only models from this source."),
         click.option("--task", default=None, help="Only models of this task."),
@@ -351,10 +371,17 @@ def with_run_options(f=None, *, isolate_default: bool = False):
 
 
 def _options(kw: dict[str, Any]):
+    from processors.base import ProcessorSpec
     from service.cycle import CycleOptions
 
+    for spec in kw["processors"]:  # a typo must stop here, not leave every module out of the cycle
+        try:
+            ProcessorSpec.parse(spec).identity()
+        except Exception as exc:
+            raise click.BadParameter(f"{spec}: {exc}", param_hint="--processor") from None
     return CycleOptions(
         batch_size=kw["batch_size"], device=kw["device"], modules=list(kw["modules"]), variants=list(kw["variants"]),
+        processors=list(kw["processors"]),
         models=list(kw["models"]), source=kw["source"], task=kw["task"], limit=kw["limit"], isolate=kw["isolate"],
         timeout=kw["timeout"], memory_limit_mb=kw["memory_limit_mb"], max_attempts=kw["max_attempts"],
     )
@@ -464,14 +491,7 @@ def run_breakdown(store, run: dict[str, Any]) -> dict[str, Any]:
     cur = run.get("current") if run.get("status") == "running" else None
     for key, field in (("model", "model_key"), ("dataset", "dataset")):
         planned = {k.replace("\uff0e", "."): v for k, v in (run.get(f"planned_by_{key}") or {}).items()}
-        done = {d["_id"]: d["n"] for d in store.db.results.aggregate([
-            {"$match": {"run_id": run_id}},
-            {"$group": {"_id": {"k": f"${field}", "i": "$inference_id"}}},
-            {"$group": {"_id": "$_id.k", "n": {"$sum": 1}}},
-        ])}
-        failed = {d["_id"]: d["n"] for d in store.db.failures.aggregate([
-            {"$match": {"run_id": run_id}}, {"$group": {"_id": f"${field}", "n": {"$sum": 1}}},
-        ])}
+        done, failed = store.run_progress(run_id, field)
         for k in sorted(set(planned) | set(done) | set(failed)):
             running = 1 if cur and cur.get(key) == k else 0
             p, d, f = planned.get(k, 0), done.get(k, 0), failed.get(k, 0)
@@ -549,23 +569,20 @@ def _store_mtcnn(store) -> None:
 
 
 def summary_table(store) -> None:
-    rows = []
-    for r in store.latest_results({"processor": "classification"}):
-        o = r["overall"]
-        rows.append([r["model_name"], r["dataset"], r["variant"], f"{o['accuracy']:.4f}", f"{o['macro_f1']:.4f}",
-                     f"{r['runtime']['instances_per_second']:.1f}"])
-    rows.sort()
-    print_table(["model", "dataset", "variant", "accuracy", "macro-F1", "instances/s"], rows)
-    det_rows = []
-    for r in store.latest_results({"processor": "detection"}):
-        o = r["overall"]
-        det_rows.append([r["model_name"], r["dataset"], r["variant"], _f(o.get("AP")), _f(o.get("AP50")), _f(o.get("AR100")),
-                         f"{r['runtime']['instances_per_second']:.1f}"])
-    if det_rows:
-        click.echo("")
-        print_table(["detector", "dataset", "variant", "AP", "AP50", "AR100", "images/s"], sorted(det_rows))
+    """The demo's summary: per task kind, each model's headline numbers per dataset and variant (the kind's
+    first processor and first columns), then the failures."""
+    for i, (kind, results) in enumerate(_by_task(store.latest_results()).items()):
+        head = [c for c in kind.columns if c.key != "n" and c.key != "n_images"][:3]
+        rows = [[r["model_name"], r["dataset"], r["variant"], *(_f(r["overall"].get(c.key), c.decimals) for c in head),
+                 _f(r["runtime"].get("instances_per_second"), 1)]
+                for r in results if r["processor"] == kind.default_processors[0]]
+        if rows:
+            if i:
+                click.echo("")
+            click.echo(f"{kind.name}:")
+            print_table(["model", "dataset", "variant", *(c.header for c in head), _throughput(kind)], sorted(rows))
     groups: dict[tuple, list[str]] = {}
-    for f in store.db.failures.find({}, {"model_name": 1, "dataset": 1, "variant": 1, "error_class": 1, "reason": 1}):
+    for f in store.failures({}, {"model_name": 1, "dataset": 1, "variant": 1, "error_class": 1, "reason": 1}):
         groups.setdefault((f.get("model_name"), f.get("dataset"), f["error_class"], f["reason"][:80]), []).append(f.get("variant"))
     if groups:
         click.echo("")
@@ -585,36 +602,65 @@ def results(c: Ctx, model: str, per_class: bool) -> None:
         raise click.ClickException(f"no model {model!r} in the store; `zooeval models` lists them")
     res = c.store.results_for_model(doc["_id"])
     click.echo(f"{doc['name']} ({doc['source']}, revision {(doc.get('revision') or '')[:12]}): {len(res)} results")
-    detection = [r for r in res if _is_detection(r)]
-    res = [r for r in res if not _is_detection(r)]
-    if detection:
-        _detection_results(detection, per_class)
-        if not res:
-            _print_failures(c.store, doc["_id"])
-            return
-        click.echo("")
-    rows = []
-    for r in res:
-        o = r["overall"]
-        rows.append([r["dataset"], r["split"], r["variant"], r["processor"], o.get("n"), _f(o.get("accuracy")),
-                     _f(o.get("macro_precision")), _f(o.get("macro_recall")), _f(o.get("macro_f1")), _f(o.get("weighted_f1")),
-                     _f(r["runtime"]["instances_per_second"], 1)])
-    print_table(["dataset", "split", "variant", "processor", "n", "accuracy", "macro-P", "macro-R", "macro-F1", "weighted-F1", "inst/s"], rows)
-    if per_class:
-        for r in res:
-            if not r.get("per_class"):
-                continue
-            click.echo(f"\n{r['dataset']}/{r['split']} variant={r['variant']} ({r['processor']})")
-            print_table(["class", "support", "tp", "fp", "fn", "precision", "recall", "f1"],
-                        [[k, v.get("support"), v.get("tp"), v.get("fp"), v.get("fn"), _f(v.get("precision")), _f(v.get("recall")), _f(v.get("f1"))]
-                         for k, v in r["per_class"].items()])
+    for kind, results in _by_task(res).items():
+        _result_table(kind, results, per_class)
     _print_failures(c.store, doc["_id"])
+
+
+def _by_task(results: list[dict[str, Any]]) -> dict[Any, list[dict[str, Any]]]:
+    """Results grouped by their task kind (results of no installed kind are left out)."""
+    from tasks.base import task_for_result
+
+    out: dict[Any, list[dict[str, Any]]] = {}
+    for r in results:
+        kind = task_for_result(r)
+        if kind is not None:
+            out.setdefault(kind, []).append(r)
+    return out
+
+
+def _throughput(kind) -> str:
+    return f"{kind.unit}s/s"
+
+
+def _result_table(kind, results: list[dict[str, Any]], per_class: bool) -> None:
+    """One task kind's results: its columns (TaskKind.columns), the throughput, and what other processors
+    computed; with ``per_class``, every class (and group, e.g. supercategory) of each result."""
+    click.echo(f"\n{kind.name}:")
+    for shown in sorted({", ".join(f"{k}={v}" for k, v in (r.get("module_params") or {}).items()) for r in results} - {""}):
+        click.echo(f"conditions: {shown}")
+    keys = {c.key for c in kind.columns}
+    rows = []
+    for r in results:
+        o = r["overall"]
+        other = ", ".join(f"{k}={_f(v) if isinstance(v, float) else v}" for k, v in o.items()
+                          if k not in keys and isinstance(v, (int, float)) and r["processor"] not in kind.default_processors)
+        rows.append([r["dataset"], r["split"], r["variant"], r["module"].split("/")[0], _processor_label(r),
+                     *(_f(o.get(c.key), c.decimals) for c in kind.columns), _f(r["runtime"].get("instances_per_second"), 1), other])
+    print_table(["dataset", "split", "variant", "module", "processor", *(c.header for c in kind.columns), _throughput(kind),
+                 "other"], rows)
+    if not per_class:
+        return
+    for r in results:
+        groups = [(k, v) for k, v in (r.get("per_class") or {}).items()]
+        groups += [(f"[{name}]", v) for key in sorted(r) if key.startswith("per_") and key != "per_class"
+                   and isinstance(r[key], dict) for name, v in r[key].items() if isinstance(v, dict)]
+        if not groups:
+            continue
+        cols = list(dict.fromkeys(k for _, v in groups for k, x in v.items() if isinstance(x, (int, float, str)) and not isinstance(x, bool)))
+        click.echo(f"\n{r['dataset']}/{r['split']} variant={r['variant']} ({_processor_label(r)})")
+        print_table(["class", *cols], [[name, *(_f(v.get(k)) if isinstance(v.get(k), float) else v.get(k) for k in cols)]
+                                       for name, v in groups])
+
+
+def _processor_label(result: dict[str, Any]) -> str:
+    return result.get("processor_spec") or result["processor"]
 
 
 def _print_failures(store, model_key: str) -> None:
     """One line per distinct failure of the model (its variants listed), or why it is not evaluated at all."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
-    for f in store.db.failures.find({"model_key": model_key}):
+    for f in store.failures({"model_key": model_key}):
         groups.setdefault((f.get("dataset"), f["error_class"], f["reason"]), []).append(f)
     for (dataset, error_class, reason), fails in sorted(groups.items(), key=lambda kv: str(kv[0])):
         variants = ", ".join(sorted(str(f.get("variant")) for f in fails))
@@ -627,39 +673,12 @@ def _print_failures(store, model_key: str) -> None:
         click.echo(f"not evaluated: {why}" if why else "not evaluated yet (no module takes it, or no cycle has run since it was stored)")
 
 
-def _is_detection(result: dict[str, Any]) -> bool:
-    return "AP" in (result.get("overall") or {})
-
-
-def _detection_results(res: list[dict[str, Any]], per_class: bool) -> None:
-    """Object detection results: COCO AP/AR overall (and per class and supercategory with --per-class)."""
-    conditions = {", ".join(f"{k}={p[k]}" for k in ("score_threshold", "nms_iou", "max_detections") if k in p)
-                  for p in (r.get("module_params") or {} for r in res)}
-    for shown in sorted(filter(None, conditions)):
-        click.echo(f"detection conditions: {shown}")
-    rows = []
-    for r in res:
-        o = r["overall"]
-        rows.append([r["dataset"], r["split"], r["variant"], r["processor"], o.get("n_images"), _f(o.get("AP")), _f(o.get("AP50")),
-                     _f(o.get("AP75")), _f(o.get("AR100")), _f(o.get("precision")), _f(o.get("recall")),
-                     _f(r["runtime"]["instances_per_second"], 1)])
-    print_table(["dataset", "split", "variant", "processor", "images", "AP", "AP50", "AP75", "AR100", "P@.5", "R@.5", "img/s"], rows)
-    if per_class:
-        for r in res:
-            click.echo(f"\n{r['dataset']}/{r['split']} variant={r['variant']} ({r['processor']})")
-            groups = [(k, v.get("supercategory"), v) for k, v in (r.get("per_class") or {}).items()]
-            groups += [(f"[{k}]", "supercategory", v) for k, v in (r.get("per_supercategory") or {}).items()]
-            print_table(["class", "supercategory", "support", "AP", "AP50", "AP75", "AR100", "tp", "fp", "fn"],
-                        [[k, sc, v.get("support"), _f(v.get("AP")), _f(v.get("AP50")), _f(v.get("AP75")), _f(v.get("AR100")),
-                          v.get("tp"), v.get("fp"), v.get("fn")] for k, sc, v in groups])
-
-
 def export_rows(store, superseded: bool = False) -> Iterator[dict[str, Any]]:
     """Every value of the current results (with ``superseded``: of every stored result), one row per (model,
     revision, dataset, split, variant, class or overall, metric)."""
     for r in (store.iter_results() if superseded else store.latest_results()):
         base = {"model": r["model_name"], "source": r["source"], "revision": r["model_revision"], "dataset": r["dataset"],
-                "split": r["split"], "variant": r["variant"], "processor": r["processor"]}
+                "split": r["split"], "variant": r["variant"], "processor": _processor_label(r)}
         for metric, value in r.get("overall", {}).items():
             yield {**base, "class": "overall", "metric": metric, "value": value}
         for label, metrics in (r.get("per_class") or {}).items():

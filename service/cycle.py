@@ -28,6 +28,7 @@ class CycleOptions:
     device: str | None = None
     modules: list[str] = field(default_factory=list)
     variants: list[str] = field(default_factory=list)
+    processors: list[str] = field(default_factory=list)  # extra processor specs (NAME[:VALUE])
     models: list[str] = field(default_factory=list)
     source: str | None = None
     task: str | None = None
@@ -51,11 +52,11 @@ class CycleOptions:
 
 
 def save_options(store: Store, options: CycleOptions) -> None:
-    store.db.control.replace_one({"_id": LAST_OPTIONS_ID}, {"_id": LAST_OPTIONS_ID, **asdict(options), "saved_at": utcnow()}, upsert=True)
+    store.save_control(LAST_OPTIONS_ID, asdict(options))
 
 
 def load_options(store: Store) -> CycleOptions | None:
-    doc = store.db.control.find_one({"_id": LAST_OPTIONS_ID})
+    doc = store.load_control(LAST_OPTIONS_ID)
     if doc is None:
         return None
     known = CycleOptions.__dataclass_fields__
@@ -83,12 +84,11 @@ class RunLog:
 
 
 def build_executor(store: Store, home: Path, options: CycleOptions, echo: Callable[[str], None], progress: bool):
-    from modules.catalog import build_modules
+    from pipeline.catalog import build_modules
     from pipeline.executor import Executor
 
-    import processors.classification  # noqa: F401  (registers the processor)
-
-    mods = build_modules(store.datasets(), include=options.modules or None, variants=options.variants or None)
+    mods = build_modules(store.datasets(), include=options.modules or None, variants=options.variants or None,
+                         processors=options.processors, warn=echo)
     return Executor(
         store, mods, home, batch_size=options.batch_size, device=options.device, max_attempts=options.max_attempts,
         progress=progress, echo=echo, isolate=options.isolate, task_timeout=options.timeout,

@@ -17,12 +17,9 @@ import time
 import uuid
 from typing import Any
 
-from pymongo.errors import DuplicateKeyError, PyMongoError
-
 from core.store import Store, utcnow
 
 DEFAULT_TTL = 120.0
-
 
 class LockHeld(Exception):
     """Another process holds the lock."""
@@ -37,12 +34,11 @@ class LockHeld(Exception):
             if since and expires else f"lock {name!r} is held by another process"
         )
 
-
 class CycleLock:
     """``with CycleLock(store):`` runs the body only while holding the lock; raises LockHeld otherwise."""
 
     def __init__(self, store: Store, name: str = "cycle", ttl: float = DEFAULT_TTL) -> None:
-        self.coll = store.db.locks
+        self.store = store
         self.name = name
         self.ttl = ttl
         self.token = uuid.uuid4().hex
@@ -53,17 +49,12 @@ class CycleLock:
     def _expiry(self) -> dt.datetime:
         return utcnow() + dt.timedelta(seconds=self.ttl)
 
+    def _fields(self) -> dict[str, Any]:
+        return {"host": socket.gethostname(), "pid": os.getpid(), "acquired_at": utcnow(), "expires_at": self._expiry()}
+
     def acquire(self) -> None:
-        now = utcnow()
-        try:
-            self.coll.find_one_and_update(
-                {"_id": self.name, "$or": [{"expires_at": {"$lte": now}}, {"holder": self.token}]},
-                {"$set": {"holder": self.token, "host": socket.gethostname(), "pid": os.getpid(),
-                          "acquired_at": now, "expires_at": self._expiry()}},
-                upsert=True,
-            )
-        except DuplicateKeyError:
-            holder = self.coll.find_one({"_id": self.name}) or {}
+        if not self.store.lock_acquire(self.name, self.token, self._fields()):
+            holder = self.store.lock_holder(self.name) or {}
             if not self._take_over_dead_holder(holder):
                 raise LockHeld(self.name, holder) from None
         self.lost = False
@@ -76,22 +67,16 @@ class CycleLock:
         waited out: take its lock over atomically, matching its token so only one taker wins."""
         if holder.get("host") != socket.gethostname() or not holder.get("pid") or _alive(holder["pid"]):
             return False
-        now = utcnow()
-        res = self.coll.update_one(
-            {"_id": self.name, "holder": holder.get("holder")},
-            {"$set": {"holder": self.token, "host": socket.gethostname(), "pid": os.getpid(),
-                      "acquired_at": now, "expires_at": self._expiry(), "took_over_from": holder.get("pid")}},
-        )
-        return res.modified_count == 1
+        return self.store.lock_take_over(self.name, holder.get("holder"), self.token,
+                                         {**self._fields(), "took_over_from": holder.get("pid")})
 
     def _heartbeat(self) -> None:
         interval = max(self.ttl / 3.0, 0.05)
         while not self._stop.wait(interval):
-            try:
-                res = self.coll.update_one({"_id": self.name, "holder": self.token}, {"$set": {"expires_at": self._expiry()}})
-            except PyMongoError:
+            ours = self.store.lock_renew(self.name, self.token, self._expiry())
+            if ours is None:
                 continue  # the database is briefly unreachable: try again at the next beat
-            if res.matched_count == 0:  # expired and taken by someone else
+            if not ours:  # expired and taken by someone else
                 self.lost = True
                 return
 
@@ -100,14 +85,11 @@ class CycleLock:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-        try:
-            self.coll.delete_one({"_id": self.name, "holder": self.token})
-        except PyMongoError:
-            pass  # it expires by itself
+        self.store.lock_release(self.name, self.token)
 
     def holder(self) -> dict[str, Any] | None:
         """The live holder, or None when the lock is free, expired, or held by a dead process on this host."""
-        doc = self.coll.find_one({"_id": self.name})
+        doc = self.store.lock_holder(self.name)
         if not doc or doc["expires_at"] <= utcnow():
             return None
         if doc.get("host") == socket.gethostname() and doc.get("pid") and not _alive(doc["pid"]):
@@ -121,7 +103,6 @@ class CycleLock:
     def __exit__(self, *exc: object) -> None:
         self.release()
 
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -130,7 +111,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
 
 def wait_for_lock(lock: CycleLock, timeout: float, poll: float = 1.0) -> None:
     """Acquire, waiting up to ``timeout`` seconds for the current holder to finish."""

@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from core.envinfo import zooeval_home
+
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 27117
@@ -61,14 +63,6 @@ class MongoStartError(MongoError):
 
 # --------------------------------------------------------------------------------------------------
 # Locations
-
-
-def zooeval_home() -> Path:
-    """``$ZOOEVAL_HOME`` or ``~/.zooeval``; created if missing."""
-    env = os.environ.get("ZOOEVAL_HOME")
-    home = Path(os.path.abspath(Path(env).expanduser())) if env else Path.home() / ".zooeval"
-    home.mkdir(parents=True, exist_ok=True)
-    return home
 
 
 def _is_executable_file(p: Path) -> bool:

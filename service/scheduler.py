@@ -53,9 +53,9 @@ def scrape_source(store: Store, home: Path, src: dict[str, Any]) -> None:
 
             scrape_local(store, src.get("path") or home / "zoo", log=log.info)
         elif kind == "huggingface":
-            from scraper.huggingface import SUPPORTED_TASKS, sync_huggingface
+            from scraper.huggingface import sync_huggingface
 
-            sync_huggingface(store, tasks=tuple(src.get("tasks") or SUPPORTED_TASKS),
+            sync_huggingface(store, tasks=tuple(src.get("tasks") or ()),
                              progress=False, log=log.info)
         elif kind == "fiftyone":
             from scraper.fiftyone import scrape_fiftyone
@@ -72,15 +72,9 @@ def scrape_source(store: Store, home: Path, src: dict[str, Any]) -> None:
 
 
 def make_scheduler(store: Store):
-    from apscheduler.jobstores.mongodb import MongoDBJobStore
     from apscheduler.schedulers.background import BackgroundScheduler
 
-    from pymongo import MongoClient
-
-    # its own client: the job store closes it at shutdown
-    client = MongoClient(store.uri, tz_aware=True, serverSelectionTimeoutMS=15000)
-    jobstore = MongoDBJobStore(database=store.db_name, collection=JOBS_COLLECTION, client=client)
-    return BackgroundScheduler(jobstores={"default": jobstore},
+    return BackgroundScheduler(jobstores={"default": store.scheduler_jobstore(JOBS_COLLECTION)},
                                job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600})
 
 
@@ -112,7 +106,7 @@ def ensure_job(scheduler, store: Store, home: Path, options: CycleOptions, sourc
 
 def stored_job(store: Store) -> dict[str, Any] | None:
     """The persisted job's next run time, read straight from MongoDB (for `zooeval status`)."""
-    doc = store.db[JOBS_COLLECTION].find_one({"_id": JOB_ID}, {"next_run_time": 1})
+    doc = store.scheduler_job(JOBS_COLLECTION, JOB_ID)
     if doc is None:
         return None
     when = doc.get("next_run_time")

@@ -13,6 +13,11 @@ card) and, for scale tests, a synthetic zoo of N models generated on the fly. Un
 * ``GET /api/models/{id}/tree/{rev}[/{path}]`` (``recursive``).
 * ``HEAD``/``GET /{id}/resolve/{rev}/{path}`` with ``X-Repo-Commit``, ``ETag`` (the git blob sha1),
   ``Content-Length`` and byte ranges.
+* ``HEAD``/``GET /spaces/{id}/resolve/{rev}/{path}``: the files of the Spaces under ``ROOT/spaces/<org>/<name>/``
+  (as for models: ``main`` or the space's sha, else RevisionNotFound), which is where ``evaluate.load("<name>")``
+  finds a metric script: ``{HF_ENDPOINT}/spaces/evaluate-metric/<name>/resolve/v<evaluate version>/<name>.py``,
+  then ``.../resolve/main/<name>.py`` (a HEAD for the ETag, then a GET). ``spaces`` is a reserved name on the
+  Hub, so ``ROOT/spaces`` is never a model org.
 * Errors carry ``X-Error-Code`` and ``X-Error-Message`` as on the Hub: ``RevisionNotFound`` and
   ``EntryNotFound`` (404), ``RepoNotFound`` (401 without a token, 404 with one), ``GatedRepo`` (401/403).
 
@@ -61,7 +66,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
-from scraper.local import TASK_BY_ARCH_SUFFIX, find_references, parse_card
+from scraper.local import find_references, parse_card
+from tasks.base import task_for_architectures
 
 META_FILE = ".hubmeta.json"
 LISTING_BASIC = ("id", "_id", "modelId", "likes", "downloads", "trendingScore", "private", "pipeline_tag",
@@ -174,22 +180,24 @@ def _read_json(path: Path) -> Any:
 
 
 class FolderZoo:
-    """Repos under ``root/<org>/<name>/``, re-read whenever a file's size or mtime changes."""
+    """Repos under ``root/<org>/<name>/``, re-read whenever a file's size or mtime changes. Folders named in
+    ``reserved`` (e.g. ``spaces``, which holds the Spaces) are not orgs."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, reserved: Iterable[str] = ()) -> None:
         self.root = Path(root)
+        self.reserved = frozenset(reserved)
         self._cache: dict[str, tuple[tuple, FolderRepo]] = {}
         self._lock = threading.Lock()
 
     def ids(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(f"{org.name}/{repo.name}" for org in self.root.iterdir() if org.is_dir()
+        return sorted(f"{org.name}/{repo.name}" for org in self.root.iterdir() if org.is_dir() and org.name not in self.reserved
                       for repo in org.iterdir() if repo.is_dir() and not repo.name.startswith("."))
 
     def get(self, repo_id: str) -> FolderRepo | None:
         parts = repo_id.split("/")
-        if len(parts) != 2 or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
+        if len(parts) != 2 or any(p in ("", ".", "..") or p.startswith(".") for p in parts) or parts[0] in self.reserved:
             return None
         folder = self.root / parts[0] / parts[1]
         if not folder.is_dir():
@@ -236,8 +244,7 @@ class FolderZoo:
         # Like the Hub: the card's pipeline_tag, else one inferred from the transformers architecture.
         pipeline_tag = card_meta.get("pipeline_tag")
         archs = (config or {}).get("architectures") or []
-        for arch in archs if not pipeline_tag else []:
-            pipeline_tag = next((t for s, t in TASK_BY_ARCH_SUFFIX.items() if str(arch).endswith(s)), pipeline_tag)
+        pipeline_tag = pipeline_tag or task_for_architectures(archs)
         library = card_meta.get("library_name") or ("transformers" if config and ("architectures" in config or "model_type" in config) else None)
         tags = [str(t) for t in (card_meta.get("tags") or [])]
         tags += [t for t in (library, pipeline_tag) if t]
@@ -434,13 +441,14 @@ class _Server(ThreadingHTTPServer):
 class HubServer:
     """The stand-in Hub on ``127.0.0.1``: ``with HubServer(root) as hub: ... hub.url ...``.
 
-    ``root``: folder of repos (``<org>/<name>/``); ``synthetic``: also serve that many synthetic models
-    (``hub.synthetic``); ``page_size``: listing page size when the client sends no ``limit``;
-    ``max_page_size``: the cap on ``limit`` (the Hub's is 1,000)."""
+    ``root``: folder of repos (``<org>/<name>/``) and Spaces (``spaces/<org>/<name>/``); ``synthetic``: also
+    serve that many synthetic models (``hub.synthetic``); ``page_size``: listing page size when the client sends
+    no ``limit``; ``max_page_size``: the cap on ``limit`` (the Hub's is 1,000)."""
 
     def __init__(self, root: str | Path | None = None, *, synthetic: int = 0, page_size: int = 1000,
                  max_page_size: int = 1000, port: int = 0) -> None:
-        self.folders = FolderZoo(Path(root)) if root is not None else None
+        self.folders = FolderZoo(Path(root), reserved=("spaces",)) if root is not None else None
+        self.spaces = FolderZoo(Path(root) / "spaces") if root is not None else None
         self.synthetic = SyntheticZoo(synthetic) if synthetic else None
         self.page_size, self.max_page_size = page_size, max_page_size
         self.requests: list[RequestRecord] = []
@@ -573,6 +581,8 @@ class HubServer:
                 return self._json(self._tree(repo_id, rest[1], "/".join(rest[2:]), _truthy(query.get("recursive")), token))
             raise HubError(404, None, f"no route for {path}")
         parts = path.lstrip("/").split("/")
+        if parts[0] == "spaces" and len(parts) >= 6 and parts[3] == "resolve":
+            return self._resolve_space(req, "/".join(parts[1:3]), parts[4], "/".join(parts[5:]), token)
         if len(parts) >= 5 and parts[2] == "resolve":
             return self._resolve(req, "/".join(parts[:2]), parts[3], "/".join(parts[4:]), token)
         raise HubError(404, None, f"no route for {path}")
@@ -633,8 +643,23 @@ class HubServer:
                            f"list. Visit {self.url}/{repo_id} to ask for access.")
         if repo is None or filename not in repo.files:
             raise HubError(404, "EntryNotFound", f"{filename} does not exist on {revision}")
-        f = repo.files[filename]
-        headers = {"X-Repo-Commit": info["sha"], "ETag": f'"{f.oid}"', "Accept-Ranges": "bytes",
+        return self._file(req, repo.files[filename], info["sha"])
+
+    def _resolve_space(self, req: _Handler, space_id: str, revision: str, filename: str, token: str | None):
+        """A file of a Space (``ROOT/spaces/<org>/<name>/``); a private Space without access is a missing one."""
+        space = self.spaces.get(space_id) if self.spaces else None
+        if space is None or not space.visible_to(token):
+            raise HubError(401 if token is None else 404, "RepoNotFound", "Repository not found")
+        if revision not in ("main", space.sha):
+            raise HubError(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+        if filename not in space.files:
+            raise HubError(404, "EntryNotFound", f"{filename} does not exist on {revision}")
+        return self._file(req, space.files[filename], space.sha)
+
+    @staticmethod
+    def _file(req: _Handler, f: RepoFile, commit: str):
+        """A file answer: its commit, ETag (git blob sha1) and bytes, from the requested ``Range`` start."""
+        headers = {"X-Repo-Commit": commit, "ETag": f'"{f.oid}"', "Accept-Ranges": "bytes",
                    "Content-Type": "application/octet-stream"}
         start, status = 0, 200
         match = re.fullmatch(r"bytes=(\d+)-", req.headers.get("Range") or "")

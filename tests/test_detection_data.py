@@ -1,5 +1,5 @@
 """COCO detection data (core.coco, demo.detection_data), the detection modules (modules.detection) and
-run_detection (pipeline.detection_runner), on real data and real models: no mocks.
+run_detection (tasks.detection), on real data and real models: no mocks.
 
 Torch runs with one intra-op thread here: on 2 busy cores MTCNN's many small ops ran 10x slower with two
 threads (0.8-3 s against 0.08 s per 512 px image, measured while other test suites ran).
@@ -31,8 +31,8 @@ from demo.detection_data import (
     build_quokka_dataset,
     build_shapes_dataset,
 )
-from pipeline.detection_runner import detection_label_mapping, run_detection, to_coco_results, to_detection_batch
-from pipeline.inference import InferenceError
+from tasks.detection import detection_label_mapping, run_detection, to_coco_results, to_detection_batch
+from modules.base import InferenceError
 from core.labels import LabelMappingError
 
 RUNTIME_KEYS = {"n", "batch_size", "device", "warmup_s", "time_in_seconds", "time_per_instance", "instances_per_second"}

@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from modules.catalog import build_modules
+from pipeline.catalog import build_modules
 from modules.detection import MTCNNFaceDetection, mtcnn_model_doc
 from core.coco import CocoDataset
 from demo.detection_data import build_faces_dataset, build_shapes_dataset
 from pipeline.executor import Executor
+from pipeline.planner import Planner
+from tasks.detection import DETECTION
 from core.store import Store
 from processors.base import PROCESSORS
 from processors.detection import COCO_STATS, DetectionProcessor
@@ -117,7 +119,7 @@ def test_mtcnn_through_the_executor(det_env, mongo_uri, db_name, monkeypatch):
         assert r["env"]["device"] == "cpu" and r["label_mapping"]["pairs"][0]["dataset_class"] == "face"
         assert set(r["per_class"]) == {"face"} and set(r["per_supercategory"]) == {"person"}
         # every stored number equals pycocotools on the stored predictions and the variant's ground truth
-        predictions = list(store.iter_detections(r["inference_id"]))
+        predictions = DETECTION.decode(list(store.iter_predictions(r["inference_id"])))
         assert sum(len(p["scores"]) for p in predictions) == rt["n_detections"]
         gt = ds if variant == "original" else variant_dataset(home, ds, revision, variant)
         expected = coco_eval(gt.instances("test"), predictions)
@@ -235,25 +237,24 @@ def test_unmappable_labels_are_a_recorded_failure(det_env):
 
 
 def test_detections_are_stored_in_chunks_of_whole_images(mongo_uri, db_name, monkeypatch):
-    """Store.save_inference's detection form: whole images per chunk, at most DETECTION_CHUNK_DETECTIONS
+    """The detection task's stored form: whole images per chunk, at most DETECTION_CHUNK_DETECTIONS
     detections (unless one image has more), exact float64 round trip, images without detections kept."""
-    import core.store as store_module
+    import tasks.detection as detection
 
-    monkeypatch.setattr(store_module, "DETECTION_CHUNK_DETECTIONS", 4)
-    monkeypatch.setattr(store_module, "PREDICTION_CHUNK", 3)
+    monkeypatch.setattr(detection, "DETECTION_CHUNK_DETECTIONS", 4)
+    monkeypatch.setattr(detection, "PREDICTION_CHUNK", 3)
     rng = np.random.default_rng(0)
     counts = [3, 0, 2, 5, 1, 0, 0, 0]
     predictions = [{"image_id": 10 + i, "boxes": rng.random((k, 4)) * 100, "scores": rng.random(k),
                     "labels": rng.integers(1, 4, k)} for i, k in enumerate(counts)]
-    from pipeline.executor import _detection_preds
-
     store = Store(mongo_uri, db_name)
     store.save_inference("inf-1", {"model_key": "m", "model_revision": "r", "module": "x", "dataset": "d", "split": "test",
-                                   "variant": "original", "runtime": {}, "n_samples": len(counts)}, _detection_preds(predictions))
+                                   "variant": "original", "runtime": {}, "n_samples": len(counts)},
+                         detection.DETECTION.encode(predictions))
     chunks = list(store.iter_predictions("inf-1"))
     assert [c["counts"] for c in chunks] == [[3, 0], [2], [5], [1, 0, 0], [0]]
     assert store.get_inference("inf-1")["n_chunks"] == 5
-    back = list(store.iter_detections("inf-1"))
+    back = detection.DETECTION.decode(list(store.iter_predictions("inf-1")))
     assert [p["image_id"] for p in back] == [p["image_id"] for p in predictions]
     for a, b in zip(predictions, back):
         assert np.array_equal(a["boxes"].reshape(-1, 4), b["boxes"]) and np.array_equal(a["scores"], b["scores"])
@@ -270,7 +271,7 @@ def test_box_arithmetic_version_is_part_of_detection_variant_identity(monkeypatc
 
     det = MTCNNFaceDetection(dataset="faces", variants=("original", "mirrored"))
     cls = HFImageClassification(dataset="digits", variants=("original", "mirrored"))
-    ex = Executor.__new__(Executor)  # variant_identity needs no store
+    ex = Planner(None, [], {})  # variant_identity needs no store
     before = (ex.variant_identity(det, "mirrored"), coco_variant_revision("rev"), ex.variant_identity(cls, "mirrored"))
     assert before[0]["boxes_version"] == boxes.BOXES_VERSION and "boxes_version" not in before[2]
     monkeypatch.setattr(boxes, "BOXES_VERSION", boxes.BOXES_VERSION + 1)
@@ -321,7 +322,7 @@ def test_hf_and_torchvision_detectors_through_the_catalogue_and_executor(tmp_pat
     ds = CocoDataset.open(datasets / "shapes")
     revision = store.datasets()["shapes"]["revision"]
     for r in results:
-        predictions = list(store.iter_detections(r["inference_id"]))
+        predictions = DETECTION.decode(list(store.iter_predictions(r["inference_id"])))
         assert predictions and sum(len(p["scores"]) for p in predictions) == r["runtime"]["n_detections"] > 0
         gt = ds if r["variant"] == "original" else variant_dataset(tmp_path / "home", ds, revision, r["variant"])
         for (name, *_), value in zip(COCO_STATS, coco_eval(gt.instances("test"), predictions)):

@@ -108,7 +108,7 @@ def test_demo_cycle_then_nothing_to_do(env):
 
 
 def test_new_processor_costs_no_forward_pass(env, monkeypatch):
-    from modules.catalog import build_modules
+    from pipeline.catalog import build_modules
     from pipeline.executor import Executor
     from processors.base import PROCESSORS, Processor
 

@@ -22,7 +22,8 @@ import torch
 
 import processors.classification  # noqa: F401  (registers the classification processor)
 from modules.hf import HFTextClassification
-from pipeline.executor import Executor, _isolation_context
+from pipeline.executor import Executor
+from pipeline.isolation import isolation_context
 from core.store import Store, utcnow
 from scraper.datasets import register_datasets
 from scraper.local import scrape_local
@@ -162,7 +163,7 @@ def test_isolated_hang_sigkill_and_memory_hog_then_the_next_model_is_complete(st
     import psutil
 
     # children are forked from the fork server, so they start at its size: the limit leaves 400 MB on top
-    noop = _isolation_context().Process(target=os.getpid)  # the server forks it once it has imported torch etc.
+    noop = isolation_context().Process(target=os.getpid)  # the server forks it once it has imported torch etc.
     noop.start()
     noop.join(120)
     server = [p for p in psutil.Process().children() if "forkserver" in " ".join(p.cmdline())]

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from modules.catalog import build_modules
+from pipeline.catalog import build_modules
+from tasks.detection import DETECTION
 from modules.detection import mtcnn_model_doc
 from core.coco import CocoDataset
 from demo.detection_data import build_faces_dataset
@@ -140,7 +141,7 @@ def test_fiftyone_zoo_detector_through_the_executor(fo_det_env, capsys):
         assert [(p["model_label"], p["dataset_class"]) for p in r["label_mapping"]["pairs"]] == [("face", "face")]
         assert r["overall"]["n_images"] == r["runtime"]["n"] == N_COMPOSED + 1
         # every stored number equals pycocotools on the stored predictions and the variant's ground truth
-        predictions = list(store.iter_detections(r["inference_id"]))
+        predictions = DETECTION.decode(list(store.iter_predictions(r["inference_id"])))
         assert sum(len(p["scores"]) for p in predictions) == r["runtime"]["n_detections"] > 0
         gt = ds if variant == "original" else variant_dataset(home, ds, revision, variant)
         for (name, *_), value in zip(COCO_STATS, coco_eval(gt.instances("test"), predictions)):

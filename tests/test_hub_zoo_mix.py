@@ -7,6 +7,7 @@ and one `zooeval run` against the Hub stand-in; then `zooeval results` must show
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -57,12 +58,17 @@ def timm_top1(repo, images) -> list[int]:
 
 
 def table_value(out: str, variant: str, column: str) -> float:
-    """A number from the first `zooeval results` table row of a variant."""
+    """A number from the first `zooeval results` table row of a variant (columns found by the header's offsets)."""
     lines = out.splitlines()
-    header = next(line for line in lines if line.startswith("dataset") and column in line)
-    cols = header.split()
-    row = next(line.split() for line in lines if len(line.split()) == len(cols) and line.split()[2] == variant)
-    return float(row[cols.index(column)])
+    at = next(i for i, line in enumerate(lines) if line.startswith("dataset") and f" {column} " in f" {line} ")
+    header, rule = lines[at], lines[at + 1]
+    spans = [(m.start(), m.end()) for m in re.finditer(r"-+", rule)]
+    names = [header[a:b].strip() for a, b in spans]
+    for line in lines[at + 2:]:
+        cells = [line[a:b].strip() for a, b in spans]
+        if cells[names.index("variant")] == variant:
+            return float(cells[names.index(column)])
+    raise AssertionError(f"no {variant!r} row under column {column!r}:\n{out}")
 
 
 @pytest.mark.slow

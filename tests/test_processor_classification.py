@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from processors.base import PROCESSORS, ClassificationPredictions
+from processors.base import PROCESSORS, ProcessorSpec
+from tasks.classification import ClassificationPredictions
 from processors.classification import (
     DENSE_MAX_CLASSES,
     ClassificationProcessor,
@@ -136,9 +137,8 @@ def run(y_true, y_pred, c: int, **kw) -> dict:
 def test_registered_with_identity():
     assert PROCESSORS.get("classification") is ClassificationProcessor
     # version 2: macro_* became sklearn's default average (version 1 averaged over all classes)
-    assert ClassificationProcessor.identity() == {"name": "classification", "version": 2}
+    assert ProcessorSpec.parse("classification").identity() == {"name": "classification", "version": 2}
     assert ClassificationProcessor.tasks == ("image-classification", "text-classification")
-    assert ClassificationProcessor(["a", "b"]).key == "classification@2"
 
 
 # --------------------------------------------------------------------------- random vs sklearn
@@ -474,7 +474,7 @@ def test_many_classes_store_a_sparse_confusion_matrix_that_reads_back_equal():
     from sklearn import metrics as skm
 
     from processors.classification import DENSE_MAX_CLASSES, ClassificationProcessor, dense_confusion
-    from processors.base import ClassificationPredictions
+    from tasks.classification import ClassificationPredictions
 
     n_classes = 1000
     rng = np.random.default_rng(7)

@@ -1,0 +1,93 @@
+"""What every runner shares: a prefetching loader ("double buffering": a background thread reads and
+prepares batch i+1 while the model runs batch i), device transfer, a timed warm-up batch and the runtime
+record stored with every inference."""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+import torch
+
+from modules.base import EvaluationModule, LoadedModel
+
+
+
+
+def prefetch(iterator: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Run ``iterator`` in a thread, ``depth`` items ahead; re-raise its exceptions in the consumer."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def worker() -> None:
+        try:
+            for item in iterator:
+                while not stop.is_set():
+                    try:
+                        q.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(("done", done))
+        except BaseException as exc:  # handed to the consumer
+            q.put(("error", exc))
+
+    thread = threading.Thread(target=worker, daemon=True, name="zooeval-prefetch")
+    thread.start()
+    try:
+        while True:
+            kind, item = q.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def batches(rows: list[dict[str, Any]], batch_size: int, load: Callable[[dict[str, Any]], Any],
+            prepare: Callable[[list[Any]], Any]) -> Iterator[tuple[list[dict[str, Any]], Any]]:
+    """(rows, prepared batch) for consecutive slices of ``rows``: inputs read with ``load`` and turned into
+    tensors with ``prepare`` (run it under :func:`prefetch` to overlap the model)."""
+    for start in range(0, len(rows), batch_size):
+        part = rows[start : start + batch_size]
+        yield part, prepare([load(r) for r in part])
+
+
+def to_device(batch: dict[str, Any], device: str) -> dict[str, Any]:
+    non_blocking = device.startswith("cuda")
+    return {k: (v.to(device, non_blocking=non_blocking) if hasattr(v, "to") else v) for k, v in batch.items()}
+
+
+def warm_up(module: EvaluationModule, loaded: LoadedModel, inputs: list[Any]) -> float:
+    """One untimed-for-throughput forward pass on the first batch (lazy initialisation, kernel selection,
+    caches); returns its seconds, recorded apart from the throughput."""
+    t0 = time.perf_counter()
+    first = module.prepare(loaded, inputs)
+    module.forward(loaded, to_device(first, loaded.device))
+    sync(loaded.device)
+    return time.perf_counter() - t0
+
+
+def runtime_record(n: int, total: float, batch_size: int, device: str, warmup_s: float) -> dict[str, Any]:
+    """The stored runtime of an inference: throughput over the timed loop only (model load and the warm-up
+    batch are recorded apart)."""
+    return {
+        "n": n,
+        "batch_size": batch_size,
+        "device": device,
+        "warmup_s": warmup_s,
+        "time_in_seconds": total,
+        "time_per_instance": total / n if n else 0.0,
+        "instances_per_second": n / total if total > 0 else 0.0,
+    }
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
