@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import report, temp_mongo  # noqa: E402
 from core.store import Store  # noqa: E402
-from tests.hubserver import HubServer  # noqa: E402
 from scraper.huggingface import sync_huggingface  # noqa: E402
+from tests.hubserver import HubServer  # noqa: E402
 
 
 def main() -> None:

@@ -19,15 +19,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+import processors.classification  # noqa: E402,F401
 from benchmarks._common import report, temp_mongo  # noqa: E402
-from pipeline.catalog import build_modules  # noqa: E402
 from core.data import LocalDataset  # noqa: E402
-from demo.build import build_demo  # noqa: E402
-from pipeline.executor import Executor  # noqa: E402
 from core.store import Store  # noqa: E402
+from demo.build import build_demo  # noqa: E402
+from pipeline.catalog import build_modules  # noqa: E402
+from pipeline.executor import Executor  # noqa: E402
 from scraper.datasets import register_catalogue, register_datasets  # noqa: E402
 from scraper.local import scrape_local  # noqa: E402
-import processors.classification  # noqa: E402,F401
 
 
 def bare_loop(module, loaded, dataset: LocalDataset, split: str, batch_size: int) -> tuple[float, int]:

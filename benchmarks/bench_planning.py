@@ -15,10 +15,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import report, temp_mongo  # noqa: E402
-from modules.hf import HFImageClassification  # noqa: E402
-from pipeline.executor import Executor  # noqa: E402
 from core.identity import processor_fingerprint, result_id  # noqa: E402
 from core.store import Store, utcnow  # noqa: E402
+from modules.hf import HFImageClassification  # noqa: E402
+from pipeline.executor import Executor  # noqa: E402
 from processors.classification import ClassificationProcessor  # noqa: E402
 
 VARIANTS = ("original", "greyscale", "flipped", "mirrored", "inverted", "rotated90")
@@ -41,9 +41,9 @@ def main() -> None:
         t0 = time.perf_counter()
         batch = []
         for i in range(args.models):
-            batch.append({"_id": f"huggingface/org{i % 977}/model-{i}", "name": f"org{i % 977}/model-{i}", "source": "huggingface",
-                          "status": "active", "task": "image-classification", "datasets": ["bench_a", "bench_b"],
-                          "revision": f"{i:040x}"})
+            batch.append({"_id": f"huggingface/org{i % 977}/model-{i}", "name": f"org{i % 977}/model-{i}",
+                          "source": "huggingface", "status": "active", "task": "image-classification",
+                          "datasets": ["bench_a", "bench_b"], "revision": f"{i:040x}"})
             if len(batch) == 10_000:
                 store.db.models.insert_many(batch, ordered=False)
                 batch = []
@@ -64,9 +64,10 @@ def main() -> None:
             if rng.random() >= args.done:
                 continue
             done += 1
-            docs.append({"_id": result_id(task.inference_id, proc_fp), "inference_id": task.inference_id, "model_key": task.model_key,
-                         "model_revision": "r", "module": task.module.name, "processor": "classification", "dataset": task.module.dataset,
-                         "split": "test", "dataset_revision": "r", "variant": task.variant, "overall": {}, "created_at": now})
+            docs.append({"_id": result_id(task.inference_id, proc_fp), "inference_id": task.inference_id,
+                         "model_key": task.model_key, "model_revision": "r", "module": task.module.name,
+                         "processor": "classification", "dataset": task.module.dataset, "split": "test",
+                         "dataset_revision": "r", "variant": task.variant, "overall": {}, "created_at": now})
             if len(docs) == 20_000:
                 store.db.results.insert_many(docs, ordered=False)
                 docs = []

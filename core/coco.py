@@ -244,7 +244,8 @@ class CocoDataset:
             entry = {"id": img_id, "file_name": str(file_name), "width": int(width), "height": int(height), "_split": split}
             file_path = self.image_path(entry)
             if not file_path.is_file():
-                raise DataError(f"dataset {self.name!r} split {split!r}: image {file_name!r} (id {img_id}) is missing: {file_path}")
+                raise DataError(f"dataset {self.name!r} split {split!r}: image {file_name!r} (id {img_id}) is missing: "
+                                f"{file_path}")
             image_ids.add(img_id)
             images.append(entry)
 

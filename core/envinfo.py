@@ -9,6 +9,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+
 def zooeval_home() -> Path:
     """``$ZOOEVAL_HOME`` or ``~/.zooeval``; created if missing."""
     env = os.environ.get("ZOOEVAL_HOME")

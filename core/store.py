@@ -9,9 +9,8 @@ Every write is idempotent by a deterministic ``_id``, so a killed cycle that is 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Iterable, Iterator
-
 from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
 
 from pymongo import ASCENDING, InsertOne, MongoClient, ReplaceOne, UpdateOne
 from pymongo.errors import BulkWriteError, CollectionInvalid, DuplicateKeyError, PyMongoError

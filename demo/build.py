@@ -343,7 +343,8 @@ def _build_imagenet_foolbox(tmp: Path) -> dict[str, Any]:
     try:
         synonyms = imagenet_synonyms(classes)  # timm models name their outputs by WordNet synset id
     except ValueError as exc:
-        raise DemoBuildError(f"the ImageNet class names of {IMAGENET_LABELS_FILE} do not follow timm's synset order: {exc}") from None
+        raise DemoBuildError(f"the ImageNet class names of {IMAGENET_LABELS_FILE} do not follow timm's synset order: "
+                             f"{exc}") from None
     (tmp / "images").mkdir(parents=True)
     rows = []
     for path, label in foolbox_imagenet_files():

@@ -28,7 +28,8 @@ TIMM_ARCHITECTURE = "mobilenetv2_100"
 TIMM_TAG = "tv_in1k"
 LICENSE = "bsd-3-clause"  # torchvision's weights
 #: the two published variants: synset label names and the card's dataset, or neither (num_classes only)
-REPO_NAMES = {"labels": f"zooeval/{TIMM_ARCHITECTURE}.{TIMM_TAG}", "no-labels": f"zooeval/{TIMM_ARCHITECTURE}.{TIMM_TAG}-nolabels"}
+REPO_NAMES = {"labels": f"zooeval/{TIMM_ARCHITECTURE}.{TIMM_TAG}",
+              "no-labels": f"zooeval/{TIMM_ARCHITECTURE}.{TIMM_TAG}-nolabels"}
 #: torchvision's ImageNet evaluation transform, as timm's pretrained_cfg fields
 PRETRAINED_CFG = {"tag": TIMM_TAG, "interpolation": "bilinear", "crop_pct": 0.875, "crop_mode": "center",
                   "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "license": LICENSE,
@@ -104,7 +105,8 @@ def convert_state_dict(state: dict[str, Any], model) -> dict[str, Any]:
         raise ConversionError(f"the conversion does not cover the timm model: missing {missing[:5]}, unexpected {extra[:5]}")
     wrong = [k for k, v in converted.items() if tuple(v.shape) != tuple(target[k].shape)]
     if wrong:
-        raise ConversionError(f"shape mismatch after conversion: {[(k, tuple(converted[k].shape), tuple(target[k].shape)) for k in wrong[:5]]}")
+        mismatches = [(k, tuple(converted[k].shape), tuple(target[k].shape)) for k in wrong[:5]]
+        raise ConversionError(f"shape mismatch after conversion: {mismatches}")
     return converted
 
 

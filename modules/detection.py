@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from modules.base import EvaluationModule, LoadedModel, ModelLoadError, UnsafeModelError, register_module
+from modules.base import EvaluationModule, InferenceError, LoadedModel, ModelLoadError, UnsafeModelError, register_module
 from modules.formats import TRANSFORMERS, model_format
 from modules.hf import id2label_of, load_transformers
-from modules.base import InferenceError
 
 SCORE_THRESHOLD = 0.001
 NMS_IOU = 0.65
@@ -159,7 +157,8 @@ def load_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path))
         except Exception as exc:
-            raise ModelLoadError(f"cannot read the weights of {name!r} ({path.name}): {type(exc).__name__}: {_first_line(exc)}") from exc
+            raise ModelLoadError(f"cannot read the weights of {name!r} ({path.name}): "
+                                 f"{type(exc).__name__}: {_first_line(exc)}") from exc
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -170,12 +169,14 @@ def load_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
                 f"the weights of {name!r} ({path.name}) are not a plain state dict: unpickling them would run "
                 f"code or build arbitrary objects, which zooeval refuses ({_first_line(exc)[:300]})"
             ) from exc
-        raise ModelLoadError(f"cannot read the weights of {name!r} ({path.name}): {type(exc).__name__}: {_first_line(exc)}") from exc
+        raise ModelLoadError(f"cannot read the weights of {name!r} ({path.name}): "
+                             f"{type(exc).__name__}: {_first_line(exc)}") from exc
     if isinstance(obj, dict) and set(obj) & {"state_dict", "model"} and len(obj) <= 4:
         inner = obj.get("state_dict", obj.get("model"))
         if isinstance(inner, dict):
             obj = inner
-    if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+    if (not isinstance(obj, dict) or not obj
+            or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())):
         raise UnsafeModelError(
             f"the weights of {name!r} ({path.name}) are not a plain state dict (name -> tensor), "
             f"got {type(obj).__name__}; save model.state_dict() instead"
@@ -237,7 +238,8 @@ class TorchvisionDetection(DetectionModule):
         """The module's score threshold, NMS IoU and detections per image, on the model itself."""
         heads = getattr(net, "roi_heads", None)
         if heads is not None and hasattr(heads, "score_thresh"):  # Faster/Mask/Keypoint R-CNN
-            heads.score_thresh, heads.nms_thresh, heads.detections_per_img = self.score_threshold, self.nms_iou, self.max_detections
+            heads.score_thresh, heads.nms_thresh, heads.detections_per_img = (self.score_threshold, self.nms_iou,
+                                                                              self.max_detections)
         elif hasattr(net, "score_thresh"):  # RetinaNet, FCOS, SSD
             net.score_thresh, net.nms_thresh, net.detections_per_img = self.score_threshold, self.nms_iou, self.max_detections
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from modules.base import EvaluationModule, LoadedModel, ModelLoadError, register_module
 from core.fiftyone_support import fiftyone_zoo, manifest_revision, unique_labels
+from modules.base import EvaluationModule, LoadedModel, ModelLoadError, register_module
 
 DOWNLOAD_ENV = "ZOOEVAL_FIFTYONE_DOWNLOAD"
 
@@ -117,8 +117,8 @@ class FiftyOneImageClassification(EvaluationModule):
         name = model["name"]
         fo_model, weights = load_fiftyone_model(model, device)
         net = getattr(fo_model, "_model", None)
-        if not isinstance(net, torch.nn.Module) or getattr(fo_model, "transforms", None) is None or getattr(fo_model, "config", None) is None \
-                or getattr(fo_model.config, "raw_inputs", False):
+        if not isinstance(net, torch.nn.Module) or getattr(fo_model, "transforms", None) is None \
+                or getattr(fo_model, "config", None) is None or getattr(fo_model.config, "raw_inputs", False):
             raise ModelLoadError(f"FiftyOne model {name!r} ({type(fo_model).__name__}) is not a torch image model with "
                                  "tensor transforms; this module runs FiftyOne TorchImageModel classifiers only")
         if not getattr(fo_model, "has_logits", False):

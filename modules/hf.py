@@ -17,8 +17,15 @@ from typing import Any
 
 import torch
 
-from modules.base import (EvaluationModule, IncompatibleLibraryError, IncompleteWeightsError, LoadedModel,
-                          ModelLoadError, UnsafeModelError, register_module)
+from modules.base import (
+    EvaluationModule,
+    IncompatibleLibraryError,
+    IncompleteWeightsError,
+    LoadedModel,
+    ModelLoadError,
+    UnsafeModelError,
+    register_module,
+)
 from modules.formats import TRANSFORMERS, model_format
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -103,7 +110,8 @@ def check_pickle_weights(model: dict[str, Any], where: str, kwargs: dict[str, An
         except Exception as exc:
             if (denied := hub_access_error(model, exc)) is not None:
                 raise denied from exc
-            raise ModelLoadError(f"cannot read the checkpoint {name} of model {model['name']!r}: {type(exc).__name__}: {exc}") from exc
+            raise ModelLoadError(f"cannot read the checkpoint {name} of model {model['name']!r}: "
+                                 f"{type(exc).__name__}: {exc}") from exc
         if not isinstance(state, dict):
             raise ModelLoadError(f"the checkpoint {name} of model {model['name']!r} is not a state dict ({type(state).__name__})")
         del state

@@ -146,7 +146,8 @@ class _PeftClassification:
             raise ModelLoadError(f"{PREFIX}the target modules of adapter {name!r} are not in base model "
                                  f"{base_name!r}: {_first_line(exc)}") from exc
         except Exception as exc:
-            raise ModelLoadError(f"{PREFIX}cannot apply adapter {name!r} to base model {base_name!r}: {_first_line(exc)}") from exc
+            raise ModelLoadError(f"{PREFIX}cannot apply adapter {name!r} to base model {base_name!r}: "
+                                 f"{_first_line(exc)}") from exc
         missing = [str(w.message) for w in caught if MISSING_ADAPTER_KEYS in str(w.message)]
         if missing:
             raise IncompleteWeightsError(f"{PREFIX}tensors of adapter {name!r} are missing from its weights file, so "

@@ -41,11 +41,26 @@ from typing import Any
 
 import torch
 
-from modules.base import (EvaluationModule, IncompatibleLibraryError, IncompleteWeightsError, LoadedModel,
-                          ModelLoadError, UnsafeModelError, register_module)
+from modules.base import (
+    EvaluationModule,
+    IncompatibleLibraryError,
+    IncompleteWeightsError,
+    LoadedModel,
+    ModelLoadError,
+    UnsafeModelError,
+    register_module,
+)
 from modules.formats import SETFIT, model_format
-from modules.hf import (FOREIGN_WEIGHTS, PICKLE_SUFFIXES, PICKLE_WEIGHTS, SAFE_TORCH_LOAD, torch_version,
-                        check_complete, check_local_config, check_pickle_weights)
+from modules.hf import (
+    FOREIGN_WEIGHTS,
+    PICKLE_SUFFIXES,
+    PICKLE_WEIGHTS,
+    SAFE_TORCH_LOAD,
+    check_complete,
+    check_local_config,
+    check_pickle_weights,
+    torch_version,
+)
 
 SETFIT_CONFIG = "config_setfit.json"
 PICKLE_HEAD = "model_head.pkl"  # what SetFit writes (joblib.dump): never downloaded, never opened
@@ -275,7 +290,8 @@ def parse_head(model_name: str, file: str, tensors: dict[str, torch.Tensor], set
                                  "classification")
         if rows < 2:
             raise ModelLoadError(f"{what}: linear.weight has {rows} row; a SetFitHead has at least 2 outputs")
-        temperature, eps = _float_setting(what, settings, "temperature", 1.0), _float_setting(what, settings, "eps", SETFIT_HEAD_EPS)
+        temperature = _float_setting(what, settings, "temperature", 1.0)
+        eps = _float_setting(what, settings, "eps", SETFIT_HEAD_EPS)
         if temperature + eps <= 0:
             raise ModelLoadError(f"{what}: temperature + eps must be positive, not {temperature + eps}")
         return SafeHead(layout, file, weight, bias, divisor=temperature + eps)
@@ -360,7 +376,8 @@ def check_body_complete(model: dict[str, Any], network: Any, folder: Path, kwarg
         _, info = type(network).from_pretrained(str(folder), trust_remote_code=False, output_loading_info=True,
                                                 local_files_only=True, **kwargs)
     except Exception as exc:
-        raise ModelLoadError(f"cannot load the body of model {model['name']!r}: {type(exc).__name__}: {_first_line(exc)}") from exc
+        raise ModelLoadError(f"cannot load the body of model {model['name']!r}: "
+                             f"{type(exc).__name__}: {_first_line(exc)}") from exc
     check_complete(model["name"], info)
 
 

@@ -30,8 +30,15 @@ from typing import Any
 
 import torch
 
-from modules.base import (EvaluationModule, IncompatibleLibraryError, IncompleteWeightsError, LoadedModel,
-                          ModelLoadError, UnsafeModelError, register_module)
+from modules.base import (
+    EvaluationModule,
+    IncompatibleLibraryError,
+    IncompleteWeightsError,
+    LoadedModel,
+    ModelLoadError,
+    UnsafeModelError,
+    register_module,
+)
 from modules.formats import TIMM, model_format
 from modules.hf import check_pickle_weights, check_safe, model_location
 

@@ -20,9 +20,9 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from perturbations.base import Perturbation
 from core.data import DataError, LocalDataset, write_dataset
 from core.fingerprint import chain, fingerprint
+from perturbations.base import Perturbation
 
 COMPLETE_MARKER = "_COMPLETE"
 ORIGINAL = "original"
@@ -220,8 +220,8 @@ def _build_coco(dataset: Any, dataset_revision: str, perturbation: Perturbation,
                 progress: Progress | None) -> None:
     """Write the perturbed COCO dataset into ``out``: every image through the perturbation (sample i of a
     split is its i-th image), every box through perturbations.boxes.box_transform, image sizes updated."""
-    from perturbations.boxes import box_transform
     from core.coco import write_coco_dataset
+    from perturbations.boxes import box_transform
 
     move = box_transform(perturbation.name)
     all_images = {split: dataset.images(split) for split in dataset.splits}
@@ -273,8 +273,8 @@ def ensure_coco_variant(dataset: Any, dataset_revision: str, perturbation: Pertu
     layout and returned as a CocoDataset. "original" (None) returns ``dataset`` unchanged.
 
     Raises ValueError for a perturbation that is not an image one or has no box transform."""
-    from perturbations.boxes import box_transform
     from core.coco import CocoDataset
+    from perturbations.boxes import box_transform
 
     if _is_original(perturbation):
         return dataset
@@ -290,4 +290,5 @@ def ensure_coco_variant(dataset: Any, dataset_revision: str, perturbation: Pertu
                          CocoDataset.open)
 
 
-__all__ = ["COMPLETE_MARKER", "DataError", "coco_variant_revision", "ensure_coco_variant", "ensure_variant", "is_complete", "variant_fingerprint", "variant_path"]
+__all__ = ["COMPLETE_MARKER", "DataError", "coco_variant_revision", "ensure_coco_variant", "ensure_variant", "is_complete",
+           "variant_fingerprint", "variant_path"]

@@ -4,8 +4,9 @@ Every registered dataset gets the module classes of its task kind (``modules.bas
 plug-ins through the ``zooeval.modules`` entry points), each with the dataset's split (test, else its last),
 the variants of the dataset's ``supported_variants`` that its task kind can apply (a detection variant needs
 a box rule), and the processors of its task: the task kind's defaults, every registered default processor of
-that task, the ones its dataset.json names in ``processors`` and the ones asked for (``--processor``). A class that is not ``default`` (MTCNN, which detects
-only faces) runs only on datasets whose dataset.json names it in ``modules``.
+that task, the ones its dataset.json names in ``processors`` and the ones asked for (``--processor``).
+A class that is not ``default`` (MTCNN, which detects only faces) runs only on datasets whose dataset.json
+names it in ``modules``.
 """
 from __future__ import annotations
 

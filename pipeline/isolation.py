@@ -116,7 +116,8 @@ def rss_mb(pid: int) -> float:
         return 0.0
 
 
-def evaluate_isolated(executor: "Executor", model_key: str, tasks: list[PlannedTask], device: str, summary: RunSummary, bar) -> None:
+def evaluate_isolated(executor: "Executor", model_key: str, tasks: list[PlannedTask], device: str, summary: RunSummary,
+                      bar) -> None:
     """Run one model's tasks in a child process with a time limit per task and a memory limit.
 
     The child comes from a fork server (see _isolation_context) and opens its own MongoDB client; the
@@ -175,7 +176,8 @@ def evaluate_isolated(executor: "Executor", model_key: str, tasks: list[PlannedT
             code = proc.exitcode
             how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
             problem = IsolationError("inference_error", f"the process evaluating {model_key} died ({how})")
-        done = executor._db(executor.store.existing_ids, "inferences", [t.inference_id for t in tasks], what="checking finished tasks")
+        done = executor._db(executor.store.existing_ids, "inferences", [t.inference_id for t in tasks],
+                            what="checking finished tasks")
         for task in tasks:
             if task.inference_id not in done:
                 executor.fail(task, problem, summary)

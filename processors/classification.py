@@ -204,14 +204,26 @@ class ClassificationProcessor(Processor):
     version = 2
     tasks = ("image-classification", "text-classification")
     metrics = [
-        {'name': 'accuracy', 'description': 'Share of instances whose top-1 prediction is the true class', 'calculation': 'correct / n', 'values': '0 to 1, higher is better'},
-        {'name': 'precision', 'description': 'Of the instances predicted as a class, the share that are that class', 'calculation': 'TP / (TP + FP), 0 when TP + FP = 0', 'values': '0 to 1, higher is better'},
-        {'name': 'recall', 'description': 'Of the instances of a class, the share predicted as that class', 'calculation': 'TP / (TP + FN), 0 when TP + FN = 0', 'values': '0 to 1, higher is better'},
-        {'name': 'f1', 'description': 'Harmonic mean of precision and recall', 'calculation': '2 TP / (2 TP + FP + FN)', 'values': '0 to 1, higher is better'},
-        {'name': 'macro_f1', 'description': "Unweighted mean of per-class F1 over the classes present in the ground truth or the predictions (scikit-learn's default)", 'calculation': 'mean over present classes of f1', 'values': '0 to 1'},
-        {'name': 'macro_f1_all_classes', 'description': 'Unweighted mean of per-class F1 over all dataset classes (a class absent from the ground truth and the predictions counts 0)', 'calculation': 'mean over all C classes of f1', 'values': '0 to 1'},
-        {'name': 'micro_f1', 'description': 'F1 of the pooled TP/FP/FN counts (equals accuracy for single-label classification)', 'calculation': '2 sum TP / (2 sum TP + sum FP + sum FN)', 'values': '0 to 1'},
-        {'name': 'weighted_f1', 'description': 'Per-class F1 averaged with support as weights', 'calculation': 'sum_c support_c f1_c / n', 'values': '0 to 1'},
+        {'name': 'accuracy', 'description': 'Share of instances whose top-1 prediction is the true class',
+         'calculation': 'correct / n', 'values': '0 to 1, higher is better'},
+        {'name': 'precision', 'description': 'Of the instances predicted as a class, the share that are that class',
+         'calculation': 'TP / (TP + FP), 0 when TP + FP = 0', 'values': '0 to 1, higher is better'},
+        {'name': 'recall', 'description': 'Of the instances of a class, the share predicted as that class',
+         'calculation': 'TP / (TP + FN), 0 when TP + FN = 0', 'values': '0 to 1, higher is better'},
+        {'name': 'f1', 'description': 'Harmonic mean of precision and recall', 'calculation': '2 TP / (2 TP + FP + FN)',
+         'values': '0 to 1, higher is better'},
+        {'name': 'macro_f1',
+         'description': 'Unweighted mean of per-class F1 over the classes present in the ground truth or the predictions '
+                        "(scikit-learn's default)",
+         'calculation': 'mean over present classes of f1', 'values': '0 to 1'},
+        {'name': 'macro_f1_all_classes',
+         'description': 'Unweighted mean of per-class F1 over all dataset classes (a class absent from the ground truth and '
+                        'the predictions counts 0)',
+         'calculation': 'mean over all C classes of f1', 'values': '0 to 1'},
+        {'name': 'micro_f1', 'description': 'F1 of the pooled TP/FP/FN counts (equals accuracy for single-label classification)',
+         'calculation': '2 sum TP / (2 sum TP + sum FP + sum FN)', 'values': '0 to 1'},
+        {'name': 'weighted_f1', 'description': 'Per-class F1 averaged with support as weights',
+         'calculation': 'sum_c support_c f1_c / n', 'values': '0 to 1'},
     ]
 
     def __init__(self, classes: list[str], max_misclassifications: int = 10000) -> None:

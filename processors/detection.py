@@ -21,8 +21,8 @@ undefined: no non-ignored ground truth in the classes and area range it averages
 """
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
-from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -272,10 +272,18 @@ class DetectionProcessor(Processor):
     version = 1
     tasks = ("object-detection",)
     metrics = [
-        {'name': 'AP', 'description': 'COCO average precision over IoU thresholds 0.50:0.05:0.95, all areas, up to 100 detections per image (processors.detection, equal to pycocotools)', 'calculation': 'mean over classes and IoU thresholds of 101-point interpolated precision', 'values': '0 to 1 (-1: undefined), higher is better'},
-        {'name': 'AP50', 'description': 'COCO average precision at IoU 0.50', 'calculation': 'as AP at the single IoU threshold 0.5', 'values': '0 to 1 (-1: undefined), higher is better'},
-        {'name': 'AP75', 'description': 'COCO average precision at IoU 0.75', 'calculation': 'as AP at the single IoU threshold 0.75', 'values': '0 to 1 (-1: undefined), higher is better'},
-        {'name': 'AR100', 'description': 'COCO average recall with up to 100 detections per image', 'calculation': 'mean over classes and IoU thresholds 0.50:0.05:0.95 of the recall reached', 'values': '0 to 1 (-1: undefined), higher is better'},
+        {'name': 'AP',
+         'description': 'COCO average precision over IoU thresholds 0.50:0.05:0.95, all areas, up to 100 detections per image '
+                        '(processors.detection, equal to pycocotools)',
+         'calculation': 'mean over classes and IoU thresholds of 101-point interpolated precision',
+         'values': '0 to 1 (-1: undefined), higher is better'},
+        {'name': 'AP50', 'description': 'COCO average precision at IoU 0.50',
+         'calculation': 'as AP at the single IoU threshold 0.5', 'values': '0 to 1 (-1: undefined), higher is better'},
+        {'name': 'AP75', 'description': 'COCO average precision at IoU 0.75',
+         'calculation': 'as AP at the single IoU threshold 0.75', 'values': '0 to 1 (-1: undefined), higher is better'},
+        {'name': 'AR100', 'description': 'COCO average recall with up to 100 detections per image',
+         'calculation': 'mean over classes and IoU thresholds 0.50:0.05:0.95 of the recall reached',
+         'values': '0 to 1 (-1: undefined), higher is better'},
     ]
 
     @classmethod

@@ -49,7 +49,8 @@ def register_datasets(store, root: str | Path, log=print) -> list[str]:
             doc, examples = kind.dataset_doc(kind.open_dataset(folder))
             check_class_names(doc)
         except Exception as exc:  # one unreadable dataset is reported and skipped; the others are registered
-            log(f"dataset {folder.name}: skipped: {exc if isinstance(exc, (DataError, KeyError)) else f'{type(exc).__name__}: {exc}'}")
+            reason = exc if isinstance(exc, (DataError, KeyError)) else f"{type(exc).__name__}: {exc}"
+            log(f"dataset {folder.name}: skipped: {reason}")
             continue
         store.upsert_dataset(doc, examples)
         names.append(doc["name"])
@@ -79,5 +80,6 @@ def register_catalogue(store) -> None:
     store.upsert_named("metrics", list(metrics.values()))
     variants = [{"name": "original", "version": 0, "description": "The unmodified dataset", "method": "none", "datatype": "any"}]
     for p in PERTURBATIONS:
-        variants.append({"name": p.name, "version": p.version, "description": p.description, "method": p.method, "datatype": p.datatype, "params": p.params})
+        variants.append({"name": p.name, "version": p.version, "description": p.description, "method": p.method,
+                         "datatype": p.datatype, "params": p.params})
     store.upsert_named("variants", variants)

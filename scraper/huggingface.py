@@ -44,7 +44,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import json
 import os
 import threading
 import time
@@ -56,8 +55,8 @@ from huggingface_hub import HfApi, constants, get_session, hf_hub_url
 from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, HfHubHTTPError
 from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, parse_ratelimit_headers
 
-from modules.hf import GATED
 from core.store import Update
+from modules.hf import GATED
 from scraper.local import WEIGHT_SUFFIXES, _as_list, config_fields, find_references, parse_card, read_json_object
 
 SOURCE = "huggingface"
@@ -145,7 +144,8 @@ class HubClient:
                     pause = self._rate_limit_wait(exc.response.headers, attempt)
                     if pause > self.retry.max_rate_limit_wait:
                         raise HubRequestFailed(f"{what}: rate limited by {self.endpoint} for {pause:.0f} s, more than the "
-                                               f"{self.retry.max_rate_limit_wait:.0f} s this sync waits; try later or set HF_TOKEN") from None
+                                               f"{self.retry.max_rate_limit_wait:.0f} s this sync waits; "
+                                               "try later or set HF_TOKEN") from None
                     failure = "HTTP 429 (rate limited)"
                     if attempt < self.retry.max_retries:
                         self._pause_everyone(pause)
@@ -533,7 +533,8 @@ def sync_huggingface(store, endpoint: str | None = None, token: str | None = Non
             log(f"huggingface {task}: listing failed after {result.listed} models ({how}): {result.error}; "
                 "what was listed is stored, the watermark is unchanged and nothing is marked removed")
             continue
-        log(f"huggingface {task}: {result.listed} models listed ({how})" + ("" if result.complete else f", stopped at --limit {limit}"))
+        log(f"huggingface {task}: {result.listed} models listed ({how})"
+            + ("" if result.complete else f", stopped at --limit {limit}"))
         if not result.complete:
             continue
         newest = max(filter(None, [result.newest, watermark]), default=None)

@@ -41,7 +41,8 @@ def parse_card(text: str) -> tuple[dict[str, Any], str, list[str]]:
 
 
 def find_references(text: str) -> list[dict[str, str]]:
-    refs = {f"arxiv:{m}": {"name": f"arxiv:{m}", "type": "arxiv", "arxiv_id": m, "url": f"https://arxiv.org/abs/{m}"} for m in ARXIV.findall(text)}
+    refs = {f"arxiv:{m}": {"name": f"arxiv:{m}", "type": "arxiv", "arxiv_id": m, "url": f"https://arxiv.org/abs/{m}"}
+            for m in ARXIV.findall(text)}
     for d in DOI.findall(text):
         d = d.rstrip(".,;")
         refs[f"doi:{d}"] = {"name": f"doi:{d}", "type": "doi", "doi": d, "url": f"https://doi.org/{d}"}
@@ -210,7 +211,8 @@ def scrape_local(store, root: str | Path, log=print) -> dict[str, int]:
         try:
             doc, r = read_repo(folder, name)
         except OSError as exc:  # unreadable folder: store the name and the reason
-            doc, r = {"_id": f"local/{name}", "name": name, "source": "local", "path": str(folder), "notes": [f"unreadable: {exc}"]}, []
+            doc, r = {"_id": f"local/{name}", "name": name, "source": "local", "path": str(folder),
+                      "notes": [f"unreadable: {exc}"]}, []
         docs.append(doc)
         refs.update({x["name"]: x for x in r})
     attach_local_adapters(docs, store)  # PEFT adapters: pin their base model's revision

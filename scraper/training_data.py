@@ -56,7 +56,8 @@ def infer_training_datasets(model: dict[str, Any], datasets: dict[str, dict[str,
     """(inferred dataset names, evidence). An empty list means no known dataset matches; evidence says why."""
     candidates_ds = candidate_datasets(model.get("task"), datasets)
     if not candidates_ds:
-        return [], {"method": "label_set", "reason": f"no registered dataset of task {model.get('task')!r} to match its labels with"}
+        return [], {"method": "label_set",
+                    "reason": f"no registered dataset of task {model.get('task')!r} to match its labels with"}
     raw = (model.get("config") or {}).get("id2label") or {}
     try:
         id2label = {int(k): str(v) for k, v in raw.items()}
@@ -90,7 +91,8 @@ def infer_training_datasets(model: dict[str, Any], datasets: dict[str, dict[str,
             cov, name, covered = max(candidates)
             why = f"labels {sample} cover only {covered} of the {len(datasets[name]['classes'])} classes of {name!r}"
         elif best_partial:
-            why = f"labels {sample} match no known {model.get('task')} dataset (closest: {best_partial[1]!r}, {best_partial[0]} of {len(labels)} labels)"
+            why = (f"labels {sample} match no known {model.get('task')} dataset "
+                   f"(closest: {best_partial[1]!r}, {best_partial[0]} of {len(labels)} labels)")
         else:
             why = f"labels {sample} match no known {model.get('task')} dataset"
         return [], {"method": "label_set", "reason": why}

@@ -28,8 +28,8 @@ class Ctx:
     @property
     def store(self):
         if self._store is None:
-            from service.mongo import MongoError, get_mongo_uri
             from core.store import Store
+            from service.mongo import MongoError, get_mongo_uri
 
             try:
                 uri = get_mongo_uri(self.mongo_uri)
@@ -107,7 +107,8 @@ def _register_local(c: Ctx, datasets_dir: Path | None = None) -> list[str]:
 @main.command()
 @click.option("--source", type=click.Choice(["local", "huggingface", "fiftyone"]), default="local", show_default=True)
 @click.option("--path", "path", type=click.Path(file_okay=False, path_type=Path), help="Folder of model repos (source local).")
-@click.option("--task", "tasks", multiple=True, help="Hugging Face task to list (repeatable; default: the tasks modules can evaluate).")
+@click.option("--task", "tasks", multiple=True,
+              help="Hugging Face task to list (repeatable; default: the tasks modules can evaluate).")
 @click.option("--limit", default=None, type=int, help="List at most this many models per task (Hugging Face).")
 @click.option("--full", is_flag=True, help="Hugging Face: list everything, not only what changed since the last sync; "
               "only a complete listing marks vanished models as removed.")
@@ -220,14 +221,16 @@ def model_cmd(c: Ctx, name: str, card: bool) -> None:
         ("name", doc["name"]), ("source", doc.get("source")), ("task", doc.get("task")), ("status", doc.get("status")),
         ("revision", doc.get("revision")), ("last modified", doc.get("last_modified")), ("license", doc.get("license")),
         ("library", doc.get("library")), ("base model", doc.get("base_model")), ("tags", ", ".join(doc.get("tags") or [])),
-        ("architectures", ", ".join(config.get("architectures") or ([config["architecture"]] if config.get("architecture") else []))),
+        ("architectures",
+         ", ".join(config.get("architectures") or ([config["architecture"]] if config.get("architecture") else []))),
         ("labels", len(config.get("id2label") or {}) or None),
         ("declared datasets", ", ".join(doc.get("datasets") or [])),
         ("inferred datasets", ", ".join(doc.get("inferred_datasets") or [])),
         ("gated", doc.get("gated") or None), ("private", "yes" if doc.get("private") else None),
         ("not evaluated", doc.get("access_note") or doc.get("unevaluated_reason")),
         ("references", ", ".join(doc.get("references") or [])),
-        ("files", f"{len(files)} files, {sum(v for v in files.values() if isinstance(v, (int, float))) / 1e6:.1f} MB" if files else None),
+        ("files",
+         f"{len(files)} files, {sum(v for v in files.values() if isinstance(v, (int, float))) / 1e6:.1f} MB" if files else None),
         ("notes", "; ".join(doc.get("notes") or [])),
     ]
     for key, value in fields:
@@ -266,8 +269,13 @@ def _model_card(doc: dict[str, Any]) -> str:
     source = doc.get("source")
     if source == "huggingface":
         from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
-                                            RepositoryNotFoundError)
+        from huggingface_hub.errors import (
+            EntryNotFoundError,
+            GatedRepoError,
+            HfHubHTTPError,
+            LocalEntryNotFoundError,
+            RepositoryNotFoundError,
+        )
 
         from scraper.huggingface import GATED_NOTE
 
@@ -301,7 +309,8 @@ def datasets_cmd(c: Ctx) -> None:
     rows = []
     for d in c.store.datasets().values():
         splits = ", ".join(f"{s['name']}={s['total']}" for s in d["splits"])
-        rows.append([d["name"], _task_name(d), len(d["classes"]), splits, ",".join(d.get("supported_variants") or []), d["revision"][:12]])
+        rows.append([d["name"], _task_name(d), len(d["classes"]), splits, ",".join(d.get("supported_variants") or []),
+                     d["revision"][:12]])
     print_table(["dataset", "task", "classes", "splits", "variants", "revision"], rows)
 
 
@@ -354,8 +363,10 @@ def run_options(isolate_default: bool = False) -> list:
         click.option("--isolate/--no-isolate", default=isolate_default, show_default=True,
                      help="Evaluate each model in a child process with a time and memory limit."),
         click.option("--timeout", default=1800.0, show_default=True, help="Time limit per task in seconds (with --isolate)."),
-        click.option("--memory-limit", "memory_limit_mb", default=None, type=int, help="Memory limit of the child process in MB (with --isolate)."),
-        click.option("--max-attempts", default=3, show_default=True, help="Attempts before a failing task is parked until the model or module changes."),
+        click.option("--memory-limit", "memory_limit_mb", default=None, type=int,
+                     help="Memory limit of the child process in MB (with --isolate)."),
+        click.option("--max-attempts", default=3, show_default=True,
+                     help="Attempts before a failing task is parked until the model or module changes."),
     ]
 
 
@@ -399,8 +410,10 @@ def _cycle(c: Ctx, options, progress: bool | None, wait_lock: float):
         raise click.ClickException(f"{exc}. Wait for it, `zooeval stop` it, or pass --wait-lock SECONDS.") from None
 
 
-progress_option = click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
-wait_lock_option = click.option("--wait-lock", default=0.0, show_default=True, help="Seconds to wait for a running cycle to finish.")
+progress_option = click.option("--progress/--no-progress", default=None,
+                               help="Progress bars (default: when stderr is a terminal).")
+wait_lock_option = click.option("--wait-lock", default=0.0, show_default=True,
+                                help="Seconds to wait for a running cycle to finish.")
 
 
 @main.command()
@@ -583,7 +596,8 @@ def summary_table(store) -> None:
             print_table(["model", "dataset", "variant", *(c.header for c in head), _throughput(kind)], sorted(rows))
     groups: dict[tuple, list[str]] = {}
     for f in store.failures({}, {"model_name": 1, "dataset": 1, "variant": 1, "error_class": 1, "reason": 1}):
-        groups.setdefault((f.get("model_name"), f.get("dataset"), f["error_class"], f["reason"][:80]), []).append(f.get("variant"))
+        group_key = (f.get("model_name"), f.get("dataset"), f["error_class"], f["reason"][:80])
+        groups.setdefault(group_key, []).append(f.get("variant"))
     if groups:
         click.echo("")
         print_table(["failed model", "dataset", "variants", "class", "reason"],
@@ -636,7 +650,8 @@ def _result_table(kind, results: list[dict[str, Any]], per_class: bool) -> None:
         other = ", ".join(f"{k}={_f(v) if isinstance(v, float) else v}" for k, v in o.items()
                           if k not in keys and isinstance(v, (int, float)) and r["processor"] not in kind.default_processors)
         rows.append([r["dataset"], r["split"], r["variant"], r["module"].split("/")[0], _processor_label(r),
-                     *(_f(o.get(c.key), c.decimals) for c in kind.columns), _f(r["runtime"].get("instances_per_second"), 1), other])
+                     *(_f(o.get(c.key), c.decimals) for c in kind.columns), _f(r["runtime"].get("instances_per_second"), 1),
+                     other])
     print_table(["dataset", "split", "variant", "module", "processor", *(c.header for c in kind.columns), _throughput(kind),
                  "other"], rows)
     if not per_class:
@@ -647,7 +662,8 @@ def _result_table(kind, results: list[dict[str, Any]], per_class: bool) -> None:
                    and isinstance(r[key], dict) for name, v in r[key].items() if isinstance(v, dict)]
         if not groups:
             continue
-        cols = list(dict.fromkeys(k for _, v in groups for k, x in v.items() if isinstance(x, (int, float, str)) and not isinstance(x, bool)))
+        cols = list(dict.fromkeys(k for _, v in groups for k, x in v.items()
+                                  if isinstance(x, (int, float, str)) and not isinstance(x, bool)))
         click.echo(f"\n{r['dataset']}/{r['split']} variant={r['variant']} ({_processor_label(r)})")
         print_table(["class", *cols], [[name, *(_f(v.get(k)) if isinstance(v.get(k), float) else v.get(k) for k in cols)]
                                        for name, v in groups])
@@ -670,7 +686,8 @@ def _print_failures(store, model_key: str) -> None:
     if not groups and not store.count("results", {"model_key": model_key}):
         doc = store.get_model(model_key) or {}
         why = doc.get("access_note") or doc.get("unevaluated_reason")
-        click.echo(f"not evaluated: {why}" if why else "not evaluated yet (no module takes it, or no cycle has run since it was stored)")
+        click.echo(f"not evaluated: {why}" if why
+                   else "not evaluated yet (no module takes it, or no cycle has run since it was stored)")
 
 
 def export_rows(store, superseded: bool = False) -> Iterator[dict[str, Any]]:

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from service.lock import CycleLock, wait_for_lock
 from core.store import Store, utcnow
+from service.lock import CycleLock, wait_for_lock
 
 LAST_OPTIONS_ID = "last_run_options"
 

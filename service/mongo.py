@@ -605,14 +605,14 @@ class EmbeddedMongo:
             "timeout": "It may be slow (disk) or stuck; see its log. Retry, or set ZOOEVAL_MONGO_URI.",
             "exit": f"See the log lines below. {_INSTALL_HINT}",
         }[err]
-        lines = [l for l in self._new_output().splitlines() if l.strip()] or _tail(self.logpath, 20)
-        errors = [_short_log_line(l) for l in lines if re.search(r'"s":"[EF]"', l)][-5:]
-        tail = [_short_log_line(l) for l in lines[-20:]]
+        lines = [line for line in self._new_output().splitlines() if line.strip()] or _tail(self.logpath, 20)
+        errors = [_short_log_line(line) for line in lines if re.search(r'"s":"[EF]"', line)][-5:]
+        tail = [_short_log_line(line) for line in lines[-20:]]
         msg = f"{head}. {why}"
         if errors:
-            msg += "\nErrors it logged:\n" + "\n".join("    " + l for l in errors)
+            msg += "\nErrors it logged:\n" + "\n".join("    " + line for line in errors)
         msg += (f"\nLast lines of {self.logpath} and {self.outpath.name}:\n"
-                + ("\n".join("    " + l for l in tail) if tail else "    (no output)"))
+                + ("\n".join("    " + line for line in tail) if tail else "    (no output)"))
         return MongoStartError(msg)
 
     def _init_replset(self, port: int, timeout: float | None = None) -> None:

@@ -15,9 +15,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
+from core.store import Store
 from service.cycle import CycleOptions, run_cycle
 from service.lock import LockHeld
-from core.store import Store
 
 JOB_ID = "zooeval-cycle"
 JOBS_COLLECTION = "scheduler_jobs"
@@ -100,7 +100,8 @@ def ensure_job(scheduler, store: Store, home: Path, options: CycleOptions, sourc
     existing = scheduler.get_job(JOB_ID)
     if existing is not None and str(existing.trigger) == str(trigger) and existing.kwargs == kwargs:
         return existing, True
-    job = scheduler.add_job(scheduled_cycle, trigger, id=JOB_ID, name="zooeval nightly cycle", replace_existing=True, kwargs=kwargs)
+    job = scheduler.add_job(scheduled_cycle, trigger, id=JOB_ID, name="zooeval nightly cycle", replace_existing=True,
+                            kwargs=kwargs)
     return job, False
 
 
@@ -142,7 +143,8 @@ def serve(store: Store, home: Path, options: CycleOptions, sources: list[dict[st
         job = scheduler.get_job(JOB_ID) or job
         what = f"every {interval:g} s" if interval else f"cron '{cron or '0 2 * * *'}'"
         echo(f"scheduler started: job {job.id} {what} ({'kept the stored job' if kept else 'job stored'}), "
-             f"next run {job.next_run_time:%Y-%m-%d %H:%M:%S %Z}; jobs are kept in {store.db_name}.{JOBS_COLLECTION}; Ctrl-C to stop")
+             f"next run {job.next_run_time:%Y-%m-%d %H:%M:%S %Z}; jobs are kept in {store.db_name}.{JOBS_COLLECTION}; "
+             "Ctrl-C to stop")
         while not done.wait(1.0):
             pass
     except KeyboardInterrupt:

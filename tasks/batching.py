@@ -13,8 +13,6 @@ import torch
 from modules.base import EvaluationModule, LoadedModel
 
 
-
-
 def prefetch(iterator: Iterator[Any], depth: int = 2) -> Iterator[Any]:
     """Run ``iterator`` in a thread, ``depth`` items ahead; re-raise its exceptions in the consumer."""
     q: queue.Queue = queue.Queue(maxsize=depth)

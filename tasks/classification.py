@@ -167,7 +167,8 @@ class ClassificationTask(TaskKind):
             for part, prepared in prefetch(batches(rows, batch_size, load, prepare)):
                 logits = module.forward(loaded, to_device(prepared, device))
                 if logits.shape[-1] != index.shape[1]:
-                    raise InferenceError(f"model returned {logits.shape[-1]} scores per sample, config declares {index.shape[1]} labels")
+                    raise InferenceError(f"model returned {logits.shape[-1]} scores per sample, "
+                                         f"config declares {index.shape[1]} labels")
                 check_finite(logits, part)
                 scores = dataset_scores(logits, index, n_classes)
                 if not torch.isfinite(scores).all():

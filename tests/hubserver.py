@@ -202,9 +202,11 @@ class FolderZoo:
         folder = self.root / parts[0] / parts[1]
         if not folder.is_dir():
             return None
-        paths = sorted(p for p in folder.rglob("*") if p.is_file() and not any(x.startswith(".") for x in p.relative_to(folder).parts))
+        paths = sorted(p for p in folder.rglob("*")
+                       if p.is_file() and not any(x.startswith(".") for x in p.relative_to(folder).parts))
         meta_path = folder / META_FILE
-        signature = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths + ([meta_path] if meta_path.exists() else []))
+        signature = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns)
+                          for p in paths + ([meta_path] if meta_path.exists() else []))
         with self._lock:
             cached = self._cache.get(repo_id)
         if cached and cached[0] == signature:
@@ -245,7 +247,8 @@ class FolderZoo:
         pipeline_tag = card_meta.get("pipeline_tag")
         archs = (config or {}).get("architectures") or []
         pipeline_tag = pipeline_tag or task_for_architectures(archs)
-        library = card_meta.get("library_name") or ("transformers" if config and ("architectures" in config or "model_type" in config) else None)
+        library = card_meta.get("library_name") or (
+            "transformers" if config and ("architectures" in config or "model_type" in config) else None)
         tags = [str(t) for t in (card_meta.get("tags") or [])]
         tags += [t for t in (library, pipeline_tag) if t]
         tags += [f"dataset:{d}" for d in _as_list(card_meta.get("datasets"))]
@@ -405,7 +408,8 @@ class Fault:
     hits: int = 0
 
     def matches(self, path: str, page: int | None) -> bool:
-        return path.startswith(self.path) and (self.page is None or self.page == page) and (self.times is None or self.hits < self.times)
+        return (path.startswith(self.path) and (self.page is None or self.page == page)
+                and (self.times is None or self.hits < self.times))
 
 
 @dataclasses.dataclass
@@ -543,7 +547,8 @@ class HubServer:
         cursor = query.get("cursor")
         return _decode_cursor(cursor[-1])[1] if cursor else 1
 
-    def _send(self, req: _Handler, method: str, status: int, headers: dict[str, str], body: bytes | tuple[Path, int, int]) -> None:
+    def _send(self, req: _Handler, method: str, status: int, headers: dict[str, str],
+              body: bytes | tuple[Path, int, int]) -> None:
         req.send_response(status)
         length = body[2] if isinstance(body, tuple) else len(body)
         for k, v in headers.items():

@@ -121,7 +121,6 @@ def build_peft_zoo(root: Path, fault_zoo: dict[str, Any]) -> dict[str, Path]:
 
 def peft_probabilities(base_dir: Path, adapter_dir: Path, texts: list[str]):
     """Class probabilities of the adapter applied to its base with peft directly (independent of zooeval)."""
-    import torch
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

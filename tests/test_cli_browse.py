@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from service.cli import main
 from core.store import Store
+from service.cli import main
 
 
 def cli(*args: str) -> str:
@@ -48,7 +48,7 @@ def test_models_filters_and_dataset_view(env):
     assert "datatype: image" in out and "supported variants" in out
     ds = store.datasets()["digits"]
     test_counts = next(s for s in ds["splits"] if s["name"] == "test")["class_counts"]
-    line = next(l for l in out.splitlines() if l.startswith("3 ") or l.startswith("3  "))
+    line = next(row for row in out.splitlines() if row.startswith("3 ") or row.startswith("3  "))
     assert str(test_counts["3"]) in line.split()
     result = CliRunner().invoke(main, ["dataset", "nope"])
     assert result.exit_code != 0 and "no dataset 'nope'" in result.output

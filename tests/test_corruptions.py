@@ -6,10 +6,10 @@ import pytest
 from PIL import Image
 from skimage import data
 
+from core.data import LocalDataset, write_dataset
 from perturbations import PERTURBATIONS, get_perturbation
 from perturbations.cache import ensure_variant
 from perturbations.corruptions import CORRUPTIONS, SEVERITIES, Corruption
-from core.data import LocalDataset, write_dataset
 
 NOISE = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise")
 
@@ -82,9 +82,9 @@ def test_a_corruption_is_a_variant_of_a_real_cycle(demo_home, mongo_uri, db_name
     """resnet-digits evaluated on two corrupted variants of digits through the Executor: results stored with
     the variant's name, version and parameters; the strongest contrast reduction costs accuracy."""
     import processors.classification  # noqa: F401
+    from core.store import Store
     from modules.hf import HFImageClassification
     from pipeline.executor import Executor
-    from core.store import Store
     from scraper.datasets import register_datasets
     from scraper.local import scrape_local
 

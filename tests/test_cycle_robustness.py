@@ -11,10 +11,10 @@ import shutil
 import pytest
 
 import processors.classification  # noqa: F401  (registers the classification processor)
-from modules.hf import HFTextClassification
 from core.data import LocalDataset
-from pipeline.executor import Executor
 from core.store import Store
+from modules.hf import HFTextClassification
+from pipeline.executor import Executor
 from scraper.datasets import register_datasets
 from scraper.local import scrape_local
 from tests.fault_repos import DATASET, session_fault_zoo
@@ -60,11 +60,13 @@ def test_broken_dataset_and_modules_next_to_good_ones(fault_zoo, mongo_uri, db_n
                  supported_variants=["no-such-variant"])
     store = Store(mongo_uri, db_name)
     try:
-        assert sorted(register_datasets(store, datasets, log=lambda *a: None)) == [DATASET, "tinysent-badvariant", "tinysent-broken"]
+        assert sorted(register_datasets(store, datasets, log=lambda *a: None)) == [DATASET, "tinysent-badvariant",
+                                                                                   "tinysent-broken"]
         (datasets / "tinysent-broken" / "test.jsonl").write_text("{not json\n")  # unreadable after registration
         scrape_local(store, fault_zoo["zoo"], log=lambda *a: None)
         # the good model is "trained on" every copy (compatible datasets), so each module takes it
-        store.db.models.update_one({"name": "fault/good"}, {"$set": {"datasets": [DATASET, "tinysent-broken", "tinysent-badvariant"]}})
+        store.db.models.update_one({"name": "fault/good"},
+                                   {"$set": {"datasets": [DATASET, "tinysent-broken", "tinysent-badvariant"]}})
         modules = [HFTextClassification(dataset=DATASET), HFTextClassification(dataset="tinysent-broken"),
                    HFTextClassification(dataset="tinysent-badvariant", variants=("original", "no-such-variant")),
                    ForwardFails(dataset=DATASET), AcceptsFails(dataset=DATASET)]

@@ -13,10 +13,10 @@ import shutil
 import pytest
 
 import processors.classification  # noqa: F401  (registers the classification processor)
+from core.store import Store
 from modules.hf import HFImageClassification
 from perturbations.cache import is_complete
 from pipeline.executor import Executor
-from core.store import Store
 from scraper.datasets import register_datasets
 from scraper.local import scrape_local
 

@@ -21,8 +21,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 yaml = pytest.importorskip("yaml")
 
-from demo import build as demo_mod  # noqa: E402
 from core.data import LocalDataset  # noqa: E402
+from demo import build as demo_mod  # noqa: E402
 from demo.build import BUILD_FORMAT, MARKER, build_demo, demo_paths, read_marker  # noqa: E402
 
 torch.set_num_threads(2)

@@ -14,7 +14,16 @@ import numpy as np
 import pytest
 import torch
 
-from modules.base import ModelLoadError, UnsafeModelError
+from core.coco import CocoDataset, is_coco_dataset
+from core.data import DataError
+from core.labels import LabelMappingError
+from demo.detection_data import (
+    ASTRONAUT_FACE_XYWH,
+    build_faces_dataset,
+    build_quokka_dataset,
+    build_shapes_dataset,
+)
+from modules.base import InferenceError, ModelLoadError, UnsafeModelError
 from modules.detection import (
     FiftyOneDetection,
     HFObjectDetection,
@@ -23,17 +32,7 @@ from modules.detection import (
     detections_from_fiftyone,
     mtcnn_model_doc,
 )
-from core.coco import CocoDataset, is_coco_dataset
-from core.data import DataError
-from demo.detection_data import (
-    ASTRONAUT_FACE_XYWH,
-    build_faces_dataset,
-    build_quokka_dataset,
-    build_shapes_dataset,
-)
 from tasks.detection import detection_label_mapping, run_detection, to_coco_results, to_detection_batch
-from modules.base import InferenceError
-from core.labels import LabelMappingError
 
 RUNTIME_KEYS = {"n", "batch_size", "device", "warmup_s", "time_in_seconds", "time_per_instance", "instances_per_second"}
 

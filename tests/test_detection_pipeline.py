@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.catalog import build_modules
-from modules.detection import MTCNNFaceDetection, mtcnn_model_doc
 from core.coco import CocoDataset
+from core.store import Store
 from demo.detection_data import build_faces_dataset, build_shapes_dataset
+from modules.detection import MTCNNFaceDetection, mtcnn_model_doc
+from pipeline.catalog import build_modules
 from pipeline.executor import Executor
 from pipeline.planner import Planner
-from tasks.detection import DETECTION
-from core.store import Store
 from processors.base import PROCESSORS
 from processors.detection import COCO_STATS, DetectionProcessor
 from scraper.datasets import register_datasets
+from tasks.detection import DETECTION
 from tests.test_detection_data import coco_eval
 
 MTCNN_KEY = "pypi/facenet-pytorch/mtcnn"

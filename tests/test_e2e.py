@@ -9,15 +9,14 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from sklearn.metrics import accuracy_score, f1_score
 
-from service.cli import main
 from core.store import Store
+from service.cli import main
 
 GOOD_MODELS = {
     "demo/minilm-rt-labels": "rotten_tomatoes",
@@ -66,7 +65,8 @@ def test_demo_cycle_then_nothing_to_do(env):
         f1_score(y_true, y_pred, labels=list(range(10)), average="macro", zero_division=0), abs=1e-12)
     assert r["overall"]["accuracy"] > 0.8  # a real trained model
     # label mapping recorded with the rule used
-    rules = {r["model_name"]: {p["rule"] for p in r["label_mapping"]["pairs"]} for r in store.iter_results({"variant": "original"})}
+    rules = {r["model_name"]: {p["rule"] for p in r["label_mapping"]["pairs"]}
+             for r in store.iter_results({"variant": "original"})}
     assert rules["demo/minilm-rt-labels"] == {"index"}
     assert rules["demo/minilm-rt-cased"] == {"normalised"}
     assert rules["demo/minilm-rt-sentiment"] == {"synonym"}

@@ -386,7 +386,8 @@ def test_metric_added_later_costs_no_forward_pass(cycle, metrics, monkeypatch, t
     acc = result(folder, folder / "accuracy.py")
     assert acc["processor_version"] == 1 and acc["inference_id"] == base["inference_id"]
     assert acc["processor_params"] == {"metric": str(folder), "name": "accuracy", "script_sha256": sha256(folder / "accuracy.py")}
-    assert acc["_id"] == ident.result_id(base["inference_id"], ident.processor_fingerprint(**ProcessorSpec.parse(specs[0]).identity()))
+    assert acc["_id"] == ident.result_id(base["inference_id"],
+                                         ident.processor_fingerprint(**ProcessorSpec.parse(specs[0]).identity()))
     assert acc["overall"]["accuracy"] == base["overall"]["accuracy"] == accuracy_score(y_true, y_pred)
     assert acc["overall"]["n"] == base["overall"]["n"] == len(y_true)
     f1 = result(metrics["f1"], metrics["f1"] / "f1.py")

@@ -21,10 +21,10 @@ import pytest
 import torch
 
 import processors.classification  # noqa: F401  (registers the classification processor)
+from core.store import Store, utcnow
 from modules.hf import HFTextClassification
 from pipeline.executor import Executor
 from pipeline.isolation import isolation_context
-from core.store import Store, utcnow
 from scraper.datasets import register_datasets
 from scraper.local import scrape_local
 from tests.fault_repos import DATASET, session_fault_zoo

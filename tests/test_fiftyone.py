@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from service.cli import main
-from demo.build import IMAGENET_DATASET, MOBILENET_WEIGHTS
 from core.store import Store
+from demo.build import IMAGENET_DATASET, MOBILENET_WEIGHTS
+from service.cli import main
 
 MOBILENET = "mobilenet-v2-imagenet-torch"
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -31,7 +31,8 @@ def cli(*args: str) -> str:
 def fo_env(env, monkeypatch):
     """The FiftyOne/torch weight locations unset for the test, and whatever the code under test defaults them
     to (core.fiftyone_support.fiftyone_env uses os.environ.setdefault) removed again afterwards."""
-    for key in ("FIFTYONE_MODEL_ZOO_DIR", "TORCH_HOME", "FIFTYONE_MODEL_ZOO_MANIFEST_PATHS", "FIFTYONE_MODEL_ZOO_MANIFEST_CACHE_ENABLED"):
+    for key in ("FIFTYONE_MODEL_ZOO_DIR", "TORCH_HOME", "FIFTYONE_MODEL_ZOO_MANIFEST_PATHS",
+                "FIFTYONE_MODEL_ZOO_MANIFEST_CACHE_ENABLED"):
         monkeypatch.setenv(key, "placeholder")  # records the original value (or its absence) for the undo
         monkeypatch.delenv(key)
     return env
@@ -115,7 +116,8 @@ def test_scrape_lists_the_zoo_custom_manifests_and_removals(fo_env, tmp_path, mo
     assert zero_shot["task"] == "zero-shot-image-classification" and zero_shot["datasets"] == ["wit-400m"]
     # the custom manifest's models
     c, det = docs["zooeval-test-classifier"], docs["zooeval-test-detector"]
-    assert c["task"] == "image-classification" and c["datasets"] == ["imagenet-1k"] and c["compatible_datasets"] == [IMAGENET_DATASET]
+    assert (c["task"] == "image-classification" and c["datasets"] == ["imagenet-1k"]
+            and c["compatible_datasets"] == [IMAGENET_DATASET])
     assert c["license"] == "MIT" and c["size_bytes"] == 1234 and c["description"] == "first"
     assert det["task"] == "object-detection" and det["datasets"] == ["coco-2017"] and det["compatible_datasets"] == []
 
@@ -226,7 +228,8 @@ def test_mobilenet_v2_end_to_end_matches_torchvision(fo_env, capsys):
     p, rec, f1, support = precision_recall_fscore_support(y_true, y_ref, labels=list(range(1000)), zero_division=0)
     for i in sorted(set(y_true) | set(y_ref)):
         pc = r["per_class"][classes[i]]
-        assert (pc["precision"], pc["recall"], pc["f1"], pc["support"]) == pytest.approx((p[i], rec[i], f1[i], support[i])), classes[i]
+        assert (pc["precision"], pc["recall"], pc["f1"], pc["support"]) == pytest.approx(
+            (p[i], rec[i], f1[i], support[i])), classes[i]
     # macro-F1 over the classes of the 20 images and their predictions (sklearn's default), and over all 1,000
     assert r["overall"]["macro_f1"] == pytest.approx(f1_score(y_true, y_ref, average="macro", zero_division=0), abs=1e-12)
     assert r["overall"]["macro_f1_all_classes"] == pytest.approx(
@@ -234,8 +237,8 @@ def test_mobilenet_v2_end_to_end_matches_torchvision(fo_env, capsys):
     # 1,000 classes: the confusion matrix is stored sparse (a dense one is ~9 MB of BSON) and reads back equal
     from sklearn.metrics import confusion_matrix
 
-    from service.cli import export_rows
     from processors.classification import dense_confusion
+    from service.cli import export_rows
 
     assert r["confusion_matrix"]["format"] == "sparse" and len(r["confusion_matrix"]["entries"]) <= 20
     np.testing.assert_array_equal(dense_confusion(r["confusion_matrix"]),
@@ -257,9 +260,9 @@ def test_fiftyone_predict_agrees_with_the_module(fo_env):
     """The module's logits give FiftyOne's own predictions (model.predict) on the same images."""
     import torch
 
-    from modules.fiftyone_zoo import FiftyOneImageClassification
     from core.data import LocalDataset
     from core.fiftyone_support import fiftyone_zoo
+    from modules.fiftyone_zoo import FiftyOneImageClassification
     from scraper.fiftyone import model_doc
 
     fozm = fiftyone_zoo()

@@ -17,14 +17,14 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.catalog import build_modules
-from tasks.detection import DETECTION
-from modules.detection import mtcnn_model_doc
 from core.coco import CocoDataset
-from demo.detection_data import build_faces_dataset
 from core.store import Store
+from demo.detection_data import build_faces_dataset
+from modules.detection import mtcnn_model_doc
+from pipeline.catalog import build_modules
 from processors.detection import COCO_STATS
 from scraper.datasets import register_datasets
+from tasks.detection import DETECTION
 from tests.test_detection_pipeline import coco_eval, executor, variant_dataset
 
 ZOO_NAME = "zooeval-test-mtcnn-faces"

@@ -18,8 +18,8 @@ import sys
 import pytest
 
 from core.store import Store
-from tests.hubserver import HubServer
 from tests.fault_repos import DATASET, session_fault_zoo
+from tests.hubserver import HubServer
 
 REPOS = ["good", "pickle-ok", "corrupt", "remote-code", "pickle-evil"]
 

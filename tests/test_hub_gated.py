@@ -19,9 +19,9 @@ from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNot
 from huggingface_hub.utils import hf_raise_for_status
 
 from core.store import Store
-from tests.hubserver import META_FILE, HubServer
 from scraper.huggingface import GATED_NOTE, PRIVATE_NOTE, sync_huggingface, token_fingerprint
 from tests.fault_repos import DATASET
+from tests.hubserver import META_FILE, HubServer
 from tests.test_hub_e2e import fault_zoo, zooeval  # noqa: F401 (fault_zoo: the module-scoped fixture)
 from tests.test_hub_scrape import BERT, FAST, card, write_repo
 
@@ -96,13 +96,15 @@ def test_stand_in_answers_gated_and_private_repos_like_the_hub(zoo, tmp_path):
         # listing: gated repos are listed with how they are gated, private ones only for a token with access
         assert {m.id: m.gated for m in anonymous.list_models(full=True)} == {"org/open": False, "org/gated": "manual"}
         assert {m.id for m in other.list_models(full=True)} == {"org/open", "org/gated"}
-        assert {m.id: m.private for m in good.list_models(full=True)} == {"org/open": False, "org/gated": False, "org/private": True}
+        assert {m.id: m.private for m in good.list_models(full=True)} == {"org/open": False, "org/gated": False,
+                                                                          "org/private": True}
         assert [m.id for m in anonymous.list_models(gated=True)] == ["org/gated"]
         assert sorted(m.id for m in good.list_models(gated=False)) == ["org/open", "org/private"]
 
         # gated: metadata and file list for everyone, files only with access
         info = anonymous.model_info("org/gated", files_metadata=True)
-        assert info.gated == "manual" and {s.rfilename for s in info.siblings} == {"README.md", "config.json", "model.safetensors"}
+        assert info.gated == "manual"
+        assert {s.rfilename for s in info.siblings} == {"README.md", "config.json", "model.safetensors"}
         assert {f.path for f in anonymous.list_repo_tree("org/gated")} == {"README.md", "config.json", "model.safetensors"}
         with pytest.raises(GatedRepoError) as no_token:
             download("org/gated", False)

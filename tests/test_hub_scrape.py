@@ -16,12 +16,14 @@ import pytest
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 
 from core.store import Store
-from tests.hubserver import Fault, HubServer
 from scraper.huggingface import HubUnreachable, RetryPolicy, sync_huggingface
+from tests.hubserver import Fault, HubServer
 
 FAST = RetryPolicy(max_retries=3, base_wait=0.05, max_wait=0.2, timeout=5)
-BERT = {"architectures": ["BertForSequenceClassification"], "model_type": "bert", "id2label": {"0": "negative", "1": "positive"}}
-RESNET = {"architectures": ["ResNetForImageClassification"], "model_type": "resnet", "id2label": {str(i): str(i) for i in range(10)}}
+BERT = {"architectures": ["BertForSequenceClassification"], "model_type": "bert",
+        "id2label": {"0": "negative", "1": "positive"}}
+RESNET = {"architectures": ["ResNetForImageClassification"], "model_type": "resnet",
+          "id2label": {str(i): str(i) for i in range(10)}}
 TEXT_REPOS = ["org/text-a", "org/text-b", "org/text-c", "org/broken-yaml", "org/bad-config"]
 
 
@@ -231,7 +233,8 @@ def test_synthetic_zoo_incremental_changes_and_removals(store):
         changed = set(hub.synthetic.change(fraction=0.01))
         again = sync_huggingface(store, endpoint=hub.url, progress=False, log=lambda *a: None, details=False, page_size=500)
         assert again["changed"] == 20 and again["new"] == 0 and again["listed"] <= 22
-        assert {d["name"] for d in store.db.models.find({"details_pending": True})} == {f"synthetic/model-{i:07d}" for i in range(2000)}
+        assert ({d["name"] for d in store.db.models.find({"details_pending": True})}
+                == {f"synthetic/model-{i:07d}" for i in range(2000)})
         gone = set(hub.synthetic.remove(count=7))
         full = sync_huggingface(store, endpoint=hub.url, progress=False, log=lambda *a: None, details=False,
                                 page_size=500, full=True)
@@ -301,7 +304,8 @@ def test_transformers_loads_a_real_model_from_the_stand_in(zoo, store, tmp_path)
         counts = sync(store, hub)
         env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "child-hf-home"), "HF_HUB_OFFLINE": "0",
                "TRANSFORMERS_OFFLINE": "0", "HF_HUB_DISABLE_TELEMETRY": "1"}
-        out = subprocess.run([sys.executable, "-c", LOAD, "tiny/bert-sentiment"], env=env, capture_output=True, text=True, timeout=120)
+        out = subprocess.run([sys.executable, "-c", LOAD, "tiny/bert-sentiment"], env=env, capture_output=True, text=True,
+                             timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split()[-2:] == ["2", "positive"]
     tiny = hf_models(store)["tiny/bert-sentiment"]

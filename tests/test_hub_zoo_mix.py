@@ -7,8 +7,8 @@ and one `zooeval run` against the Hub stand-in; then `zooeval results` must show
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from core.store import Store
-from tests.hubserver import META_FILE, HubServer
 from tests.fault_repos import DATASET, build_trust_repos, session_fault_zoo
+from tests.hubserver import META_FILE, HubServer
 from tests.peft_repos import BASE, LORA, build_peft_zoo, peft_probabilities
 from tests.setfit_repos import session_setfit_zoo
 
@@ -73,8 +73,6 @@ def table_value(out: str, variant: str, column: str) -> float:
 
 @pytest.mark.slow
 def test_mixed_hub_zoo_right_numbers_or_one_reason_each(tmp_path_factory, tmp_path, mongo_uri, db_name):
-    from PIL import Image
-
     from core.data import LocalDataset
     from demo.build import IMAGENET_DATASET, _build_imagenet_foolbox
     from demo.imagenet_timm import write_timm_repo
@@ -146,7 +144,8 @@ def test_mixed_hub_zoo_right_numbers_or_one_reason_each(tmp_path_factory, tmp_pa
         rules = {p["model_label"]: p["rule"] for p in r["label_mapping"]["pairs"]}
         assert rules["crane"] == "index (duplicate name)"
         pairs = r["label_mapping"]["pairs"]
-        assert [p["dataset_class"] for p in pairs][134] == "crane (bird)" and [p["dataset_class"] for p in pairs][517] == "crane (machine)"
+        assert ([p["dataset_class"] for p in pairs][134] == "crane (bird)"
+                and [p["dataset_class"] for p in pairs][517] == "crane (machine)")
         # same weights, other label names: identical stored predictions
         plain = next(store.iter_results({"model_name": "org/mobilenetv2-timm"}))
         preds = [[c["topk_labels"] for c in store.iter_predictions(x["inference_id"])] for x in (r, plain)]

@@ -413,4 +413,5 @@ def test_an_imagenet_head_with_its_two_cranes_is_inferred_trained_on_the_imagene
     # a head whose repeated names sit elsewhere is not taken for the set's order
     swapped = dict(head)
     swapped[134], swapped[0] = head[0], head[134]
-    assert infer_training_datasets({**model, "config": {"id2label": {str(i): lab for i, lab in swapped.items()}}}, datasets)[0] == []
+    swapped_model = {**model, "config": {"id2label": {str(i): lab for i, lab in swapped.items()}}}
+    assert infer_training_datasets(swapped_model, datasets)[0] == []

@@ -10,11 +10,11 @@ import time
 import pytest
 from click.testing import CliRunner
 
+from core.store import Store
 from service.cli import main
 from service.cycle import CycleOptions, run_cycle
 from service.lock import CycleLock, LockHeld
 from service.scheduler import JOB_ID, JOBS_COLLECTION, ensure_job, make_scheduler, scheduled_cycle, stored_job
-from core.store import Store
 
 TEXT_MODELS = 3  # good text models in the demo zoo
 TEXT_VARIANTS = 4
@@ -111,7 +111,8 @@ def _run_cmd(*extra: str, module: str = "hf-text-classification/*") -> list[str]
 def test_two_runs_started_at_once_never_overlap(env):
     cli("scrape", "--source", "local")
     store = Store(env["uri"], env["db"])
-    procs = [subprocess.Popen(_run_cmd(module="hf-image-classification/*"), env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs = [subprocess.Popen(_run_cmd(module="hf-image-classification/*"), env=os.environ.copy(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
     codes = sorted(p.returncode for p in procs)

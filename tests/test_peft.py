@@ -20,15 +20,24 @@ import sys
 import numpy as np
 import pytest
 
-from modules.base import IncompleteWeightsError, ModelLoadError
-from modules.peft_adapter import PeftTextClassification
 from core import identity as ident
 from core.store import Store
+from modules.base import IncompleteWeightsError, ModelLoadError
+from modules.peft_adapter import PeftTextClassification
 from scraper.adapters import attach_local_adapters, folder_state, hub_adapter
-from tests.hubserver import HubServer
 from tests.fault_repos import DATASET, session_fault_zoo
-from tests.peft_repos import (BARE, BASE, LORA, MISSING_BASE, NO_HEAD, NO_SUCH_BASE, build_peft_zoo,
-                              peft_probabilities, plain_probabilities)
+from tests.hubserver import HubServer
+from tests.peft_repos import (
+    BARE,
+    BASE,
+    LORA,
+    MISSING_BASE,
+    NO_HEAD,
+    NO_SUCH_BASE,
+    build_peft_zoo,
+    peft_probabilities,
+    plain_probabilities,
+)
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +137,8 @@ def test_adapters_from_the_hub_and_a_local_folder_end_to_end(peft_zoo, fault_zoo
         moved = {**model, "adapter": {**model["adapter"], "base_revision": "0" * 40}}
         assert _recomputed_inference_id(moved, inference) != inference["_id"]
         assert ident.model_identity(model)["base"] == {"name": BASE, "revision": model["adapter"]["base_revision"]}
-        results = {r["variant"]: r for r in store.iter_results({"source": source, "model_name": LORA, "processor": "classification"})}
+        results = {r["variant"]: r
+                   for r in store.iter_results({"source": source, "model_name": LORA, "processor": "classification"})}
         assert sorted(results) == sorted(["original", *variants]), out
         accuracy = float(np.mean(expected.argmax(-1) == labels))
         assert results["original"]["overall"]["accuracy"] == pytest.approx(accuracy, abs=1e-12)
@@ -199,7 +209,8 @@ def test_adapter_loads_on_its_local_base_and_equals_peft(peft_zoo, fault_zoo, st
 
     with torch.inference_mode():
         logits = module.forward(loaded, module.prepare(loaded, texts))
-    np.testing.assert_allclose(torch.softmax(logits.double(), -1).numpy(), peft_probabilities(repos[BASE], repos[LORA], texts), atol=1e-6)
+    np.testing.assert_allclose(torch.softmax(logits.double(), -1).numpy(), peft_probabilities(repos[BASE], repos[LORA], texts),
+                               atol=1e-6)
 
 
 def test_refusals_say_why(peft_zoo, tmp_path, store):
@@ -284,10 +295,16 @@ def test_image_adapter_loads_and_equals_peft(tmp_path, store):
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
     from PIL import Image
-    from transformers import AutoImageProcessor, AutoModelForImageClassification, ViTConfig, ViTForImageClassification, ViTImageProcessor
+    from transformers import (
+        AutoImageProcessor,
+        AutoModelForImageClassification,
+        ViTConfig,
+        ViTForImageClassification,
+        ViTImageProcessor,
+    )
 
-    from modules.peft_adapter import PeftImageClassification
     from demo.build import model_card
+    from modules.peft_adapter import PeftImageClassification
 
     torch.manual_seed(0)
     base_dir, adapter_dir = tmp_path / "org" / "vit", tmp_path / "org" / "vit-lora"
@@ -302,7 +319,8 @@ def test_image_adapter_loads_and_equals_peft(tmp_path, store):
                                            init_lora_weights=False))
     lora.save_pretrained(str(adapter_dir), save_embedding_layers=False)
     (adapter_dir / "README.md").write_text(model_card(
-        {"library_name": "peft", "base_model": "org/vit", "pipeline_tag": "image-classification", "datasets": ["shapes"]}, "# vit-lora"))
+        {"library_name": "peft", "base_model": "org/vit", "pipeline_tag": "image-classification", "datasets": ["shapes"]},
+        "# vit-lora"))
     docs = _local_docs({"org/vit": base_dir, "org/vit-lora": adapter_dir}, ["org/vit", "org/vit-lora"], store)
     assert docs["org/vit-lora"]["adapter"]["task_type"] is None
     module = PeftImageClassification(dataset="shapes")

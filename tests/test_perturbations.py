@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.data import DataError, LocalDataset, write_dataset
 from perturbations import ORIGINAL, PERTURBATIONS, get_perturbation
 from perturbations.base import Perturbation
 from perturbations.cache import (
@@ -21,8 +22,6 @@ from perturbations.cache import (
 )
 from perturbations.image import Rotated90
 from perturbations.text import Typos
-from core.data import DataError, LocalDataset, write_dataset
-
 
 # --------------------------------------------------------------------------- image perturbations
 

@@ -1,6 +1,6 @@
 """A plug-in package extends zooeval with no edit to zooeval: tests/plugin_example (its own pyproject.toml) is
 built into a folder of its own, never into zooeval's environment, and registers through entry points a text
-perturbation ("shout"), a default processor for text classification ("mcc", the Matthews correlation
+perturbation ("shout"), a default processor for text classification ("plugin_mcc", the Matthews correlation
 coefficient) and a module kind ("plugin-text-classification", not default: it runs where a dataset names it).
 
 zooeval runs as child processes (`scrape --source local`, `run`, `results`) on the fault tests' tinysent dataset
@@ -28,7 +28,7 @@ from tests.fault_repos import DATASET, predict, session_fault_zoo
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN_SOURCE = Path(__file__).resolve().parent / "plugin_example"
-VARIANT, PROCESSOR, MODULE_KIND = "shout", "mcc", "plugin-text-classification"
+VARIANT, PROCESSOR, MODULE_KIND = "shout", "plugin_mcc", "plugin-text-classification"
 MODEL = "fault/good"
 
 pytestmark = pytest.mark.slow

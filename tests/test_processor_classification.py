@@ -9,7 +9,6 @@ import pytest
 from sklearn import metrics as skm
 
 from processors.base import PROCESSORS, ProcessorSpec
-from tasks.classification import ClassificationPredictions
 from processors.classification import (
     DENSE_MAX_CLASSES,
     ClassificationProcessor,
@@ -17,6 +16,7 @@ from processors.classification import (
     dense_confusion,
     metrics_from_confusion,
 )
+from tasks.classification import ClassificationPredictions
 
 TOL = 1e-12
 

@@ -20,14 +20,24 @@ import numpy as np
 import pytest
 import torch
 
+from core.store import Store
 from modules.base import IncompleteWeightsError, ModelLoadError, UnsafeModelError
 from modules.hf import HFTextClassification
 from modules.setfit import SetFitTextClassification, choose_head, files_to_fetch, head_labels, parse_head
-from core.store import Store
-from tests.hubserver import HubServer
 from tests.fault_repos import Evil
-from tests.setfit_repos import (DATASET, LABELS, drop_normalize, embed, fit_logistic_regression, load_body, save_lr_head,
-                                session_setfit_zoo, write_pickle_head, write_repo)
+from tests.hubserver import HubServer
+from tests.setfit_repos import (
+    DATASET,
+    LABELS,
+    drop_normalize,
+    embed,
+    fit_logistic_regression,
+    load_body,
+    save_lr_head,
+    session_setfit_zoo,
+    write_pickle_head,
+    write_repo,
+)
 from tests.test_hub_e2e import zooeval
 
 MODULE = f"{SetFitTextClassification.kind}/{DATASET}"
@@ -191,8 +201,8 @@ def test_setfit_torch_head_equals_setfit(setfit_zoo, tmp_path, container):
 def test_multinomial_and_one_vs_rest_heads_equal_scikit_learn(setfit_zoo, tmp_path):
     """Three classes: a multinomial LogisticRegression (classes_ not in label order) and a one-vs-rest one,
     each against scikit-learn's predict_proba on the same embeddings."""
-    from sklearn.multiclass import OneVsRestClassifier
     from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
 
     labels3 = ["rotten", "short", "fresh"]
     texts = [r["text"] for r in setfit_zoo["train_rows"]]
@@ -339,7 +349,8 @@ def test_head_layout_rules():
     assert head_labels("m", subset, None, 4) == {0: "LABEL_2", 1: "LABEL_0"}
     with pytest.raises(ModelLoadError, match=r"classes_ \[2\] are not indices"):
         head_labels("m", subset, ["a", "b"], 4)
-    binary = parse_head("m", "h", {"coef_": torch.tensor([[1.0, -1.0]], dtype=f64), "intercept_": torch.tensor([0.5], dtype=f64)}, {})
+    binary = parse_head("m", "h", {"coef_": torch.tensor([[1.0, -1.0]], dtype=f64),
+                                   "intercept_": torch.tensor([0.5], dtype=f64)}, {})
     logits = binary.logits(torch.tensor([[2.0, 1.0]]))
     assert logits.tolist() == [[0.0, 1.5]]  # softmax = [1 - sigmoid(1.5), sigmoid(1.5)], scikit-learn's binary rule
     assert head_labels("m", binary, ["no", "yes"], 2) == {0: "no", 1: "yes"}

@@ -21,11 +21,20 @@ import numpy as np
 import pytest
 import torch
 
-from demo.build import IMAGENET_DATASET, _build_imagenet_foolbox, foolbox_imagenet_files
-from demo.imagenet_timm import (REPO_NAMES, ConversionError, build_verified_repo, convert_state_dict,
-                                    imagenet_synonyms, timm_key, timm_mobilenet_v2, torchvision_mobilenet_v2,
-                                    verify_conversion, write_timm_repo)
 from core.store import Store
+from demo.build import IMAGENET_DATASET, _build_imagenet_foolbox, foolbox_imagenet_files
+from demo.imagenet_timm import (
+    REPO_NAMES,
+    ConversionError,
+    build_verified_repo,
+    convert_state_dict,
+    imagenet_synonyms,
+    timm_key,
+    timm_mobilenet_v2,
+    torchvision_mobilenet_v2,
+    verify_conversion,
+    write_timm_repo,
+)
 
 LABELS, NO_LABELS = REPO_NAMES["labels"], REPO_NAMES["no-labels"]
 UNDECLARED, NO_HEAD = f"{LABELS}-undeclared", f"{LABELS}-nohead"
@@ -112,7 +121,8 @@ def test_imagenet_synonyms_follow_timm_synset_order():
     classes = imagenet_class_names()
     synonyms = imagenet_synonyms(classes)
     assert list(synonyms.values()) == classes
-    assert synonyms["n01440764"] == "tench" and synonyms["n02012849"] == "crane (bird)" and synonyms["n03126707"] == "crane (machine)"
+    assert (synonyms["n01440764"] == "tench" and synonyms["n02012849"] == "crane (bird)"
+            and synonyms["n03126707"] == "crane (machine)")
     swapped = [classes[1], classes[0], *classes[2:]]
     with pytest.raises(ValueError, match="not in ImageNet-1k index order"):
         imagenet_synonyms(swapped)
@@ -145,7 +155,8 @@ def test_scraped_config_fields_and_inferred_training_data(hub_root, tmp_path):
     meta = json.loads((ds_dir / "dataset.json").read_text())
     dataset = {"name": IMAGENET_DATASET, "datatype": "image", "synonyms": meta["synonyms"],
                "classes": [{"id": i, "label": c} for i, c in enumerate(meta["classes"])]}
-    no_labels = {"task": "image-classification", "config": config_fields(json.loads((hub_root / NO_LABELS / "config.json").read_text()))}
+    no_labels = {"task": "image-classification",
+                 "config": config_fields(json.loads((hub_root / NO_LABELS / "config.json").read_text()))}
     names, evidence = infer_training_datasets(no_labels, {IMAGENET_DATASET: dataset})
     assert names == [IMAGENET_DATASET] and evidence["method"] == "pretrained_tag" and evidence["class_order"] == "imagenet-1k"
     names, evidence = infer_training_datasets({"task": "image-classification", "config": stored}, {IMAGENET_DATASET: dataset})
@@ -209,13 +220,15 @@ def _timm_reference(repo: Path, images) -> np.ndarray:
     net = timm.create_model(f"local-dir:{repo}", pretrained=True).eval()
     transform = timm.data.create_transform(**timm.data.resolve_model_data_config(net), is_training=False)
     with torch.inference_mode():
-        return torch.cat([net(torch.stack([transform(img) for img, _ in images[i:i + 8]])) for i in range(0, len(images), 8)]).numpy()
+        return torch.cat([net(torch.stack([transform(img) for img, _ in images[i:i + 8]]))
+                          for i in range(0, len(images), 8)]).numpy()
 
 
 def _stored(store: Store, result: dict) -> tuple[list[str], np.ndarray, np.ndarray]:
     chunks = list(store.iter_predictions(result["inference_id"]))
     ids = [i for c in chunks for i in c["sample_ids"]]
-    return ids, np.concatenate([np.asarray(c["topk_labels"]) for c in chunks]), np.concatenate([np.asarray(c["topk_scores"]) for c in chunks])
+    return (ids, np.concatenate([np.asarray(c["topk_labels"]) for c in chunks]),
+            np.concatenate([np.asarray(c["topk_scores"]) for c in chunks]))
 
 
 def test_timm_repos_from_the_hub_end_to_end(hub_root, images, mongo_uri, db_name, tmp_path, capsys):

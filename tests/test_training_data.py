@@ -20,13 +20,14 @@ DATASETS = {
 
 
 def model(task: str, labels: list[str] | None) -> dict:
-    return {"task": task, "config": {"id2label": {str(i): l for i, l in enumerate(labels)} if labels is not None else {}}}
+    return {"task": task, "config": {"id2label": {str(i): label for i, label in enumerate(labels)} if labels is not None else {}}}
 
 
 def test_exact_and_normalised_label_sets():
     names, ev = infer_training_datasets(model("text-classification", ["Fresh", "ROTTEN"]), DATASETS)
     assert names == ["rotten_tomatoes"] and ev["coverage"] == {"rotten_tomatoes": 1.0}
-    names, _ = infer_training_datasets(model("text-classification", ["Sadness", "Joy", "Love", "Anger", "Fear", "Surprise"]), DATASETS)
+    names, _ = infer_training_datasets(model("text-classification", ["Sadness", "Joy", "Love", "Anger", "Fear", "Surprise"]),
+                                       DATASETS)
     assert names == ["emotion"]
     names, _ = infer_training_datasets(model("image-classification", [f"{i} digit" for i in range(10)]), DATASETS)
     assert names == ["digits"]

@@ -20,8 +20,8 @@ import torch
 from pymongo import MongoClient
 
 from core.store import Store
-from tests.hubserver import HubServer
 from tests.fault_repos import DATASET, build_trust_repos, session_fault_zoo
+from tests.hubserver import HubServer
 
 
 @pytest.fixture(scope="module")

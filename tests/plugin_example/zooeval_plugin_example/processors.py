@@ -1,4 +1,4 @@
-"""The "mcc" processor: Matthews correlation coefficient of the top-1 predictions (scikit-learn's
+"""The "plugin_mcc" processor: Matthews correlation coefficient of the top-1 predictions (scikit-learn's
 ``matthews_corrcoef``, multiclass), from a streamed confusion matrix."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tasks.classification import ClassificationPredictions
 
 @register_processor
 class MatthewsCorrelation(Processor):
-    name = "mcc"
+    name = "plugin_mcc"
     tasks = ("text-classification",)
     default = True
     metrics = [{"name": "mcc", "description": "Matthews correlation coefficient of the top-1 predictions",
