@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 #: Bump when the meaning of any fingerprinted field changes; every id changes with it.
@@ -39,3 +40,20 @@ def file_digest(path: str, chunk: int = 1 << 20) -> str:
                 break
             h.update(block)
     return h.hexdigest()
+
+
+def folder_revision(folder: Path, files: list[Path]) -> str:
+    """A hash of every file's relative path and bytes: changes whenever weights or config change."""
+    h = hashlib.sha256()
+    for f in sorted(files):
+        h.update(str(f.relative_to(folder)).encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:40]
+
+
+def folder_state(folder: Path) -> tuple[dict[str, int], str]:
+    """A local repo folder's files (relative path -> size, hidden files left out) and its folder_revision."""
+    paths = [p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    return {str(p.relative_to(folder)): p.stat().st_size for p in paths}, folder_revision(folder, paths)

@@ -115,7 +115,7 @@ def torchvision_mobilenet_v2(weights: str | Path | None = None):
     import torch
     from torchvision.models import mobilenet_v2
 
-    from demo.build import mobilenet_weights_file
+    from demo.sources import mobilenet_weights_file
 
     net = mobilenet_v2(weights=None)
     net.load_state_dict(torch.load(weights or mobilenet_weights_file(), map_location="cpu", weights_only=True))
@@ -126,7 +126,7 @@ def timm_mobilenet_v2(weights: str | Path | None = None):
     """timm's mobilenetv2_100 holding the converted torchvision ImageNet weights, eval mode."""
     import torch
 
-    from demo.build import mobilenet_weights_file
+    from demo.sources import mobilenet_weights_file
 
     state = torch.load(weights or mobilenet_weights_file(), map_location="cpu", weights_only=True)
     net = new_timm_mobilenet_v2()
@@ -205,7 +205,7 @@ def build_verified_repo(dest: str | Path, label_names: bool = True, net=None) ->
     measured facts (for a demo build marker): the largest logit difference and the images it was measured on."""
     from PIL import Image
 
-    from demo.build import foolbox_imagenet_files
+    from demo.sources import foolbox_imagenet_files
 
     net = net if net is not None else timm_mobilenet_v2()
     images = []

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from demo.build import minilm_dir, model_card
+from demo.sources import minilm_dir, model_card
 
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 MAX_LENGTH = 128

@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-RT_CLASSES = ["rotten", "fresh"]  # the class order of zooeval's rotten_tomatoes dataset (demo/build.py)
+from demo.sources import RT_CLASSES
+from demo.sources import read_rotten_tomatoes as read_rows
+
 SENTIMENT_PAIR_CLASSES = ["different sentiment", "same sentiment"]
 SIMILARITY_MAX = 5.0
 SEED = 0
@@ -48,9 +50,7 @@ class Snippet:
 
 def read_rotten_tomatoes() -> list[Snippet]:
     """Every fresh/rotten snippet of the corpus, in file order, plot synopses and repeated snippets dropped
-    (demo.build.read_rotten_tomatoes: the rows of zooeval's rotten_tomatoes dataset)."""
-    from demo.build import read_rotten_tomatoes as read_rows
-
+    (demo.sources.read_rotten_tomatoes: the rows of zooeval's rotten_tomatoes dataset)."""
     return [Snippet(f"rt-{i:05d}", text, label) for i, text, label in read_rows()]
 
 

@@ -184,7 +184,7 @@ class _PeftClassification:
     @staticmethod
     def _local_base(base_name: str, base_rev: str, adapter: dict[str, Any], cannot: str) -> dict[str, Any]:
         """A local base: its folder still holds the pinned revision."""
-        from scraper.adapters import folder_state
+        from core.fingerprint import folder_state
 
         if not adapter.get("base_path") or not Path(adapter["base_path"]).is_dir():
             raise ModelLoadError(f"{cannot}: its folder {adapter.get('base_path') or '(none stored)'} does not exist")

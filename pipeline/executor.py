@@ -59,7 +59,7 @@ class Executor:
         self.memory_limit_mb = memory_limit_mb
         self._datasets: dict[str, dict[str, Any]] | None = None
         self._opened: dict[tuple[str, str], Any] = {}
-        self._stop_since: dt.datetime | None = None
+        self.stop_since: dt.datetime | None = None
 
     def _db(self, fn: Callable[..., Any], *args: Any, what: str = "", **kwargs: Any) -> Any:
         """A store call that survives a short MongoDB outage (see with_retry)."""
@@ -102,7 +102,7 @@ class Executor:
             self.echo("nothing to do: every result is already stored; no model was loaded" if not plan.problems else
                       "nothing to do for the modules that could be planned (see the warnings above); no model was loaded")
             return summary
-        self._stop_since = stop_since
+        self.stop_since = stop_since
         stop = StopFlag(self.store, should_stop, since=stop_since)
         by_model: dict[tuple[str, str], list[PlannedTask]] = defaultdict(list)
         for task in plan.inference_tasks:

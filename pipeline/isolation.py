@@ -8,19 +8,19 @@ parent's task timer), its messages and, at the end, its counts.
 """
 from __future__ import annotations
 
+import datetime as dt
 import multiprocessing as mp
 import signal
 import sys
 import time
 import traceback
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from core.store import Store
 from pipeline.planner import Plan, PlannedTask
 from pipeline.progress import RunSummary, StopFlag
-
-if TYPE_CHECKING:
-    from pipeline.executor import Executor
+from pipeline.retry import with_retry
 
 
 class IsolationError(Exception):
@@ -72,19 +72,19 @@ class ParentLink:
         pass
 
 
-def child_main(conn, uri, db_name, home, batch_size, device, model_key, tasks, run_id, max_attempts, stop_since) -> None:
-    """Entry point of the isolated evaluation process: load one model and run its tasks (with its own
-    MongoDB client), reporting to the parent through ``conn``."""
-    from pipeline.executor import Executor
-
+def child_main(conn, executor_cls, uri, db_name, home, batch_size, device, model_key, tasks, run_id, max_attempts,
+               stop_since) -> None:
+    """Entry point of the isolated evaluation process: load one model and run its tasks with an executor of
+    ``executor_cls`` (the parent's class, pickled by reference) and its own MongoDB client, reporting to the
+    parent through ``conn``."""
     store = None
     out: dict[str, Any]
     try:
         link = ParentLink(conn)
         store = Store(uri, db_name, init_schema=False)
-        ex = Executor(store, [tasks[0].module], home, batch_size=batch_size, device=device, max_attempts=max_attempts,
+        ex = executor_cls(store, [tasks[0].module], home, batch_size=batch_size, device=device, max_attempts=max_attempts,
                       progress=False, echo=link.echo)
-        ex._stop_since = stop_since
+        ex.stop_since = stop_since
         summary = RunSummary(run_id, Plan([]))
         stopped = False
         try:
@@ -116,7 +116,23 @@ def rss_mb(pid: int) -> float:
         return 0.0
 
 
-def evaluate_isolated(executor: "Executor", model_key: str, tasks: list[PlannedTask], device: str, summary: RunSummary,
+class Evaluator(Protocol):
+    """What evaluate_isolated needs of the executor that calls it (pipeline.executor.Executor)."""
+
+    store: Store
+    home: Path
+    batch_size: int
+    max_attempts: int
+    task_timeout: float
+    memory_limit_mb: int | None
+    stop_since: dt.datetime | None
+
+    def echo(self, message: str) -> None: ...
+
+    def fail(self, task: PlannedTask, exc: BaseException, summary: RunSummary, echo: bool = True) -> None: ...
+
+
+def evaluate_isolated(executor: Evaluator, model_key: str, tasks: list[PlannedTask], device: str, summary: RunSummary,
                       bar) -> None:
     """Run one model's tasks in a child process with a time limit per task and a memory limit.
 
@@ -127,8 +143,8 @@ def evaluate_isolated(executor: "Executor", model_key: str, tasks: list[PlannedT
     did not finish is recorded as failed (timeout, out_of_memory, inference_error)."""
     ctx = isolation_context()
     receiver, sender = ctx.Pipe(duplex=False)
-    args = (sender, executor.store.uri, executor.store.db_name, str(executor.home), executor.batch_size, device, model_key, tasks,
-            summary.run_id, executor.max_attempts, executor._stop_since)
+    args = (sender, type(executor), executor.store.uri, executor.store.db_name, str(executor.home), executor.batch_size,
+            device, model_key, tasks, summary.run_id, executor.max_attempts, executor.stop_since)
     proc = ctx.Process(target=child_main, args=args, name=f"zooeval-eval-{model_key}")
     proc.start()
     sender.close()
@@ -176,7 +192,7 @@ def evaluate_isolated(executor: "Executor", model_key: str, tasks: list[PlannedT
             code = proc.exitcode
             how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
             problem = IsolationError("inference_error", f"the process evaluating {model_key} died ({how})")
-        done = executor._db(executor.store.existing_ids, "inferences", [t.inference_id for t in tasks],
+        done = with_retry(executor.store.existing_ids, "inferences", [t.inference_id for t in tasks],
                             what="checking finished tasks")
         for task in tasks:
             if task.inference_id not in done:

@@ -21,6 +21,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from core.fingerprint import folder_state
+from scraper.repo_metadata import parse_card
+
 ADAPTER_CONFIG = "adapter_config.json"
 
 
@@ -75,7 +78,6 @@ def hub_adapter(client, name: str, revision: str | None, files: dict[str, Any], 
     details as not fetched, so the next sync tries again)."""
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
-    from scraper.local import parse_card
 
     if ADAPTER_CONFIG not in files:
         return {"adapter": None}
@@ -106,14 +108,6 @@ def hub_adapter(client, name: str, revision: str | None, files: dict[str, Any], 
 
 
 # -- local folders -------------------------------------------------------------------------------------
-def folder_state(folder: Path) -> tuple[dict[str, int], str]:
-    """A local repo folder's files (relative path -> size) and revision, as scraper.local.read_repo reads them."""
-    from scraper.local import repo_revision
-
-    paths = [p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")]
-    return {str(p.relative_to(folder)): p.stat().st_size for p in paths}, repo_revision(folder, paths)
-
-
 def attach_local_adapters(docs: list[dict[str, Any]], store) -> None:
     """Set ``adapter`` on every local model document of ``docs``: None, or for a repo with an adapter config
     the record of the module docstring. The base is

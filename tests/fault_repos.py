@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from core.data import write_dataset
-from demo.build import model_card
+from demo.sources import model_card
 
 DATASET = "tinysent"
 CLASSES = ["negative", "positive"]

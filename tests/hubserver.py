@@ -66,7 +66,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
-from scraper.local import find_references, parse_card
+from scraper.repo_metadata import find_references, parse_card
 from tasks.base import task_for_architectures
 
 META_FILE = ".hubmeta.json"
@@ -251,8 +251,8 @@ class FolderZoo:
             "transformers" if config and ("architectures" in config or "model_type" in config) else None)
         tags = [str(t) for t in (card_meta.get("tags") or [])]
         tags += [t for t in (library, pipeline_tag) if t]
-        tags += [f"dataset:{d}" for d in _as_list(card_meta.get("datasets"))]
-        tags += [f"license:{lic}" for lic in _as_list(card_meta.get("license"))]
+        tags += [f"dataset:{d}" for d in as_list(card_meta.get("datasets"))]
+        tags += [f"license:{lic}" for lic in as_list(card_meta.get("license"))]
         tags += [r["name"] for r in find_references(text) if r["type"] == "arxiv"]
         if any(name.endswith(".safetensors") for name in files):
             tags.append("safetensors")
@@ -278,7 +278,7 @@ def _read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _as_list(value: Any) -> list[str]:
+def as_list(value: Any) -> list[str]:
     if value is None:
         return []
     return [str(v) for v in value] if isinstance(value, list) else [str(value)]

@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from demo.build import model_card
+from demo.sources import model_card
 from tests.fault_repos import DATASET, MAX_LENGTH, copy_repo
 
 BASE, BARE, LORA, MISSING_BASE, NO_HEAD = "org/base", "org/bare-encoder", "org/lora", "org/lora-missing-base", "org/lora-no-head"

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from core.data import write_dataset
-from demo.build import RT_CLASSES, minilm_dir, model_card, read_rotten_tomatoes
+from demo.sources import RT_CLASSES, minilm_dir, model_card, read_rotten_tomatoes
 from tests.fault_repos import Evil
 
 DATASET = "rotten_tomatoes"

@@ -14,7 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from core.store import Store
-from demo.build import IMAGENET_DATASET, MOBILENET_WEIGHTS
+from demo.build import IMAGENET_DATASET
+from demo.sources import MOBILENET_WEIGHTS
 from service.cli import main
 
 MOBILENET = "mobilenet-v2-imagenet-torch"

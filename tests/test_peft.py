@@ -21,10 +21,11 @@ import numpy as np
 import pytest
 
 from core import identity as ident
+from core.fingerprint import folder_state
 from core.store import Store
 from modules.base import IncompleteWeightsError, ModelLoadError
 from modules.peft_adapter import PeftTextClassification
-from scraper.adapters import attach_local_adapters, folder_state, hub_adapter
+from scraper.adapters import attach_local_adapters, hub_adapter
 from tests.fault_repos import DATASET, session_fault_zoo
 from tests.hubserver import HubServer
 from tests.peft_repos import (
@@ -303,7 +304,7 @@ def test_image_adapter_loads_and_equals_peft(tmp_path, store):
         ViTImageProcessor,
     )
 
-    from demo.build import model_card
+    from demo.sources import model_card
     from modules.peft_adapter import PeftImageClassification
 
     torch.manual_seed(0)

@@ -21,7 +21,6 @@ from sklearn.metrics import accuracy_score, matthews_corrcoef
 
 from core.data import LocalDataset, write_dataset
 from core.store import Store
-from demo.build import minilm_dir
 from demo.pair_models import (
     build_pair_classifier,
     build_pair_regressor,
@@ -31,6 +30,7 @@ from demo.pair_models import (
     predict_logits,
 )
 from demo.pair_sets import build_edit_overlap, build_edit_similarity, read_rotten_tomatoes
+from demo.sources import minilm_dir
 from tasks.sentence_pairs import SENTENCE_SIMILARITY
 
 SIZES = {"train": 192, "test": 64}

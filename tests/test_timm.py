@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from core.store import Store
-from demo.build import IMAGENET_DATASET, _build_imagenet_foolbox, foolbox_imagenet_files
+from demo.build import IMAGENET_DATASET, _build_imagenet_foolbox
 from demo.imagenet_timm import (
     REPO_NAMES,
     ConversionError,
@@ -35,6 +35,7 @@ from demo.imagenet_timm import (
     verify_conversion,
     write_timm_repo,
 )
+from demo.sources import foolbox_imagenet_files
 
 LABELS, NO_LABELS = REPO_NAMES["labels"], REPO_NAMES["no-labels"]
 UNDECLARED, NO_HEAD = f"{LABELS}-undeclared", f"{LABELS}-nohead"
@@ -98,7 +99,7 @@ def test_converted_timm_model_gives_torchvision_logits(images, timm_net):
 
 
 def test_key_mapping_covers_both_state_dicts_exactly(timm_net):
-    from demo.build import mobilenet_weights_file
+    from demo.sources import mobilenet_weights_file
 
     state = torch.load(mobilenet_weights_file(), map_location="cpu", weights_only=True)
     converted = convert_state_dict(state, timm_net)
@@ -130,7 +131,8 @@ def test_imagenet_synonyms_follow_timm_synset_order():
 
 # -- scraping and training data --------------------------------------------------------------------
 def test_scraped_config_fields_and_inferred_training_data(hub_root, tmp_path):
-    from scraper.local import config_fields, read_repo
+    from scraper.local import read_repo
+    from scraper.repo_metadata import config_fields
     from scraper.training_data import infer_training_datasets, tag_subset
 
     raw = json.loads((hub_root / LABELS / "config.json").read_text())
