@@ -57,6 +57,34 @@ def batches(rows: list[dict[str, Any]], batch_size: int, load: Callable[[dict[st
         yield part, prepare([load(r) for r in part])
 
 
+def text_length(row: dict[str, Any]) -> int | None:
+    """How long a text sample is (both texts of a pair), for length-bucketed batches; None for a row that is not
+    text (an image: every input is resized to the same shape, so there is no padding to save)."""
+    if "file" in row or not isinstance(row.get("text"), str):
+        return None
+    return len(row["text"]) + len(row.get("text_pair") or "")
+
+
+def length_order(rows: list[dict[str, Any]]) -> list[int] | None:
+    """The positions of ``rows`` sorted by text length (stable), so each batch pads little; None when the rows
+    are not all text. Runners predict in this order and put every prediction back at its sample's position."""
+    lengths = [text_length(r) for r in rows]
+    if not rows or any(n is None for n in lengths):
+        return None
+    return sorted(range(len(rows)), key=lambda i: lengths[i])
+
+
+def restore_order(values: Any, order: list[int] | None) -> Any:
+    """Predictions made in ``order`` (length_order) put back in sample order (a numpy array, first axis)."""
+    if order is None:
+        return values
+    import numpy as np
+
+    out = np.empty_like(values)
+    out[np.asarray(order, dtype=np.int64)] = values
+    return out
+
+
 def to_device(batch: dict[str, Any], device: str) -> dict[str, Any]:
     non_blocking = device.startswith("cuda")
     return {k: (v.to(device, non_blocking=non_blocking) if hasattr(v, "to") else v) for k, v in batch.items()}

@@ -146,9 +146,11 @@ class ClassificationTask(TaskKind):
         import torch
 
         from modules.base import InferenceError
-        from tasks.batching import batches, prefetch, runtime_record, sync, to_device, warm_up
+        from tasks.batching import batches, length_order, prefetch, restore_order, runtime_record, sync, to_device, warm_up
 
         rows = dataset.rows(split)
+        order = length_order(rows)  # text: batches of similar length (little padding); restored below
+        ordered = [rows[i] for i in order] if order is not None else rows
         n_classes = len(dataset.classes)
         k = min(TOP_K, n_classes)
         device = loaded.device
@@ -162,9 +164,9 @@ class ClassificationTask(TaskKind):
         warmup_s = 0.0
         with torch.inference_mode():
             if rows:
-                warmup_s = warm_up(module, loaded, [load(r) for r in rows[: min(batch_size, len(rows))]])
+                warmup_s = warm_up(module, loaded, [load(r) for r in ordered[: min(batch_size, len(rows))]])
             t0 = time.perf_counter()
-            for part, prepared in prefetch(batches(rows, batch_size, load, prepare)):
+            for part, prepared in prefetch(batches(ordered, batch_size, load, prepare)):
                 logits = module.forward(loaded, to_device(prepared, device))
                 if logits.shape[-1] != index.shape[1]:
                     raise InferenceError(f"model returned {logits.shape[-1]} scores per sample, "
@@ -184,8 +186,8 @@ class ClassificationTask(TaskKind):
             total = time.perf_counter() - t0
         preds = ClassificationPredictions(
             [str(r["id"]) for r in rows], np.asarray([int(r["label"]) for r in rows], dtype=np.int64),
-            np.concatenate(top_labels) if top_labels else np.zeros((0, k), dtype=np.int64),
-            np.concatenate(top_scores) if top_scores else np.zeros((0, k)))
+            restore_order(np.concatenate(top_labels), order) if top_labels else np.zeros((0, k), dtype=np.int64),
+            restore_order(np.concatenate(top_scores), order) if top_scores else np.zeros((0, k)))
         return preds, runtime_record(len(rows), total, batch_size, device, warmup_s)
 
     # -- stored predictions ---------------------------------------------------------------------------

@@ -174,9 +174,11 @@ class SentenceSimilarityTask(TaskKind):
         import torch
 
         from modules.base import InferenceError
-        from tasks.batching import batches, prefetch, runtime_record, sync, to_device, warm_up
+        from tasks.batching import batches, length_order, prefetch, restore_order, runtime_record, sync, to_device, warm_up
 
         rows = dataset.rows(split)
+        order = length_order(rows)  # batches of similar length (little padding); restored below
+        ordered = [rows[i] for i in order] if order is not None else rows
         device = loaded.device
         load = lambda row: (row["text"], row["text_pair"])  # noqa: E731
         prepare = lambda inputs: module.prepare(loaded, inputs)  # noqa: E731
@@ -184,9 +186,9 @@ class SentenceSimilarityTask(TaskKind):
         warmup_s = 0.0
         with torch.inference_mode():
             if rows:
-                warmup_s = warm_up(module, loaded, [load(r) for r in rows[: min(batch_size, len(rows))]])
+                warmup_s = warm_up(module, loaded, [load(r) for r in ordered[: min(batch_size, len(rows))]])
             t0 = time.perf_counter()
-            for part, prepared in prefetch(batches(rows, batch_size, load, prepare)):
+            for part, prepared in prefetch(batches(ordered, batch_size, load, prepare)):
                 out = torch.as_tensor(module.forward(loaded, to_device(prepared, device))).float().reshape(len(part), -1)
                 if out.shape[1] != 1:
                     raise InferenceError(f"{module.name} returned {out.shape[1]} scores per pair; a similarity model "
@@ -201,7 +203,7 @@ class SentenceSimilarityTask(TaskKind):
             sync(device)
             total = time.perf_counter() - t0
         preds = ScorePredictions([str(r["id"]) for r in rows], np.asarray([float(r["label"]) for r in rows]),
-                                 np.concatenate(scores) if scores else np.zeros(0))
+                                 restore_order(np.concatenate(scores), order) if scores else np.zeros(0))
         return preds, runtime_record(len(rows), total, batch_size, device, warmup_s)
 
     def encode(self, predictions: ScorePredictions) -> list[dict[str, Any]]:
