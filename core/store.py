@@ -3,7 +3,8 @@
 Collections follow the metadata model of the thesis (section 3.2): models, tasks, datasets,
 dataset_examples, variants, metrics, references; evaluation data: inferences (one per inference
 identity, with runtime and label mapping), predictions (per-sample outputs, chunked), results (one per
-result identity: overall, per class, confusion matrix, misclassifications); and runs and failures.
+result identity: overall, per class, confusion matrix, misclassifications); claims (the verdict on each
+value a model card claims, one per model revision and claim); and runs and failures.
 Every write is idempotent by a deterministic ``_id``, so a killed cycle that is restarted never duplicates.
 """
 from __future__ import annotations
@@ -13,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 from pymongo import ASCENDING, InsertOne, MongoClient, ReplaceOne, UpdateOne
-from pymongo.errors import BulkWriteError, CollectionInvalid, DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, CollectionInvalid, DuplicateKeyError, OperationFailure, PyMongoError
 
 DUPLICATE_KEY = 11000
+NAMESPACE_EXISTS = 48
 
 
 def utcnow() -> dt.datetime:
@@ -61,6 +63,13 @@ VALIDATORS: dict[str, dict[str, Any]] = {
         ],
         "properties": {"inference_id": _STR, "model_key": _STR, "model_revision": _STR, "overall": {"bsonType": "object"}},
     },
+    "claims": {  # one verdict per (model revision, claim position); cards.verdicts.VERDICTS
+        "required": ["model_key", "model_revision", "position", "claim", "verdict", "reason", "judged_at"],
+        "properties": {
+            "model_key": _STR, "model_revision": _STR, "position": _STR, "claim": {"bsonType": "object"},
+            "verdict": {"enum": ["confirmed", "contradicted", "not comparable", "not yet measured"]},
+        },
+    },
     "failures": {
         "required": ["model_key", "error_class", "reason", "attempts"],
         "properties": {
@@ -75,12 +84,13 @@ VALIDATORS: dict[str, dict[str, Any]] = {
 }
 
 INDEXES: dict[str, list[list[tuple[str, int]]]] = {
-    "models": [[("source", 1), ("name", 1)], [("task", 1)], [("status", 1)], [("datasets", 1)]],
+    "models": [[("source", 1), ("name", 1)], [("task", 1)], [("status", 1)], [("datasets", 1)], [("n_claims", 1)]],
     "dataset_examples": [[("dataset", 1), ("class_id", 1)]],
     "inferences": [[("model_key", 1)]],
     "predictions": [[("inference_id", 1), ("chunk", 1)]],
     "results": [[("model_key", 1)], [("dataset", 1), ("split", 1), ("variant", 1)], [("inference_id", 1)]],
     "failures": [[("model_key", 1)], [("error_class", 1)]],
+    "claims": [[("model_key", 1), ("model_revision", 1)], [("verdict", 1)]],
     "runs": [[("started_at", -1)]],
 }
 
@@ -130,7 +140,9 @@ class Store:
             else:
                 try:
                     self.db.create_collection(name, validator=validator)
-                except CollectionInvalid:
+                except (CollectionInvalid, OperationFailure) as exc:  # created meanwhile by another process
+                    if isinstance(exc, OperationFailure) and exc.code != NAMESPACE_EXISTS:
+                        raise
                     self.db.command("collMod", name, validator=validator)
         for name, indexes in INDEXES.items():
             for keys in indexes:
@@ -320,6 +332,29 @@ class Store:
 
     def count(self, collection: str, query: dict | None = None) -> int:
         return self.db[collection].count_documents(query or {})
+
+    # -- claims -----------------------------------------------------------------------------------
+    def save_verdicts(self, model_key: str, model_revision: str, docs: list[dict[str, Any]]) -> None:
+        """Store the verdicts on one model revision's claims, one document per claim ``position`` (``_id``
+        ``<model key>@<revision>#<position>``, an idempotent replace); a stored verdict on a position the
+        claims no longer have is deleted."""
+        now = utcnow()
+        ids = [f"{model_key}@{model_revision}#{d['position']}" for d in docs]
+        ops = [ReplaceOne({"_id": i}, {**d, "_id": i, "model_key": model_key, "model_revision": model_revision,
+                                       "judged_at": now}, upsert=True) for i, d in zip(ids, docs)]
+        if ops:
+            self.db.claims.bulk_write(ops, ordered=False)
+        self.db.claims.delete_many({"model_key": model_key, "model_revision": model_revision, "_id": {"$nin": ids}})
+
+    def verdicts(self, query: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Stored verdicts matching ``query``, by model and claim position."""
+        return list(self.db.claims.find(query or {}).sort([("model_key", ASCENDING), ("model_revision", ASCENDING),
+                                                            ("order", ASCENDING)]))
+
+    def judged_revisions(self) -> set[tuple[str, str]]:
+        """The (model key, model revision) pairs with stored verdicts."""
+        return {(d["_id"]["k"], d["_id"]["r"]) for d in self.db.claims.aggregate(
+            [{"$group": {"_id": {"k": "$model_key", "r": "$model_revision"}}}])}
 
     # -- failures and runs ----------------------------------------------------------------------
     def record_failure(self, failure_id: str, doc: dict[str, Any]) -> None:

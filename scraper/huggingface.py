@@ -57,7 +57,15 @@ from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, parse_r
 
 from core.store import Update
 from modules.hf import GATED
-from scraper.local import WEIGHT_SUFFIXES, _as_list, config_fields, find_references, parse_card, read_json_object
+from scraper.repo_metadata import (
+    WEIGHT_SUFFIXES,
+    as_list,
+    card_claims,
+    config_fields,
+    find_references,
+    parse_card,
+    read_json_object,
+)
 
 SOURCE = "huggingface"
 
@@ -459,8 +467,9 @@ def model_details(info: Any, files: dict[str, int | None], config_text: str | No
                   card_text: str | None, setfit_text: str | None = None) -> tuple[dict[str, Any], list[dict[str, str]]]:
     """The model document fields read from a ``ModelInfo``, config.json (and a SetFit repo's
     config_setfit.json) and README.md, and the references (arXiv ids and DOIs in the card and the Hub's
-    tags). What cannot be read becomes a note. The config fields are those scraper.local.config_fields keeps
-    (Transformers', timm's and SetFit's)."""
+    tags). What cannot be read becomes a note. The config fields are those scraper.repo_metadata.config_fields
+    keeps (Transformers', timm's and SetFit's); the card's performance claims those of
+    scraper.repo_metadata.card_claims, for the revision ``info.sha``."""
     notes: list[str] = []
     if config_text is None:
         notes.append("config.json is missing")
@@ -480,13 +489,14 @@ def model_details(info: Any, files: dict[str, int | None], config_text: str | No
     fields = {
         "tags": info.tags or [],
         "library": info.library_name or card.get("library_name"),
-        "datasets": _as_list(card.get("datasets")),
+        "datasets": as_list(card.get("datasets")),
         "license": card.get("license"),
         "base_model": card.get("base_model"),
         "files": files,
         "config": config_fields(config, setfit),
         "references": [r["name"] for r in refs],
         "notes": notes,
+        **card_claims(card, info.sha),
     }
     return fields, refs
 

@@ -7,6 +7,8 @@ import json
 import re
 from typing import Any
 
+from cards.model_index import hub_parse_error, parse_claims
+
 ARXIV = re.compile(r"arxiv[:./\s]*(?:abs/)?(\d{4}\.\d{4,5})", re.IGNORECASE)
 DOI = re.compile(r"\b(10\.\d{4,9}/[^\s\"<>)\]]+)")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".h5", ".msgpack", ".onnx")
@@ -38,8 +40,6 @@ def card_claims(meta: dict[str, Any], revision: str | None) -> dict[str, Any]:
     states, as cards.model_index.parse_claims reads them, malformed ones kept with a note; fields that are None
     left out), ``n_claims``, ``claims_error`` (why huggingface_hub's own parser rejects that model-index, or None)
     and ``claims_revision`` (the model revision the card was read at). Never raises: a scrape goes on."""
-    from cards.model_index import hub_parse_error, parse_claims
-
     try:
         claims = [{k: v for k, v in claim.items() if v is not None and v != []} for claim in parse_claims(meta)]
         error = hub_parse_error(meta)
