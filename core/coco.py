@@ -51,8 +51,6 @@ class CocoDataset:
                 raise DataError(f"dataset metadata {meta_path} has no {key!r}")
         if meta.get("datatype", "image") != "image":
             raise DataError(f"dataset metadata {meta_path}: a COCO dataset has datatype 'image', not {meta['datatype']!r}")
-        if meta.get("task", "object-detection") != "object-detection":
-            raise DataError(f"dataset metadata {meta_path}: a COCO dataset has task 'object-detection', not {meta['task']!r}")
         ds = cls(root, meta)
         if not meta.get("categories"):  # take them from the first split's instances file
             if not ds.splits:
@@ -277,16 +275,6 @@ class CocoDataset:
             annotations.append({**ann, "bbox": [float(v) for v in bbox], "area": float(area),
                                 "iscrowd": int(bool(ann.get("iscrowd", 0)))})
         return {"images": images, "annotations": annotations, "categories": categories}
-
-
-def is_coco_dataset(folder: str | os.PathLike) -> bool:
-    """True if ``folder/dataset.json`` declares a COCO detection dataset (format "coco" or task
-    "object-detection"), so a registry can choose CocoDataset over core.data.LocalDataset."""
-    try:
-        meta = json.loads((Path(folder) / "dataset.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(meta, dict) and (meta.get("format") == "coco" or meta.get("task") == "object-detection")
 
 
 def _read_json(path: Path, what: str) -> Any:

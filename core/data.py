@@ -38,7 +38,27 @@ it asks for, label synonyms."""
         "processors": list(meta.get("processors") or []),
         "modules": list(meta.get("modules") or []),
         "synonyms": dict(meta.get("synonyms") or {}),
+        **({"hub": meta["hub"]} if meta.get("hub") else {}),  # a Hub dataset's origin: repo, config, commit sha
     }
+
+
+def check_class_groups(groups: Any, classes: list[str]) -> dict[str, list[str]]:
+    """``groups`` as ``{group: [class, ...]}``; ValueError naming what is wrong (not a mapping, an empty group,
+    a class the dataset does not have, a class listed twice in one group). A class may be in several groups."""
+    if not isinstance(groups, dict):
+        raise ValueError(f"class groups must map a group name to its classes, got {type(groups).__name__}")
+    known = set(classes)
+    out = {}
+    for name, members in groups.items():
+        if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
+            raise ValueError(f"class group {name!r} must be a non-empty list of class names")
+        unknown = [m for m in members if m not in known]
+        if unknown:
+            raise ValueError(f"class group {name!r} names classes the dataset does not have: {unknown[:10]}")
+        if len(set(members)) != len(members):
+            raise ValueError(f"class group {name!r} lists a class twice")
+        out[str(name)] = list(members)
+    return out
 
 
 @dataclass

@@ -62,7 +62,18 @@ def _static_env() -> dict[str, Any]:
         "libraries": versions,
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
+        "memory_bytes": _memory_bytes(),
     }
+
+
+def _memory_bytes() -> int | None:
+    """The machine's physical memory."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+    except Exception:  # psutil missing or the platform unsupported: recorded as unknown
+        return None
 
 
 def environment(device: str) -> dict[str, Any]:
@@ -74,4 +85,5 @@ def environment(device: str) -> dict[str, Any]:
         import torch
 
         env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        env["gpu_memory_bytes"] = int(torch.cuda.get_device_properties(torch.device(device)).total_memory)
     return env

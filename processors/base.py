@@ -45,6 +45,13 @@ class Processor(ABC):
         """The parameters as they enter the result identity (a subclass may add, e.g., its metric's code hash)."""
         return dict(params)
 
+    @classmethod
+    def dataset_params(cls, dataset: dict[str, Any]) -> dict[str, Any]:
+        """What of the registered dataset the results depend on beyond its content revision (which is part of
+        the inference identity), as it enters the result identity: e.g. the classification processor's class
+        groups. Changing it makes the results stale; they are re-scored from the stored predictions."""
+        return {}
+
     @abstractmethod
     def update(self, batch: Any) -> None:
         """Accumulate one batch of predictions."""
@@ -112,10 +119,13 @@ class ProcessorSpec:
     def processor(self) -> type[Processor]:
         return PROCESSORS.get(self.name)
 
-    def identity(self) -> dict[str, Any]:
-        """name, version and (when there are any) the parameters, as the result identity holds them."""
+    def identity(self, dataset: dict[str, Any] | None = None) -> dict[str, Any]:
+        """name, version and (when there are any) the parameters, as the result identity holds them; with the
+        registered ``dataset`` its ``dataset_params`` too."""
         cls = self.processor
         params = cls.identity_params(dict(self.params))
+        if dataset is not None:
+            params.update(cls.dataset_params(dataset))
         return {"name": cls.name, "version": cls.version, **({"params": params} if params else {})}
 
     def build(self, dataset: dict[str, Any]) -> Processor:

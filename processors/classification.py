@@ -24,6 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from core.arrays import safe_divide
+from core.data import check_class_groups
+from core.fingerprint import fingerprint
 from processors.base import Processor, register_processor
 from tasks.classification import ClassificationPredictions
 
@@ -63,15 +66,6 @@ def confusion_matrix(y_true: Any, y_pred: Any, n_classes: int) -> np.ndarray:
             )
     counts = np.bincount(t * n_classes + p, minlength=n_classes * n_classes)
     return counts.astype(np.int64).reshape(n_classes, n_classes)
-
-
-def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """Element-wise ``num / den`` with 0.0 where ``den == 0`` (sklearn's zero_division=0)."""
-    num = np.asarray(num, dtype=np.float64)
-    den = np.asarray(den, dtype=np.float64)
-    out = np.zeros(np.broadcast(num, den).shape, dtype=np.float64)
-    np.divide(num, den, out=out, where=den != 0)
-    return out
 
 
 #: Above this many classes the confusion matrix is stored sparse: a dense 1,000-class matrix is about 9 MB
@@ -133,17 +127,17 @@ def metrics_from_confusion(cm: np.ndarray, classes: list[str]) -> dict[str, Any]
     fp = predicted - tp
     fn = support - tp
 
-    precision = _divide(tp, predicted)
-    recall = _divide(tp, support)
+    precision = safe_divide(tp, predicted)
+    recall = safe_divide(tp, support)
     # sklearn (>= 1.3) computes F-beta directly from the counts: (1+b^2) tp / (b^2 (tp+fn) + tp+fp)
-    f1 = _divide(2 * tp, support + predicted)
+    f1 = safe_divide(2 * tp, support + predicted)
 
     n = int(cm.sum())
     correct = int(tp.sum())
     tp_sum, pred_sum, true_sum = tp.sum(), predicted.sum(), support.sum()
-    micro_p = float(_divide(tp_sum, pred_sum))
-    micro_r = float(_divide(tp_sum, true_sum))
-    micro_f1 = float(_divide(2 * tp_sum, true_sum + pred_sum))
+    micro_p = float(safe_divide(tp_sum, pred_sum))
+    micro_r = float(safe_divide(tp_sum, true_sum))
+    micro_f1 = float(safe_divide(2 * tp_sum, true_sum + pred_sum))
 
     present = (support + predicted) > 0  # sklearn's labels=None: unique_labels(y_true, y_pred)
 
@@ -160,7 +154,7 @@ def metrics_from_confusion(cm: np.ndarray, classes: list[str]) -> dict[str, Any]
         "n": n,
         "correct": correct,
         "incorrect": n - correct,
-        "accuracy": float(_divide(correct, n)),
+        "accuracy": float(safe_divide(correct, n)),
         "macro_precision": macro(precision),
         "macro_recall": macro(recall),
         "macro_f1": macro(f1),
@@ -189,6 +183,49 @@ def metrics_from_confusion(cm: np.ndarray, classes: list[str]) -> dict[str, Any]
     return {"overall": overall, "per_class": per_class}
 
 
+def group_metrics(cm: np.ndarray, classes: list[str], groups: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
+    """Per group of classes (a superclass: CIFAR-100's 20, ImageNet's animals, ...), from the confusion matrix.
+
+    For a group G, each equal to scikit-learn (``zero_division=0``) on the same predictions:
+
+    * ``support``: samples whose true class is in G; ``accuracy``: the share of them predicted as their exact
+      class (``accuracy_score`` on those samples).
+    * ``micro_precision`` / ``micro_recall`` / ``micro_f1``: ``precision_recall_fscore_support(labels=G,
+      average="micro")`` (micro recall equals ``accuracy``); ``macro_*``: the same with ``average="macro"``, the
+      mean over all of G's classes.
+    * ``coarse_precision`` / ``coarse_recall`` / ``coarse_f1``: the group as one class, "in G" against "not in
+      G" (``average="binary"`` on ``y in G``): whether the model tells the group from the rest, whatever class
+      inside it.
+    """
+    index = {c: i for i, c in enumerate(classes)}
+    cm = np.asarray(cm, dtype=np.int64)
+    tp_all = np.diag(cm)
+    support_all = cm.sum(axis=1)
+    predicted_all = cm.sum(axis=0)
+    out: dict[str, dict[str, Any]] = {}
+    for name, members in groups.items():
+        idx = np.asarray([index[c] for c in members], dtype=np.int64)
+        tp, support, predicted = tp_all[idx], support_all[idx], predicted_all[idx]
+        tp_sum, true_sum, pred_sum = int(tp.sum()), int(support.sum()), int(predicted.sum())
+        inside = int(cm[np.ix_(idx, idx)].sum())  # truth in G and prediction in G
+        coarse_p, coarse_r = safe_divide(inside, pred_sum), safe_divide(inside, true_sum)
+        out[name] = {
+            "classes": list(members),
+            "support": true_sum,
+            "accuracy": float(safe_divide(tp_sum, true_sum)),
+            "micro_precision": float(safe_divide(tp_sum, pred_sum)),
+            "micro_recall": float(safe_divide(tp_sum, true_sum)),
+            "micro_f1": float(safe_divide(2 * tp_sum, true_sum + pred_sum)),
+            "macro_precision": float(np.mean(safe_divide(tp, predicted))),
+            "macro_recall": float(np.mean(safe_divide(tp, support))),
+            "macro_f1": float(np.mean(safe_divide(2 * tp, support + predicted))),
+            "coarse_precision": float(coarse_p),
+            "coarse_recall": float(coarse_r),
+            "coarse_f1": float(safe_divide(2 * inside, true_sum + pred_sum)),
+        }
+    return out
+
+
 @register_processor
 class ClassificationProcessor(Processor):
     """Accuracy, precision/recall/F1 (per class, macro, micro, weighted), confusion matrix and
@@ -198,6 +235,10 @@ class ClassificationProcessor(Processor):
     present in the ground truth or the predictions (sklearn's default), ``macro_*_all_classes``
     over all dataset classes (``labels=range(C)``). Version 2: ``macro_*`` changed from the
     all-classes mean to sklearn's default.
+
+    When the dataset declares groups of classes (its ``class_groups``), ``per_group`` holds each group's
+    numbers (:func:`group_metrics`); the groups enter the result identity (``dataset_params``), so declaring
+    or changing them re-scores the stored predictions with no new inference.
     """
 
     name = "classification"
@@ -226,7 +267,19 @@ class ClassificationProcessor(Processor):
          'calculation': 'sum_c support_c f1_c / n', 'values': '0 to 1'},
     ]
 
-    def __init__(self, classes: list[str], max_misclassifications: int = 10000) -> None:
+    @classmethod
+    def from_dataset(cls, dataset: dict[str, Any], **params: Any) -> "ClassificationProcessor":
+        """An instance for a registered dataset: its classes and, when it declares them, its class groups."""
+        return cls([c["label"] for c in dataset.get("classes") or []], groups=dataset.get("class_groups"), **params)
+
+    @classmethod
+    def dataset_params(cls, dataset: dict[str, Any]) -> dict[str, Any]:
+        """The class groups, when the dataset declares any (their change re-scores, with no inference)."""
+        groups = dataset.get("class_groups")
+        return {"class_groups": fingerprint(groups)} if groups else {}
+
+    def __init__(self, classes: list[str], max_misclassifications: int = 10000,
+                 groups: dict[str, list[str]] | None = None) -> None:
         super().__init__(classes)
         if not self.classes:
             raise ValueError("ClassificationProcessor needs at least one class")
@@ -236,6 +289,7 @@ class ClassificationProcessor(Processor):
         if max_misclassifications < 0:
             raise ValueError(f"max_misclassifications must be >= 0, got {max_misclassifications}")
         self.max_misclassifications = int(max_misclassifications)
+        self.groups = check_class_groups(groups, self.classes) if groups else {}
         n = len(self.classes)
         self.confmat = np.zeros((n, n), dtype=np.int64)
         self.misclassifications: list[dict[str, Any]] = []
@@ -284,8 +338,8 @@ class ClassificationProcessor(Processor):
     def merge(self, other: Processor) -> None:
         if not isinstance(other, ClassificationProcessor):
             raise TypeError(f"cannot merge {type(other).__name__} into ClassificationProcessor")
-        if other.classes != self.classes:
-            raise ValueError("cannot merge processors with different classes")
+        if other.classes != self.classes or other.groups != self.groups:
+            raise ValueError("cannot merge processors with different classes or class groups")
         self.confmat += other.confmat
         room = self.max_misclassifications - len(self.misclassifications)
         if room > 0:
@@ -293,6 +347,8 @@ class ClassificationProcessor(Processor):
 
     def compute(self) -> dict[str, Any]:
         result = metrics_from_confusion(self.confmat, self.classes)
+        if self.groups:
+            result["per_group"] = group_metrics(self.confmat, self.classes, self.groups)
         result["confusion_matrix"] = confusion_doc(self.confmat, self.classes)
         result["misclassifications"] = [dict(m) for m in self.misclassifications]
         # Every misclassified sample is kept until the cap, so fewer kept than counted = truncated.

@@ -35,6 +35,16 @@ def read_dataset_meta(folder: Path) -> dict[str, Any]:
     return {"name": folder.name, **meta}
 
 
+def dataset_document(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A dataset folder's registered document and examples, read by its task kind (the dataset.json's ``task``,
+    or the kind that takes its ``datatype``: tasks.base.task_for_dataset); DataError (KeyError naming the task
+    kinds) when it cannot be read."""
+    kind = task_for_dataset(read_dataset_meta(folder))
+    doc, examples = kind.dataset_doc(kind.open_dataset(folder))
+    check_class_names(doc)
+    return doc, examples
+
+
 def register_datasets(store, root: str | Path, log=print) -> list[str]:
     """Register every dataset folder (holding dataset.json) under root, read by its task kind (the
     dataset.json's ``task``, or the kind that takes its ``datatype``: tasks.base.task_for_dataset). Unreadable
@@ -45,9 +55,7 @@ def register_datasets(store, root: str | Path, log=print) -> list[str]:
         return names
     for folder in sorted(p for p in root.iterdir() if (p / "dataset.json").is_file()):
         try:
-            kind = task_for_dataset(read_dataset_meta(folder))
-            doc, examples = kind.dataset_doc(kind.open_dataset(folder))
-            check_class_names(doc)
+            doc, examples = dataset_document(folder)
         except Exception as exc:  # one unreadable dataset is reported and skipped; the others are registered
             reason = exc if isinstance(exc, (DataError, KeyError)) else f"{type(exc).__name__}: {exc}"
             log(f"dataset {folder.name}: skipped: {reason}")

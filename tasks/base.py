@@ -115,6 +115,11 @@ class TaskKind(ABC):
             should_stop: Callable[[], bool] | None = None) -> tuple[Any, dict[str, Any]]:
         """Predict every sample of the split. Returns (predictions, runtime record)."""
 
+    def sample_inputs(self, dataset: Any, split: str, n: int) -> list[Any] | None:
+        """The model inputs of the split's first ``n`` samples, as ``run`` passes them to ``module.prepare``:
+        the fixed sample the single-stream scenario times one by one. None: the kind has no such scenario."""
+        return None
+
     # -- stored predictions ---------------------------------------------------------------------------
     @abstractmethod
     def encode(self, predictions: Any) -> list[dict[str, Any]]:

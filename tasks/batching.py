@@ -90,14 +90,41 @@ def to_device(batch: dict[str, Any], device: str) -> dict[str, Any]:
     return {k: (v.to(device, non_blocking=non_blocking) if hasattr(v, "to") else v) for k, v in batch.items()}
 
 
+#: Inputs of the warm-up pass: enough for lazy initialisation and caches, small enough that a small model on a
+#: small split does not pay a second pass over it (a whole first batch cost 3x the bare script's fixed time per
+#: model in benchmarks/bench_many_models.py).
+WARMUP_SAMPLES = 2
+
+
 def warm_up(module: EvaluationModule, loaded: LoadedModel, inputs: list[Any]) -> float:
-    """One untimed-for-throughput forward pass on the first batch (lazy initialisation, kernel selection,
-    caches); returns its seconds, recorded apart from the throughput."""
+    """One forward pass kept out of the throughput (lazy initialisation, kernel selection, caches) on the first
+    WARMUP_SAMPLES inputs; returns its seconds, recorded apart from the throughput."""
     t0 = time.perf_counter()
     first = module.prepare(loaded, inputs)
     module.forward(loaded, to_device(first, loaded.device))
     sync(loaded.device)
     return time.perf_counter() - t0
+
+
+def single_stream(module: EvaluationModule, loaded: LoadedModel, inputs: list[Any]) -> dict[str, Any]:
+    """The single-stream scenario (MLPerf / AI-BMT): each input alone (batch 1), one after the other, after the
+    task's warm-up; a latency is the input's preparation (decoding is not, tokenising or resizing is), forward
+    pass and device sync. Percentiles are numpy's (linear interpolation), in milliseconds."""
+    import numpy as np
+
+    latencies = []
+    with torch.inference_mode():
+        for x in inputs:
+            t0 = time.perf_counter()
+            module.forward(loaded, to_device(module.prepare(loaded, [x]), loaded.device))
+            sync(loaded.device)
+            latencies.append((time.perf_counter() - t0) * 1000.0)
+    ms = np.asarray(latencies, dtype=np.float64)
+    if not len(ms):
+        return {"n": 0}
+    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+    return {"n": len(ms), "p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99), "mean_ms": float(ms.mean()),
+            "max_ms": float(ms.max())}
 
 
 def runtime_record(n: int, total: float, batch_size: int, device: str, warmup_s: float) -> dict[str, Any]:

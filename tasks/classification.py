@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from core.data import DataError, LocalDataset, dataset_metadata
+from core.data import DataError, LocalDataset, check_class_groups, dataset_metadata
 from core.labels import map_labels
 from tasks.base import Column, Mapping, TaskKind, register_task
 
@@ -73,6 +73,25 @@ def check_finite(logits: Any, rows: list[dict[str, Any]]) -> None:
         )
 
 
+#: Beside dataset.json, the dataset's groups of classes ({"group": ["class", ...]}): kept out of the content
+#: revision, so declaring groups re-scores stored predictions (the processors' dataset_params) with no inference.
+CLASS_GROUPS_FILE = "class_groups.json"
+
+
+def read_class_groups(root: Path, classes: list[str]) -> dict[str, list[str]] | None:
+    """The dataset folder's class groups, checked against its classes; None when it declares none. DataError
+    naming the file and what is wrong."""
+    import json
+
+    path = Path(root) / CLASS_GROUPS_FILE
+    if not path.is_file():
+        return None
+    try:
+        return check_class_groups(json.loads(path.read_text(encoding="utf-8")), classes)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: {exc}") from None
+
+
 @dataclass(eq=False)
 class ClassificationTask(TaskKind):
     """Single-label classification of one input per sample (an image, a text)."""
@@ -90,6 +109,9 @@ class ClassificationTask(TaskKind):
     def load_input(self, dataset: LocalDataset, row: dict[str, Any]) -> Any:
         """A sample's model input (an image, a text)."""
         return dataset.load_input(row)
+
+    def sample_inputs(self, dataset: LocalDataset, split: str, n: int) -> list[Any]:
+        return [self.load_input(dataset, row) for row in dataset.rows(split)[:n]]
 
     def dataset_doc(self, dataset: LocalDataset) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         meta = dataset.meta
@@ -121,6 +143,9 @@ class ClassificationTask(TaskKind):
             "revision": dataset.revision(),
             "path": str(dataset.root.resolve()),
         }
+        groups = read_class_groups(dataset.root, classes)
+        if groups:
+            doc["class_groups"] = groups
         return doc, examples
 
     def example(self, row: dict[str, Any]) -> Any:
@@ -146,7 +171,17 @@ class ClassificationTask(TaskKind):
         import torch
 
         from modules.base import InferenceError
-        from tasks.batching import batches, length_order, prefetch, restore_order, runtime_record, sync, to_device, warm_up
+        from tasks.batching import (
+            WARMUP_SAMPLES,
+            batches,
+            length_order,
+            prefetch,
+            restore_order,
+            runtime_record,
+            sync,
+            to_device,
+            warm_up,
+        )
 
         rows = dataset.rows(split)
         order = length_order(rows)  # text: batches of similar length (little padding); restored below
@@ -164,7 +199,7 @@ class ClassificationTask(TaskKind):
         warmup_s = 0.0
         with torch.inference_mode():
             if rows:
-                warmup_s = warm_up(module, loaded, [load(r) for r in ordered[: min(batch_size, len(rows))]])
+                warmup_s = warm_up(module, loaded, [load(r) for r in ordered[:WARMUP_SAMPLES]])
             t0 = time.perf_counter()
             for part, prepared in prefetch(batches(ordered, batch_size, load, prepare)):
                 logits = module.forward(loaded, to_device(prepared, device))

@@ -26,7 +26,7 @@ from core.data import DataError
 from core.labels import LabelMappingError, map_labels, normalise
 from modules.base import EvaluationModule, InferenceError, LoadedModel
 from tasks.base import Column, Mapping, TaskKind, register_task
-from tasks.batching import prefetch, runtime_record, sync, to_device, warm_up
+from tasks.batching import WARMUP_SAMPLES, prefetch, runtime_record, sync, to_device, warm_up
 
 if TYPE_CHECKING:
     from perturbations.base import Perturbation
@@ -247,7 +247,7 @@ def run_detection(
     warmup_s = 0.0
     with torch.inference_mode():
         if warmup and images:
-            warmup_s = warm_up(module, loaded, [dataset.load_image(img) for img in images[: min(batch_size, len(images))]])
+            warmup_s = warm_up(module, loaded, [dataset.load_image(img) for img in images[:WARMUP_SAMPLES]])
         t0 = time.perf_counter()
         for part, sizes, prepared in prefetch(_batches(module, loaded, dataset, images, batch_size)):
             outputs = module.forward(loaded, to_device(prepared, device))
@@ -366,7 +366,11 @@ class DetectionTask(TaskKind):
         return meta.get("task") == self.name or meta.get("format") == "coco"
 
     def open_dataset(self, path: str | Path) -> CocoDataset:
-        return CocoDataset.open(path)
+        dataset = CocoDataset.open(path)
+        if dataset.meta.get("task", self.name) != self.name:
+            raise DataError(f"dataset metadata {Path(path) / 'dataset.json'}: a COCO dataset has task {self.name!r}, "
+                            f"not {dataset.meta['task']!r}")
+        return dataset
 
     def dataset_doc(self, dataset: CocoDataset) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         doc, examples = dataset.dataset_doc()
@@ -413,6 +417,9 @@ class DetectionTask(TaskKind):
             should_stop: Callable[[], bool] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         return run_detection(module, loaded, dataset, split, mapping.index, batch_size, on_batch=on_batch,
                              should_stop=should_stop)
+
+    def sample_inputs(self, dataset: Any, split: str, n: int) -> list[Any]:
+        return [dataset.load_image(img) for img in dataset.images(split)[:n]]
 
     def encode(self, predictions: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return encode_detections(predictions)

@@ -167,6 +167,9 @@ class SentenceSimilarityTask(TaskKind):
     def map_labels(self, id2label: dict[int, str], doc: dict[str, Any], trained_on_dataset: bool) -> Mapping:
         return Mapping(None, {"method": "none", "why": "a similarity score has no labels to map"})
 
+    def sample_inputs(self, dataset: LocalDataset, split: str, n: int) -> list[tuple[str, str]]:
+        return [(row["text"], row["text_pair"]) for row in dataset.rows(split)[:n]]
+
     def run(self, module: "EvaluationModule", loaded: "LoadedModel", dataset: LocalDataset, split: str, mapping: Mapping,
             batch_size: int, on_batch: Callable[[int], None] | None = None,
             should_stop: Callable[[], bool] | None = None) -> tuple[ScorePredictions, dict[str, Any]]:
@@ -174,7 +177,17 @@ class SentenceSimilarityTask(TaskKind):
         import torch
 
         from modules.base import InferenceError
-        from tasks.batching import batches, length_order, prefetch, restore_order, runtime_record, sync, to_device, warm_up
+        from tasks.batching import (
+            WARMUP_SAMPLES,
+            batches,
+            length_order,
+            prefetch,
+            restore_order,
+            runtime_record,
+            sync,
+            to_device,
+            warm_up,
+        )
 
         rows = dataset.rows(split)
         order = length_order(rows)  # batches of similar length (little padding); restored below
@@ -186,7 +199,7 @@ class SentenceSimilarityTask(TaskKind):
         warmup_s = 0.0
         with torch.inference_mode():
             if rows:
-                warmup_s = warm_up(module, loaded, [load(r) for r in ordered[: min(batch_size, len(rows))]])
+                warmup_s = warm_up(module, loaded, [load(r) for r in ordered[:WARMUP_SAMPLES]])
             t0 = time.perf_counter()
             for part, prepared in prefetch(batches(ordered, batch_size, load, prepare)):
                 out = torch.as_tensor(module.forward(loaded, to_device(prepared, device))).float().reshape(len(part), -1)

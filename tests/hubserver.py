@@ -18,6 +18,12 @@ card) and, for scale tests, a synthetic zoo of N models generated on the fly. Un
   finds a metric script: ``{HF_ENDPOINT}/spaces/evaluate-metric/<name>/resolve/v<evaluate version>/<name>.py``,
   then ``.../resolve/main/<name>.py`` (a HEAD for the ETag, then a GET). ``spaces`` is a reserved name on the
   Hub, so ``ROOT/spaces`` is never a model org.
+* Dataset repos under ``ROOT/datasets/<org>/<name>/`` (parquet files such as ``data/train-00000-of-00001.parquet``
+  and a README.md whose YAML lists ``configs`` and ``dataset_info``), with the routes ``datasets.load_dataset``
+  and ``HfFileSystem`` use: ``GET /api/datasets/{id}`` and ``.../revision/{rev}`` (dataset_info),
+  ``GET /api/datasets/{id}/tree/{rev}[/{path}]``, ``POST /api/datasets/{id}/paths-info/{rev}`` (form fields
+  ``paths``) and ``HEAD``/``GET /datasets/{id}/resolve/{rev}/{path}`` (``bytes=N-`` and ``bytes=N-M`` ranges).
+  Gating, privacy and revisions work as for models; ``datasets`` is a reserved name, never a model org.
 * Errors carry ``X-Error-Code`` and ``X-Error-Message`` as on the Hub: ``RevisionNotFound`` and
   ``EntryNotFound`` (404), ``RepoNotFound`` (401 without a token, 404 with one), ``GatedRepo`` (401/403).
 
@@ -161,6 +167,14 @@ class FolderRepo:
             doc["cardData"] = self.card
         if self.config is not None:
             doc["config"] = {k: self.config[k] for k in ("architectures", "model_type", "auto_map") if k in self.config}
+        return doc
+
+    def dataset_info(self, blobs: bool = False) -> dict[str, Any]:
+        """What dataset_info asks for a dataset repo (``ROOT/datasets/<org>/<name>/``): as info, without the model
+        fields."""
+        doc = {k: v for k, v in self.info(blobs).items()
+               if k not in ("modelId", "pipeline_tag", "library_name", "config", "spaces", "trendingScore")}
+        doc["description"] = (self.card or {}).get("pretty_name")
         return doc
 
 
@@ -432,6 +446,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:  # noqa: N802
         self.server.hub.handle(self, "HEAD")
 
+    def do_POST(self) -> None:  # noqa: N802 (the paths-info route)
+        self.server.hub.handle(self, "POST")
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet: tests read HubServer.requests
         pass
 
@@ -445,14 +462,16 @@ class _Server(ThreadingHTTPServer):
 class HubServer:
     """The stand-in Hub on ``127.0.0.1``: ``with HubServer(root) as hub: ... hub.url ...``.
 
-    ``root``: folder of repos (``<org>/<name>/``) and Spaces (``spaces/<org>/<name>/``); ``synthetic``: also
+    ``root``: folder of repos (``<org>/<name>/``), Spaces (``spaces/<org>/<name>/``) and dataset repos
+    (``datasets/<org>/<name>/``, served as ``hub.datasets``); ``synthetic``: also
     serve that many synthetic models (``hub.synthetic``); ``page_size``: listing page size when the client sends
     no ``limit``; ``max_page_size``: the cap on ``limit`` (the Hub's is 1,000)."""
 
     def __init__(self, root: str | Path | None = None, *, synthetic: int = 0, page_size: int = 1000,
                  max_page_size: int = 1000, port: int = 0) -> None:
-        self.folders = FolderZoo(Path(root), reserved=("spaces",)) if root is not None else None
+        self.folders = FolderZoo(Path(root), reserved=("spaces", "datasets")) if root is not None else None
         self.spaces = FolderZoo(Path(root) / "spaces") if root is not None else None
+        self.datasets = FolderZoo(Path(root) / "datasets") if root is not None else None
         self.synthetic = SyntheticZoo(synthetic) if synthetic else None
         self.page_size, self.max_page_size = page_size, max_page_size
         self.requests: list[RequestRecord] = []
@@ -505,6 +524,10 @@ class HubServer:
     def handle(self, req: _Handler, method: str) -> None:
         parts = urlsplit(req.path)
         path, query = unquote(parts.path), parse_qs(parts.query, keep_blank_values=True)
+        if method == "POST":  # read the form body first, so a fault answer leaves the connection usable
+            body = req.rfile.read(int(req.headers.get("Content-Length") or 0))
+            for key, values in parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True).items():
+                query.setdefault(key, []).extend(values)
         page = self._page_of(path, query)
         record = RequestRecord(method, path, query, page)
         with self._lock:
@@ -571,6 +594,10 @@ class HubServer:
             req.wfile.write(body)
 
     def _route(self, req: _Handler, method: str, path: str, query: dict[str, list[str]], token: str | None):
+        if path.startswith("/api/datasets/"):
+            return self._route_dataset_api(method, path, query, token)
+        if method == "POST":
+            raise HubError(405, None, "method not allowed")
         if path == "/api/models":
             if method != "GET":
                 raise HubError(405, None, "method not allowed")
@@ -586,24 +613,52 @@ class HubServer:
                 return self._json(self._tree(repo_id, rest[1], "/".join(rest[2:]), _truthy(query.get("recursive")), token))
             raise HubError(404, None, f"no route for {path}")
         parts = path.lstrip("/").split("/")
+        if parts[0] == "datasets" and len(parts) >= 6 and parts[3] == "resolve":
+            return self._resolve(req, "/".join(parts[1:3]), parts[4], "/".join(parts[5:]), token, kind="dataset")
         if parts[0] == "spaces" and len(parts) >= 6 and parts[3] == "resolve":
             return self._resolve_space(req, "/".join(parts[1:3]), parts[4], "/".join(parts[5:]), token)
         if len(parts) >= 5 and parts[2] == "resolve":
             return self._resolve(req, "/".join(parts[:2]), parts[3], "/".join(parts[4:]), token)
         raise HubError(404, None, f"no route for {path}")
 
+    def _route_dataset_api(self, method: str, path: str, query: dict[str, list[str]], token: str | None):
+        """``/api/datasets/{id}``, ``.../revision/{rev}``, ``.../tree/{rev}[/{path}]`` and ``POST .../paths-info/{rev}``
+        (form fields ``paths``, repeated, and ``expand``): what ``datasets.load_dataset`` and ``HfFileSystem`` ask."""
+        parts = path[len("/api/datasets/"):].split("/")
+        repo_id, rest = "/".join(parts[:2]), parts[2:]
+        if method == "POST":
+            if len(rest) == 2 and rest[0] == "paths-info":
+                return self._json(self._paths_info(repo_id, rest[1], query.get("paths") or [], token))
+            raise HubError(405, None, "method not allowed")
+        if not rest:
+            return self._json(self._info(repo_id, "main", query, token, kind="dataset"))
+        if rest[0] == "revision" and len(rest) == 2:
+            return self._json(self._info(repo_id, rest[1], query, token, kind="dataset"))
+        if rest[0] == "tree" and len(rest) >= 2:
+            return self._json(self._tree(repo_id, rest[1], "/".join(rest[2:]), _truthy(query.get("recursive")), token,
+                                         kind="dataset"))
+        raise HubError(404, None, f"no route for {path}")
+
+    def _paths_info(self, repo_id: str, revision: str, paths: list[str], token: str | None) -> list[dict[str, Any]]:
+        """The entries (file or directory) of the dataset repo at ``paths``; paths that do not exist are left out."""
+        entries = {e["path"]: e for e in self._tree(repo_id, revision, "", True, token, kind="dataset")}
+        return [entries[p.strip("/")] for p in paths if p.strip("/") in entries]
+
     @staticmethod
     def _json(data: Any, headers: dict[str, str] | None = None):
         return 200, {"Content-Type": "application/json", **(headers or {})}, json.dumps(data, separators=(",", ":")).encode()
 
     # -- repos ------------------------------------------------------------------------------------
-    def _repo(self, repo_id: str, revision: str, token: str | None) -> tuple[dict[str, Any], FolderRepo | None]:
-        """(info with sizes, the folder repo if any) of repo_id at revision as ``token`` sees it; raises
-        RepoNotFound (also for a private repo without access, as the Hub does) or RevisionNotFound."""
-        repo = self.folders.get(repo_id) if self.folders else None
+    def _repo(self, repo_id: str, revision: str, token: str | None,
+              kind: str = "model") -> tuple[dict[str, Any], FolderRepo | None]:
+        """(info with sizes, the folder repo if any) of the ``kind`` (model or dataset) repo_id at revision as
+        ``token`` sees it; raises RepoNotFound (also for a private repo without access, as the Hub does) or
+        RevisionNotFound."""
+        zoo = self.datasets if kind == "dataset" else self.folders
+        repo = zoo.get(repo_id) if zoo else None
         if repo is not None and repo.visible_to(token):
-            info, sha = repo.info(blobs=True), repo.sha
-        elif repo is None and self.synthetic is not None and (i := self.synthetic.index(repo_id)) is not None:
+            info, sha = (repo.dataset_info(blobs=True) if kind == "dataset" else repo.info(blobs=True)), repo.sha
+        elif kind == "model" and repo is None and self.synthetic is not None and (i := self.synthetic.index(repo_id)) is not None:
             info, sha = self.synthetic.info(i, blobs=True), self.synthetic.sha(i)
         else:  # the Hub answers 401 to an anonymous request, 404 to an authenticated one
             raise HubError(401 if token is None else 404, "RepoNotFound", "Repository not found")
@@ -611,8 +666,9 @@ class HubServer:
             raise HubError(404, "RevisionNotFound", f"Invalid rev id: {revision}")
         return info, repo
 
-    def _info(self, repo_id: str, revision: str, query: dict[str, list[str]], token: str | None) -> dict[str, Any]:
-        info, _ = self._repo(repo_id, revision, token)
+    def _info(self, repo_id: str, revision: str, query: dict[str, list[str]], token: str | None,
+              kind: str = "model") -> dict[str, Any]:
+        info, _ = self._repo(repo_id, revision, token, kind)
         if not _truthy(query.get("blobs")):
             info["siblings"] = [{"rfilename": s["rfilename"]} for s in info["siblings"]]
         expand = query.get("expand") or query.get("expand[]")
@@ -620,8 +676,9 @@ class HubServer:
             info = {k: v for k, v in info.items() if k in ("id", "_id") or k in expand}
         return info
 
-    def _tree(self, repo_id: str, revision: str, folder: str, recursive: bool, token: str | None) -> list[dict[str, Any]]:
-        info, _ = self._repo(repo_id, revision, token)
+    def _tree(self, repo_id: str, revision: str, folder: str, recursive: bool, token: str | None,
+              kind: str = "model") -> list[dict[str, Any]]:
+        info, _ = self._repo(repo_id, revision, token, kind)
         prefix = folder.strip("/") + "/" if folder.strip("/") else ""
         entries: dict[str, dict[str, Any]] = {}
         for s in info["siblings"]:
@@ -638,14 +695,16 @@ class HubServer:
             raise HubError(404, "EntryNotFound", f"{folder} does not exist on {revision}")
         return [entries[k] for k in sorted(entries)]
 
-    def _resolve(self, req: _Handler, repo_id: str, revision: str, filename: str, token: str | None):
-        info, repo = self._repo(repo_id, revision, token)
+    def _resolve(self, req: _Handler, repo_id: str, revision: str, filename: str, token: str | None,
+                 kind: str = "model"):
+        info, repo = self._repo(repo_id, revision, token, kind)
         if repo is not None and repo.gated and not repo.has_access(token):  # the Hub's answers, word for word
+            page = f"{self.url}/{'datasets/' if kind == 'dataset' else ''}{repo_id}"
             if token is None:
-                raise HubError(401, "GatedRepo", f"Access to model {repo_id} is restricted. You must have access to it "
+                raise HubError(401, "GatedRepo", f"Access to {kind} {repo_id} is restricted. You must have access to it "
                                "and be authenticated to access it. Please log in.")
-            raise HubError(403, "GatedRepo", f"Access to model {repo_id} is restricted and you are not in the authorized "
-                           f"list. Visit {self.url}/{repo_id} to ask for access.")
+            raise HubError(403, "GatedRepo", f"Access to {kind} {repo_id} is restricted and you are not in the authorized "
+                           f"list. Visit {page} to ask for access.")
         if repo is None or filename not in repo.files:
             raise HubError(404, "EntryNotFound", f"{filename} does not exist on {revision}")
         return self._file(req, repo.files[filename], info["sha"])
@@ -666,12 +725,15 @@ class HubServer:
         """A file answer: its commit, ETag (git blob sha1) and bytes, from the requested ``Range`` start."""
         headers = {"X-Repo-Commit": commit, "ETag": f'"{f.oid}"', "Accept-Ranges": "bytes",
                    "Content-Type": "application/octet-stream"}
-        start, status = 0, 200
-        match = re.fullmatch(r"bytes=(\d+)-", req.headers.get("Range") or "")
-        if match and 0 < int(match.group(1)) < f.size:
-            start, status = int(match.group(1)), 206
-            headers["Content-Range"] = f"bytes {start}-{f.size - 1}/{f.size}"
-        return status, headers, (f.local, start, f.size - start)
+        start, end, status = 0, f.size - 1, 200
+        match = re.fullmatch(r"bytes=(\d+)-(\d*)", req.headers.get("Range") or "")
+        if match and int(match.group(1)) < f.size:  # ``bytes=N-`` (resumed downloads) or ``bytes=N-M`` (HfFileSystem)
+            start = int(match.group(1))
+            end = min(int(match.group(2)), f.size - 1) if match.group(2) else f.size - 1
+            if (start, end) != (0, f.size - 1):
+                status = 206
+                headers["Content-Range"] = f"bytes {start}-{end}/{f.size}"
+        return status, headers, (f.local, start, end - start + 1)
 
     # -- listing ----------------------------------------------------------------------------------
     def _list(self, req: _Handler, query: dict[str, list[str]], token: str | None):

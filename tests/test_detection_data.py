@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.coco import CocoDataset, is_coco_dataset
+from core.coco import CocoDataset
 from core.data import DataError
 from core.labels import LabelMappingError
 from demo.detection_data import (
@@ -32,6 +32,8 @@ from modules.detection import (
     detections_from_fiftyone,
     mtcnn_model_doc,
 )
+from scraper.datasets import read_dataset_meta
+from tasks.base import task_for_dataset
 from tasks.detection import detection_label_mapping, run_detection, to_coco_results, to_detection_batch
 
 RUNTIME_KEYS = {"n", "batch_size", "device", "warmup_s", "time_in_seconds", "time_per_instance", "instances_per_second"}
@@ -103,7 +105,7 @@ def test_loader_reads_classes_supercategories_counts_and_examples(shapes):
     for k, ex in per_class.items():
         assert 0 < len(ex) <= 20 and set(ex) <= files and len(set(ex)) == len(ex)
     assert doc["revision"] == shapes.revision() == CocoDataset.open(shapes.root).revision()
-    assert is_coco_dataset(shapes.root)
+    assert task_for_dataset(read_dataset_meta(shapes.root)).name == "object-detection"
     # every COCO area range occurs (small < 32^2 <= medium <= 96^2 < large)
     areas = np.array([a["area"] for a in flat])
     assert (areas < 32**2).any() and ((areas >= 32**2) & (areas <= 96**2)).any() and (areas > 96**2).any()
