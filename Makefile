@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.zooeval-installed
 RUNTIME_STAMP := $(VENV)/.zooeval-runtime-installed
 PIP    := $(BIN)/python -m pip install -q --no-cache-dir
 
-.PHONY: install install-runtime demo lint test bench clean-state
+.PHONY: install install-runtime install-ray demo lint test bench clean-state
 
 install-runtime: $(RUNTIME_STAMP)
 
@@ -27,9 +27,15 @@ $(RUNTIME_STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# the Ray executor's extra alone (the worker image: docs/ray.md)
+install-ray: $(RUNTIME_STAMP)
+	$(PIP) -e '.[ray]'
+
 $(STAMP): $(RUNTIME_STAMP)
-	# the test extras: pytest, the peers the tests compare with, ruff and hadolint
-	$(PIP) -e '.[test]'
+	# the test extras (pytest, the peers the tests compare with, ruff and hadolint, playwright, schemathesis) and Ray
+	$(PIP) -e '.[test,ray]'
+	# the browser tests drive the system's Chromium through Playwright (no browser download)
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium fonts-liberation)
 	touch $(STAMP)
 
 demo: install-runtime

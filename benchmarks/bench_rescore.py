@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import processors.classification  # noqa: E402,F401
-from benchmarks._common import report, temp_mongo  # noqa: E402
+from benchmarks._common import report, target, temp_mongo  # noqa: E402
 from core.store import Store  # noqa: E402
 from demo.build import build_demo  # noqa: E402
 from pipeline.catalog import build_modules  # noqa: E402
@@ -82,6 +82,8 @@ def main() -> None:
             "full_run_seconds": round(t_full, 2), "add_processor_seconds": round(t_rescore, 3),
             "add_processor_forward_passes": again.forward_samples, "models_loaded": again.models_loaded,
             "ratio_rescore_over_full": round(t_rescore / t_full, 4),
+            "targets": [target("forward passes when a processor is added", again.forward_samples, 0,
+                               higher_is_better=False)],
         })
 
 

@@ -63,8 +63,9 @@ from demo.sources import (
     model_card,
     read_rotten_tomatoes,
 )
+from tasks.classification import CLASS_GROUPS_FILE
 
-BUILD_FORMAT = 3  # 2: the ImageNet set names its classes' synsets (synonyms); 3: and says its class order
+BUILD_FORMAT = 4  # 2: the ImageNet set names its classes' synsets (synonyms); 3: and says its class order; 4: its class groups
 MARKER = "_BUILT"
 SEED = 0
 
@@ -80,6 +81,26 @@ IMAGE_MODELS: dict[str, tuple[int, dict[int, str]]] = {
     "demo/resnet-digits": (0, {i: str(i) for i in range(10)}),
     "demo/resnet-digits-words": (1, {i: w.capitalize() for i, w in enumerate(DIGIT_WORDS)}),
 }
+#: the demo's sentence-pair sets (demo.pair_sets) -> the cross-encoder fine-tuned on each (demo.pair_models)
+PAIR_MODELS = {"rt-edit-similarity": "demo/minilm-rt-edit-similarity", "rt-edit-overlap": "demo/minilm-rt-edit-overlap"}
+PAIR_SIZES, PAIR_SIZES_QUICK = {"train": 1600, "test": 400}, {"train": 400, "test": 200}
+#: demo/minilm-rt-sentiment's card claims an accuracy it does not have (it measures about 0.67): the demo shows
+#: zooeval contradicting it
+WRONG_CLAIMS = {"demo/minilm-rt-sentiment": """model-index:
+- name: demo/minilm-rt-sentiment
+  results:
+  - task:
+      type: text-classification
+      name: Text Classification
+    dataset:
+      type: cornell-movie-review-data/rotten_tomatoes
+      name: Rotten Tomatoes
+      split: test
+    metrics:
+    - type: accuracy
+      name: Accuracy
+      value: 0.95
+"""}
 BROKEN_MODELS = ["broken/corrupt-weights", "broken/no-config", "broken/unmappable-labels"]
 
 # Training settings (measured on 2 cores: the full build takes well under 3 minutes, quick under 1 minute).
@@ -303,6 +324,10 @@ def _build_imagenet_foolbox(tmp: Path) -> dict[str, Any]:
         },
     }
     write_dataset(tmp, meta, {"test": rows})
+    # ImageNet-1K's first 398 classes (0 tench .. 397 puffer) are the animals of its WordNet hierarchy; the
+    # classification processor reports each group (tasks.classification.CLASS_GROUPS_FILE)
+    (tmp / CLASS_GROUPS_FILE).write_text(json.dumps({"animals (classes 0-397)": classes[:398],
+                                                     "not animals (classes 398-999)": classes[398:]}))
     return {"samples": {"test": len(rows)}, "classes": len(classes)}
 
 
@@ -432,7 +457,10 @@ Labels: {labels}.
 Test accuracy on the demo `rotten_tomatoes` test split ({trained['test_samples']} snippets): {trained['test_accuracy']:.3f}.
 {note}
 """
-    return model_card(front, body)
+    card = model_card(front, body)
+    if name in WRONG_CLAIMS:  # model_card writes flat keys only; the model-index is nested YAML
+        card = card.replace("\n---\n", "\n" + WRONG_CLAIMS[name] + "---\n", 1)
+    return card
 
 
 def _write_text_model(tmp: Path, name: str, trained: dict[str, Any], id2label: dict[int, str]) -> dict[str, Any]:
@@ -444,7 +472,9 @@ def _write_text_model(tmp: Path, name: str, trained: dict[str, Any], id2label: d
     # so that a scraper reading config.json sees the labels the loaded model has
     _set_labels(tmp / "config.json", id2label)
     trained["tokenizer"].save_pretrained(str(tmp))
-    (tmp / "README.md").write_text(_text_card(name, id2label, trained))
+    note = ("The model-index claims an accuracy of 0.95 on purpose (it measures about 0.67), so the demo shows "
+            "zooeval contradicting a card." if name in WRONG_CLAIMS else "")
+    (tmp / "README.md").write_text(_text_card(name, id2label, trained, note=note))
     return {k: trained[k] for k in ("test_accuracy", "train_accuracy", "test_samples", "train_samples")}
 
 
@@ -542,6 +572,32 @@ def _write_image_model(tmp: Path, name: str, model, info: dict[str, Any], id2lab
 
 
 # -- broken models ---------------------------------------------------------------------------------
+def _build_pair_set(tmp: Path, name: str, quick: bool) -> dict[str, Any]:
+    """One of the demo's sentence-pair sets (demo.pair_sets) as a LocalDataset folder."""
+    from demo.pair_sets import build_edit_overlap, build_edit_similarity, read_rotten_tomatoes
+
+    build = {"rt-edit-similarity": build_edit_similarity, "rt-edit-overlap": build_edit_overlap}[name]
+    splits, meta = build(read_rotten_tomatoes(), PAIR_SIZES_QUICK if quick else PAIR_SIZES)
+    write_dataset(tmp, {"classes": [], **meta}, splits)
+    return {"samples": {k: len(v) for k, v in splits.items()}}
+
+
+def _build_pair_model(tmp: Path, dataset_dir: Path, name: str, log: Callable[[str], None]) -> dict[str, Any]:
+    """The cross-encoder of a demo pair set (demo.pair_models), fine-tuned on its train split; its test scores."""
+    from demo.pair_models import build_pair_classifier, build_pair_regressor
+
+    ds = LocalDataset.open(dataset_dir)
+    splits = {split: ds.rows(split) for split in ds.splits}
+    build = build_pair_regressor if ds.meta.get("target") else build_pair_classifier
+    return build(splits, ds.meta, tmp, name=name.split("/")[-1], log=lambda m: log(m.strip()))
+
+
+def _copy_tree(src: Path, tmp: Path) -> dict[str, Any]:
+    """A repo folder copied as it is (the wheel's MiniLM sentence-transformers layout, subfolders included)."""
+    shutil.copytree(src, tmp, dirs_exist_ok=True)
+    return {"source": str(src)}
+
+
 def _copy_repo(src: Path, tmp: Path) -> None:
     tmp.mkdir(parents=True, exist_ok=True)
     for f in src.iterdir():
@@ -698,6 +754,16 @@ def build_demo(home: str | os.PathLike, quick: bool = False, log: Callable[[str]
                 ensure(name, zoo / name, ["datasets/rotten_tomatoes"], True,
                        lambda tmp, name=name, labels=labels: _write_text_model(tmp, name, text_trained(), labels))
             trained_text.clear()
+
+            # sentence pairs: two honest pair sets from the same snippets, two cross-encoders fine-tuned on them
+            # here, and the real MiniLM sentence embedder (scored by cosine)
+            for set_name, model_name in PAIR_MODELS.items():
+                ensure(f"datasets/{set_name}", datasets_dir / set_name, [], True,
+                       lambda tmp, set_name=set_name: _build_pair_set(tmp, set_name, quick))
+                ensure(model_name, zoo / model_name, [f"datasets/{set_name}"], True,
+                       lambda tmp, set_name=set_name, model_name=model_name:
+                       _build_pair_model(tmp, datasets_dir / set_name, model_name, say))
+            ensure(MINILM_HUB_ID, zoo / MINILM_HUB_ID, [], False, lambda tmp: _copy_tree(minilm_dir(), tmp))
 
             digits_data: dict[str, Any] = {}
 

@@ -252,6 +252,7 @@ def regression_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
 
 
 def build_pair_classifier(splits: dict[str, list[dict[str, Any]]], meta: dict[str, Any], out_dir: str | Path, *,
+                          name: str | None = None,
                           train_layers: int = 2, epochs: int = 3, log: Callable[[str], None] = print
                           ) -> dict[str, Any]:
     """Fine-tune and save the pair classifier of a classification pair set; returns its test scores."""
@@ -268,12 +269,13 @@ def build_pair_classifier(splits: dict[str, list[dict[str, Any]]], meta: dict[st
     majority = max(np.mean(y_true == c) for c in range(len(classes)))
     note = (f"Always answering the most frequent test class scores accuracy {majority:.4f} (MCC 0), the chance "
             "level to compare with.")
-    (out_dir / "README.md").write_text(_card(out_dir.name, meta, trained, scores, what,
+    (out_dir / "README.md").write_text(_card(name or out_dir.name, meta, trained, scores, what,
                                              ["accuracy", "matthews_correlation"], [], note))
-    return {"name": out_dir.name, "dataset": meta["name"], "test": scores, "training": trained}
+    return {"name": name or out_dir.name, "dataset": meta["name"], "test": scores, "training": trained}
 
 
 def build_pair_regressor(splits: dict[str, list[dict[str, Any]]], meta: dict[str, Any], out_dir: str | Path, *,
+                         name: str | None = None,
                          train_layers: int = 2, epochs: int = 3, log: Callable[[str], None] = print
                          ) -> dict[str, Any]:
     """Fine-tune and save the regression cross-encoder of a graded-similarity pair set; returns its test scores."""
@@ -287,9 +289,9 @@ def build_pair_regressor(splits: dict[str, list[dict[str, Any]]], meta: dict[str
     low, high = meta["target"]["range"]
     what = (f"Predicts the `{meta['name']}` score of a text pair ({low} to {high}; its single output, problem_type "
             "regression, is the score itself).")
-    (out_dir / "README.md").write_text(_card(out_dir.name, meta, trained, scores, what,
+    (out_dir / "README.md").write_text(_card(name or out_dir.name, meta, trained, scores, what,
                                              ["pearsonr", "spearmanr", "mse"], ["sentence-similarity", "regression"]))
-    return {"name": out_dir.name, "dataset": meta["name"], "test": scores, "training": trained}
+    return {"name": name or out_dir.name, "dataset": meta["name"], "test": scores, "training": trained}
 
 
 # -- bi-encoder cosine -------------------------------------------------------------------------------

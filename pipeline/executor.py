@@ -29,6 +29,13 @@ from pipeline.progress import Progress, RunSummary, StopFlag, count_by, progress
 from pipeline.retry import classify_failure, failure_backoff, free_memory, halving_batch, with_retry
 from processors.base import ProcessorSpec
 from tasks.base import TASKS, Mapping, TaskKind
+from tasks.batching import single_stream
+
+#: The runtime scenarios (AI-BMT, MLPerf): "offline", the throughput of the batched pass that makes the
+#: predictions (always recorded), and "single-stream", batch-1 latency percentiles on a fixed sample.
+SCENARIOS = ("offline", "single-stream")
+#: Inputs the single-stream scenario times one by one (the split's first ones).
+SINGLE_STREAM_SAMPLES = 32
 
 
 class Executor:
@@ -45,7 +52,11 @@ class Executor:
         isolate: bool = False,
         task_timeout: float = 1800.0,
         memory_limit_mb: int | None = None,
+        scenarios: tuple[str, ...] = SCENARIOS,
     ) -> None:
+        unknown = set(scenarios) - set(SCENARIOS)
+        if unknown:
+            raise ValueError(f"unknown runtime scenario(s) {sorted(unknown)}: choose from {', '.join(SCENARIOS)}")
         self.store = store
         self.modules = modules
         self.home = Path(home)
@@ -57,6 +68,7 @@ class Executor:
         self.isolate = isolate
         self.task_timeout = task_timeout
         self.memory_limit_mb = memory_limit_mb
+        self.scenarios = tuple(scenarios)
         self._datasets: dict[str, dict[str, Any]] | None = None
         self._opened: dict[tuple[str, str], Any] = {}
         self.stop_since: dt.datetime | None = None
@@ -117,18 +129,8 @@ class Executor:
         try:
             for task in plan.rescore_tasks:
                 self.rescore(task, summary)
-            device = choose_device(self.device_request)
             bar = progress_bar(self.progress, total=len(plan.inference_tasks), desc="tasks", unit="task")
-            for (model_key, _), tasks in by_model.items():
-                if stop():
-                    raise KeyboardInterrupt
-                if self.isolate:
-                    evaluate_isolated(self, model_key, tasks, device, summary, bar)
-                else:
-                    self.evaluate_model(model_key, tasks, device, summary, bar, stop)
-                self._db(self.store.update_run, run_id, counts=summary.counts(), what="updating the run")
-                if summary.stopped:
-                    raise KeyboardInterrupt
+            self.evaluate_groups(by_model, summary, bar, stop)
             bar.close()
         except KeyboardInterrupt:
             summary.stopped = True
@@ -140,6 +142,27 @@ class Executor:
         finally:
             self._db(self.store.finish_run, run_id, status, summary.counts(), what="finishing the run")
         return summary
+
+    def evaluate_groups(self, groups: dict[tuple[str, str], list[PlannedTask]], summary: RunSummary, bar,
+                        stop: Callable[[], bool]) -> None:
+        """Evaluate each (model, module) group of inference tasks in turn, updating the run record after each;
+        raises KeyboardInterrupt when asked to stop. (pipeline.ray_executor runs the groups on a Ray cluster.)"""
+        device = choose_device(self.device_request)
+        for (model_key, _), tasks in groups.items():
+            if stop():
+                raise KeyboardInterrupt
+            self.evaluate_group(model_key, tasks, device, summary, bar, stop)
+            self._db(self.store.update_run, summary.run_id, counts=summary.counts(), what="updating the run")
+            if summary.stopped:
+                raise KeyboardInterrupt
+
+    def evaluate_group(self, model_key: str, tasks: list[PlannedTask], device: str, summary: RunSummary, bar,
+                       stop: Callable[[], bool]) -> None:
+        """One model's tasks for one module: in a child process with --isolate, else in this one."""
+        if self.isolate:
+            evaluate_isolated(self, model_key, tasks, device, summary, bar)
+        else:
+            self.evaluate_model(model_key, tasks, device, summary, bar, stop)
 
     def open_dataset(self, task: PlannedTask) -> Any:
         """The task's dataset under its variant (built once into the variant cache, reused after)."""
@@ -227,6 +250,12 @@ class Executor:
         (predictions, runtime), retries = halving_batch(run, first, on_retry)
         runtime["requested_batch_size"] = self.batch_size
         runtime["oom_retries"] = retries
+        runtime["scenarios"] = ["offline"]
+        if "single-stream" in self.scenarios:
+            inputs = kind.sample_inputs(dataset, module.split, SINGLE_STREAM_SAMPLES)
+            if inputs is not None:
+                runtime["single_stream"] = single_stream(module, loaded, inputs)
+                runtime["scenarios"].append("single-stream")
         return predictions, runtime
 
     def rescore(self, task: PlannedTask, summary: RunSummary) -> None:
@@ -253,7 +282,7 @@ class Executor:
             processor = spec.build(ds_doc)
             processor.update(batch)
             out = processor.compute()
-            identity = spec.identity()
+            identity = spec.identity(ds_doc)
             rid = ident.result_id(task.inference_id, ident.processor_fingerprint(**identity))
             doc = {
                 **flat_identity(task),

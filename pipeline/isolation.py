@@ -73,7 +73,7 @@ class ParentLink:
 
 
 def child_main(conn, executor_cls, uri, db_name, home, batch_size, device, model_key, tasks, run_id, max_attempts,
-               stop_since) -> None:
+               stop_since, scenarios) -> None:
     """Entry point of the isolated evaluation process: load one model and run its tasks with an executor of
     ``executor_cls`` (the parent's class, pickled by reference) and its own MongoDB client, reporting to the
     parent through ``conn``."""
@@ -83,7 +83,7 @@ def child_main(conn, executor_cls, uri, db_name, home, batch_size, device, model
         link = ParentLink(conn)
         store = Store(uri, db_name, init_schema=False)
         ex = executor_cls(store, [tasks[0].module], home, batch_size=batch_size, device=device, max_attempts=max_attempts,
-                      progress=False, echo=link.echo)
+                          progress=False, echo=link.echo, scenarios=scenarios)
         ex.stop_since = stop_since
         summary = RunSummary(run_id, Plan([]))
         stopped = False
@@ -125,6 +125,7 @@ class Evaluator(Protocol):
     max_attempts: int
     task_timeout: float
     memory_limit_mb: int | None
+    scenarios: tuple[str, ...]
     stop_since: dt.datetime | None
 
     def echo(self, message: str) -> None: ...
@@ -144,7 +145,7 @@ def evaluate_isolated(executor: Evaluator, model_key: str, tasks: list[PlannedTa
     ctx = isolation_context()
     receiver, sender = ctx.Pipe(duplex=False)
     args = (sender, type(executor), executor.store.uri, executor.store.db_name, str(executor.home), executor.batch_size,
-            device, model_key, tasks, summary.run_id, executor.max_attempts, executor.stop_since)
+            device, model_key, tasks, summary.run_id, executor.max_attempts, executor.stop_since, executor.scenarios)
     proc = ctx.Process(target=child_main, args=args, name=f"zooeval-eval-{model_key}")
     proc.start()
     sender.close()

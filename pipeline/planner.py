@@ -91,7 +91,7 @@ class Planner:
             variants.append((variant, identity, ident.work_fingerprint(module.identity(), dataset_id, vid)))
         task = TASKS.get(module.task)
         specs = [ProcessorSpec.parse(p) for p in module.processors] or processors_for_task(task.name, task.default_processors)
-        processors = [(spec, ident.processor_fingerprint(**spec.identity())) for spec in specs]
+        processors = [(spec, ident.processor_fingerprint(**spec.identity(ds))) for spec in specs]
         return _Work(module, variants, processors)
 
     def plan(self, model_query: dict[str, Any] | None = None, limit: int | None = None) -> Plan:

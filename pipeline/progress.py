@@ -67,17 +67,23 @@ def count_by(tasks: list[PlannedTask], key: Callable[[PlannedTask], str]) -> dic
 
 
 class Progress:
-    """Sample progress of the running task: a progress bar, and the run record (for `zooeval status`)."""
+    """Sample progress of the running task: a progress bar, and the run record (for `zooeval status`): written
+    when the task starts, then at most every WRITE_EVERY_S seconds, and at its end only when it ran that long
+    (a short task's end is told by the next one's start and the run's counts: one write, not three)."""
+
+    WRITE_EVERY_S = 2.0
 
     def __init__(self, store: Store, run_id: str, task: PlannedTask, total: int, bar) -> None:
         self.store, self.run_id, self.bar, self.done, self.total = store, run_id, bar, 0, total
         self.started = time.monotonic()
-        self.last = 0.0
+        self.last = self.started
+        self.writes = 0
         self.current = {"model": task.model_key, "dataset": task.module.dataset, "split": task.module.split,
                         "variant": task.variant, "total": total}
         self._write()
 
     def _write(self) -> None:
+        self.writes += 1
         elapsed = time.monotonic() - self.started
         rate = self.done / elapsed if elapsed > 0 else 0.0
         try:
@@ -91,13 +97,14 @@ class Progress:
     def update(self, n: int) -> None:
         self.done += n
         self.bar.update(n)
-        if time.monotonic() - self.last >= 2.0:
+        if time.monotonic() - self.last >= self.WRITE_EVERY_S:
             self.last = time.monotonic()
             self._write()
 
     def close(self) -> None:
         self.bar.close()
-        self._write()
+        if self.writes > 1:  # it ran long enough to show intermediate progress: show it finished
+            self._write()
 
 
 class NoBar:

