@@ -250,17 +250,21 @@ class Store:
             found.update(d["_id"] for d in coll.find({"_id": {"$in": part}}, {"_id": 1}))
         return found
 
-    def blocked_failures(self, ids: list[str], max_attempts: int, chunk: int = 20000) -> set[str]:
-        """Which of the tasks ``ids`` are not to be tried now: failed for good (``permanent``), at least
-        ``max_attempts`` times, or recently (before their ``retry_after``)."""
+    def failure_states(self, ids: list[str], max_attempts: int, chunk: int = 20000) -> tuple[set[str], set[str]]:
+        """Of the tasks ``ids``: those not to be tried now (failed for good, ``permanent``; at least
+        ``max_attempts`` times; or recently, before their ``retry_after``), and those with a stored failure at all
+        (whose failure a success must clear)."""
         now = utcnow()
-        found: set[str] = set()
+        blocked: set[str] = set()
+        failed: set[str] = set()
         for start in range(0, len(ids), chunk):
             part = ids[start : start + chunk]
-            query = {"_id": {"$in": part}, "$or": [{"permanent": True}, {"attempts": {"$gte": max_attempts}},
-                                                    {"retry_after": {"$gt": now}}]}
-            found.update(d["_id"] for d in self.db.failures.find(query, {"_id": 1}))
-        return found
+            for d in self.db.failures.find({"_id": {"$in": part}}, {"permanent": 1, "attempts": 1, "retry_after": 1}):
+                failed.add(d["_id"])
+                retry_after = d.get("retry_after")  # tz-aware: the client is tz_aware
+                if d.get("permanent") or (d.get("attempts") or 0) >= max_attempts or (retry_after and retry_after > now):
+                    blocked.add(d["_id"])
+        return blocked, failed
 
     # -- predictions ----------------------------------------------------------------------------
     def save_inference(self, inference_id: str, doc: dict[str, Any], chunks: list[dict[str, Any]]) -> None:

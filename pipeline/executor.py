@@ -216,7 +216,8 @@ class Executor:
                 self._db(self.store.save_inference, task.inference_id, doc, kind.encode(predictions), what="saving predictions")
                 self._process(task, kind.processor_input(predictions, lambda: self.open_dataset(task), module.split),
                               doc, ds_doc, summary)
-                self._db(self.store.clear_failure, task.inference_id, what="clearing an old failure")
+                if task.has_failure:
+                    self._db(self.store.clear_failure, task.inference_id, what="clearing an old failure")
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # one task's failure never stops the cycle
@@ -267,7 +268,8 @@ class Executor:
             chunks = self._db(lambda: list(self.store.iter_predictions(task.inference_id)), what="reading stored predictions")
             batch = kind.processor_input(kind.decode(chunks), lambda: self.open_dataset(task), task.module.split)
             self._process(task, batch, doc, self.datasets[task.module.dataset], summary)
-            self._db(self.store.clear_failure, task.inference_id, what="clearing an old failure")
+            if task.has_failure:
+                self._db(self.store.clear_failure, task.inference_id, what="clearing an old failure")
             summary.rescored += 1
         except KeyboardInterrupt:
             raise

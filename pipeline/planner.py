@@ -37,6 +37,7 @@ class PlannedTask:
     identity: dict[str, Any]
     processors: list[ProcessorSpec]  # the processors whose results are missing
     has_predictions: bool = False
+    has_failure: bool = False  # a failure of an earlier attempt is stored: success clears it
 
 
 @dataclass
@@ -144,9 +145,11 @@ class Planner:
             if len(pending) >= CHUNK:
                 flush()
         flush()
-        parked = self._db(self.store.blocked_failures, list(tasks), self.max_attempts, what="planning")
+        parked, failed = self._db(self.store.failure_states, list(tasks), self.max_attempts, what="planning")
         for inf in parked:
             tasks.pop(inf, None)
+        for inf in failed - parked:
+            tasks[inf].has_failure = True
         for inf in self._db(self.store.existing_ids, "inferences", list(tasks), what="planning"):
             tasks[inf].has_predictions = True
         return Plan(list(tasks.values()), n_candidates, n_models, len(parked), time.perf_counter() - t0, problems)

@@ -89,6 +89,9 @@ def test_demo_cycle_then_nothing_to_do(env):
     for broken in fails:
         assert store.count("results", {"model_name": broken}) == 0
     assert "demo/resnet-digits" in out and "accuracy" in out and "instances/s" in out
+    # the demo card's deliberately wrong claim (accuracy 0.95) is shown contradicted in the summary
+    claim_rows = [line for line in out.splitlines() if line.startswith("demo/minilm-rt-sentiment") and "0.95" in line]
+    assert "claimed vs measured" in out and len(claim_rows) == 1 and "contradicted" in claim_rows[0], out[-3000:]
     # the sentence-pair tasks: a similarity score has no labels to map
     pair_results = [r for r in store.iter_results({"variant": "original"}) if r["dataset"].startswith("rt-edit-")]
     assert {(r["model_name"], r["dataset"], r["processor"]) for r in pair_results} >= PAIR_RESULTS
