@@ -2,6 +2,7 @@
 ``accepts(model)`` from the model's metadata, and loads and runs a model. It never computes metrics."""
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -58,7 +59,13 @@ class LoadedModel:
 def dataset_key(name: Any) -> str:
     """A dataset name as compared between zoos: case, spaces and punctuation ignored, and a Hub namespace
     dropped ("WIDER FACE", "wider-face", "wider_face" and "CUHK/wider_face" are the same dataset)."""
-    text = str(name).strip().lower().rsplit("/", 1)[-1]
+    return _dataset_key(str(name))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _dataset_key(name: str) -> str:
+    """dataset_key of a string, remembered: planning asks it for every (model, module) pair, over few names."""
+    text = name.strip().lower().rsplit("/", 1)[-1]
     return "".join(ch for ch in text if ch.isalnum())
 
 

@@ -492,3 +492,22 @@ def test_many_classes_store_a_sparse_confusion_matrix_that_reads_back_equal():
     dense = small.compute()["confusion_matrix"]
     assert dense["matrix"] == [[1, 0, 0], [0, 0, 0], [0, 1, 0]]
     np.testing.assert_array_equal(dense_confusion(dense), np.array(dense["matrix"]))
+
+
+@pytest.mark.parametrize("n_classes, n", [(3, 10_000), (1000, 500), (1000, 200_000), (1, 7)])
+def test_add_pairs_dense_and_sparse_paths_equal_sklearn(n_classes, n):
+    """add_pairs counts by a dense bincount when the batch is large against the C x C cells and by the cells
+    hit otherwise: both give scikit-learn's confusion matrix, and adding twice doubles it."""
+    from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+
+    from processors.classification import add_pairs
+
+    rng = np.random.default_rng(n_classes + n)
+    y_true = rng.integers(0, n_classes, size=n)
+    y_pred = rng.integers(0, n_classes, size=n)
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    add_pairs(cm, y_true, y_pred)
+    expected = sk_confusion_matrix(y_true, y_pred, labels=list(range(n_classes)))
+    assert np.array_equal(cm, expected)
+    add_pairs(cm, y_true, y_pred)
+    assert np.array_equal(cm, 2 * expected)
