@@ -39,14 +39,17 @@ f1 average=binary (2 classes)      classification  per_class[pos].f1            
 precision/recall average=binary    classification  per_class[pos].precision/recall       Wilson(tp, predicted/support)
 matthews_correlation (mcc)         mcc             overall.mcc                           bootstrap (matrix)
 pearsonr / spearmanr (cos_sim_*)   regression      overall.pearson / spearman, n         Fisher z
-mAP / AP50 / AP75 / AR100          detection       overall.AP / AP50 / AP75 / AR100      replicates given
-mean_iou                           segmentation    overall.mean_iou                      replicates given
+mAP / AP50 / AP75 / AR100          detection       overall.AP / AP50 / AP75 / AR100      replicates, or ±0.01
+mean_iou                           segmentation    overall.mean_iou                      replicates, or ±0.01
 =================================  ==============  ====================================  =============================
 
 "bootstrap (matrix)" is the seeded percentile bootstrap over the stored confusion matrix (the ordinary
 sample bootstrap; no per-sample data needed). Detection AP and mean IoU have no sufficient statistic in a
-stored result: their claims are judged only when the caller passes ``bootstrap_replicates`` (the metric
-recomputed on resampled images, e.g. with ``intervals.bootstrap_indices``); otherwise not comparable. A
+stored result: with ``bootstrap_replicates`` (the metric recomputed on resampled images, e.g. with
+``intervals.bootstrap_indices``) they get a percentile interval; without, the documented tolerance
+``REPLICATES_TOLERANCE`` (±0.01, one AP point) around the measurement stands in for it (method ``tolerance``,
+no level): it is not a confidence interval, it covers a claim rounded to two decimals and the small differences
+between COCO-style evaluators (area ranges, maxDets, crowd handling) that a careful author's number may carry. A
 bootstrap interval that collapses to a point (a matrix with no errors, or a single cell) says nothing about
 uncertainty, so a claim outside it is not comparable rather than contradicted.
 """
@@ -76,6 +79,9 @@ VERDICTS = (CONFIRMED, CONTRADICTED, NOT_COMPARABLE, NOT_YET_MEASURED)
 
 #: Largest half-width a claim's rounding may add (a whole percentage point rounded: +-0.5 points).
 ROUNDING_CAP = 0.005
+#: The half-width of the tolerance that judges detection AP / AR and mean IoU claims when no bootstrap
+#: replicates are given (see the module docstring): one point on the 0-100 scale cards write them on.
+REPLICATES_TOLERANCE = 0.01
 #: The variant a claim is about when its metric args name none (cards report the unperturbed dataset).
 ORIGINAL = "original"
 #: Split names that mean the same split.
@@ -415,9 +421,8 @@ def _measure(target: _Target, result: Mapping[str, Any], level: float, n_boot: i
     n = overall.get("n_images", overall.get("n"))
     if measured < 0:
         return measured, None, n, f"the measured {target.description} is undefined (-1: no ground truth)"
-    if replicates is None:
-        return measured, None, n, (f"{target.description} has no interval without per-image resampling; "
-                                   "pass bootstrap_replicates")
+    if replicates is None:  # the documented tolerance (judge_claim records method "tolerance", no level)
+        return measured, (max(0.0, measured - REPLICATES_TOLERANCE), min(1.0, measured + REPLICATES_TOLERANCE)), n, ""
     return measured, percentile_interval(replicates, level), n, ""
 
 
@@ -492,29 +497,31 @@ def judge_claim(claim: Mapping[str, Any], result: Mapping[str, Any] | None, *, d
                             notes=notes, metric_key=target.key)
     half = reported_half_width(claim, rescaled)
     measured, interval, n, problem = _measure(target, result, level, n_boot, seed, bootstrap_replicates)
+    tolerance = target.method == "bootstrap-replicates" and bootstrap_replicates is None
+    method = "tolerance" if tolerance else target.method
     common = {"metric_key": target.key, "claimed_on_metric_scale": value, "scale_note": scale_note,
-              "measured": measured, "method": target.method, "n": n, "claim_half_width": half, "notes": notes}
+              "measured": measured, "method": method, "n": n, "claim_half_width": half, "notes": notes}
     if measured is None:
         return _verdict(claim, result, NOT_YET_MEASURED, problem, **common)
     common["gap"] = value - measured
     if interval is None:
         return _verdict(claim, result, NOT_COMPARABLE, problem, **common)
     lo, hi = interval
-    common.update(interval=[lo, hi], level=level)
+    common.update(interval=[lo, hi], level=None if tolerance else level)
+    span = (f"documented tolerance ±{REPLICATES_TOLERANCE} [{lo:.4f}, {hi:.4f}] (no stored statistic gives an "
+            f"interval; n={n})" if tolerance else f"{level:.0%} interval [{lo:.4f}, {hi:.4f}] ({method}, n={n})")
     if value + half >= lo and value - half <= hi:
         return _verdict(claim, result, CONFIRMED,
-                        f"the claimed {value:.4g} lies within the measured {target.description}'s "
-                        f"{level:.0%} interval [{lo:.4f}, {hi:.4f}] ({target.method}, n={n})", **common)
+                        f"the claimed {value:.4g} lies within the measured {target.description}'s {span}", **common)
     beyond = value - hi if value > hi else value - lo
-    if math.isclose(lo, hi, abs_tol=1e-12) and target.method.startswith("bootstrap"):
+    if math.isclose(lo, hi, abs_tol=1e-12) and method.startswith("bootstrap"):
         return _verdict(claim, result, NOT_COMPARABLE,
                         f"the bootstrap interval of {target.description} collapses to {lo:.4f} (no variation "
                         "to resample), so it cannot tell whether the claim is wrong", **common)
     direction = "higher" if beyond > 0 else "lower"
     return _verdict(claim, result, CONTRADICTED,
                     f"the claimed {value:.4g} is {abs(value - measured):.4f} {direction} than the measured "
-                    f"{target.description} {measured:.4f}, outside its {level:.0%} interval "
-                    f"[{lo:.4f}, {hi:.4f}] ({target.method}, n={n})",
+                    f"{target.description} {measured:.4f}, outside its {span}",
                     gap_beyond_interval=beyond, **common)
 
 

@@ -239,11 +239,17 @@ def test_correlation_claims_use_fisher_z():
     assert missing["verdict"] == NOT_YET_MEASURED and "no overall.pearson" in missing["reason"]
 
 
-def test_detection_ap_needs_replicates():
+def test_detection_ap_by_tolerance_or_replicates():
     res = detection_result(split="val")
     verdict = judge_claim(claim("mAP", 41.2, split="validation", value_raw=41.2), res, dataset_matches=True)
-    assert verdict["verdict"] == NOT_COMPARABLE and "bootstrap_replicates" in verdict["reason"]
+    assert verdict["verdict"] == CONFIRMED and verdict["method"] == "tolerance" and verdict["level"] is None
+    assert verdict["interval"] == pytest.approx([0.402, 0.422]) and "documented tolerance" in verdict["reason"]
     assert verdict["measured"] == 0.412 and verdict["claimed_on_metric_scale"] == pytest.approx(0.412)
+    # one AP point plus the claim's rounding: 42.7 is outside [0.402, 0.422] even widened by 0.0005
+    off = judge_claim(claim("mAP", 42.7, split="val", value_raw=42.7), res, dataset_matches=True)
+    assert off["verdict"] == CONTRADICTED and off["method"] == "tolerance" and off["gap"] == pytest.approx(0.015)
+    undefined = judge_claim(claim("AP_small", 0.1, split="val"), res, dataset_matches=True)
+    assert undefined["verdict"] != CONFIRMED
     replicates = np.random.default_rng(0).normal(0.412, 0.01, size=2000)
     with_replicates = judge_claim(claim("mAP", 41.2, split="val", value_raw=41.2), res, dataset_matches=True,
                                   bootstrap_replicates=replicates)
