@@ -84,7 +84,7 @@ IMAGE_MODELS: dict[str, tuple[int, dict[int, str]]] = {
 #: the demo's sentence-pair sets (demo.pair_sets) -> the cross-encoder fine-tuned on each (demo.pair_models)
 PAIR_MODELS = {"rt-edit-similarity": "demo/minilm-rt-edit-similarity", "rt-edit-overlap": "demo/minilm-rt-edit-overlap"}
 PAIR_SIZES, PAIR_SIZES_QUICK = {"train": 1600, "test": 400}, {"train": 400, "test": 200}
-#: demo/minilm-rt-sentiment's card claims an accuracy it does not have (it measures about 0.67): the demo shows
+#: demo/minilm-rt-sentiment's card claims an accuracy it does not have (it measures about 0.7): the demo shows
 #: zooeval contradicting it
 WRONG_CLAIMS = {"demo/minilm-rt-sentiment": """model-index:
 - name: demo/minilm-rt-sentiment
@@ -472,7 +472,7 @@ def _write_text_model(tmp: Path, name: str, trained: dict[str, Any], id2label: d
     # so that a scraper reading config.json sees the labels the loaded model has
     _set_labels(tmp / "config.json", id2label)
     trained["tokenizer"].save_pretrained(str(tmp))
-    note = ("The model-index claims an accuracy of 0.95 on purpose (it measures about 0.67), so the demo shows "
+    note = ("The model-index claims an accuracy of 0.95 on purpose (it measures about 0.7), so the demo shows "
             "zooeval contradicting a card." if name in WRONG_CLAIMS else "")
     (tmp / "README.md").write_text(_text_card(name, id2label, trained, note=note))
     return {k: trained[k] for k in ("test_accuracy", "train_accuracy", "test_samples", "train_samples")}
