@@ -95,3 +95,22 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def fo(mongo_uri):
+    """fiftyone, connected to the session's mongod in a database of its own (dropped afterwards)."""
+    fiftyone = pytest.importorskip("fiftyone")
+    from fiftyone.core.odm import database
+
+    settings = {"database_uri": mongo_uri, "database_name": "fiftyone_" + uuid.uuid4().hex[:8],
+                "database_validation": False}
+    before = {key: getattr(fiftyone.config, key) for key in settings}
+    database._disconnect()  # a connection made earlier in this process used other settings
+    for key, value in settings.items():
+        setattr(fiftyone.config, key, value)
+    yield fiftyone
+    database.drop_database()
+    database._disconnect()
+    for key, value in before.items():
+        setattr(fiftyone.config, key, value)

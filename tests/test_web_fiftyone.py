@@ -27,25 +27,6 @@ def store(tmp_path_factory, mongo_uri):
 
 
 @pytest.fixture(scope="module")
-def fo(mongo_uri):
-    """fiftyone, connected to the session's mongod in a database of its own (dropped afterwards)."""
-    fiftyone = pytest.importorskip("fiftyone")
-    from fiftyone.core.odm import database
-
-    settings = {"database_uri": mongo_uri, "database_name": "fiftyone_" + uuid.uuid4().hex[:8],
-                "database_validation": False}
-    before = {key: getattr(fiftyone.config, key) for key in settings}
-    database._disconnect()  # a connection made earlier in this process used other settings
-    for key, value in settings.items():
-        setattr(fiftyone.config, key, value)
-    yield fiftyone
-    database.drop_database()
-    database._disconnect()
-    for key, value in before.items():
-        setattr(fiftyone.config, key, value)
-
-
-@pytest.fixture(scope="module")
 def built_dataset(store, fo):
     s, home = store
     return build_dataset(s, home, "web/digits", DIGITS, "greyscale", log=lambda *a: None)
@@ -77,7 +58,7 @@ def test_fiftyone_refuses_what_it_cannot_show(store, fo):
     s, home = store
     with pytest.raises(FiftyOneError, match="the FiftyOne App shows images"):
         build_dataset(s, home, "web/good", DATASET, log=lambda *a: None)
-    with pytest.raises(FiftyOneError, match="no classification result on webdigits .fog-5.; it has: webdigits/test"):
+    with pytest.raises(FiftyOneError, match="no classification or detection result on webdigits .fog-5.; it has: webdigits/test"):
         build_dataset(s, home, "web/digits", DIGITS, "fog-5", log=lambda *a: None)
     with pytest.raises(FiftyOneError, match="no model 'web/none'"):
         build_dataset(s, home, "web/none", DIGITS, log=lambda *a: None)

@@ -65,7 +65,7 @@ def report(c, output: Path, max_models: int) -> None:
 @click.pass_obj
 def fiftyone(c, model: str, dataset: str, variant: str, split: str | None, port: int, launch: bool) -> None:
     """Build a FiftyOne dataset from MODEL's stored predictions on DATASET (no inference) and open the FiftyOne
-    App on it, for browsing each sample with its true and predicted class."""
+    App on it, for browsing each sample with its true and predicted class (classification) or boxes (detection)."""
     from service.web.fiftyone_app import FiftyOneError, build_dataset
     from service.web.fiftyone_app import launch as launch_app
 
