@@ -46,7 +46,7 @@ lint: install
 	$(BIN)/hadolint Dockerfile
 
 test: install lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)

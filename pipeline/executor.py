@@ -17,6 +17,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
 from core import identity as ident
 from core.envinfo import choose_device, environment
 from core.labels import LabelMappingError
@@ -26,16 +28,18 @@ from perturbations import get_perturbation
 from pipeline.isolation import evaluate_isolated
 from pipeline.planner import Plan, PlannedTask, Planner
 from pipeline.progress import Progress, RunSummary, StopFlag, count_by, progress_bar
-from pipeline.retry import classify_failure, failure_backoff, free_memory, halving_batch, with_retry
+from pipeline.retry import classify_failure, failure_backoff, free_memory, halving_batch, probe_batch, with_retry
 from processors.base import ProcessorSpec
 from tasks.base import TASKS, Mapping, TaskKind
-from tasks.batching import single_stream
+from tasks.batching import single_stream, warm_up
 
 #: The runtime scenarios (AI-BMT, MLPerf): "offline", the throughput of the batched pass that makes the
 #: predictions (always recorded), and "single-stream", batch-1 latency percentiles on a fixed sample.
 SCENARIOS = ("offline", "single-stream")
 #: Inputs the single-stream scenario times one by one (the split's first ones).
 SINGLE_STREAM_SAMPLES = 32
+#: the most inputs a batch-size probe (on an accelerator) reads and tries at once
+PROBE_INPUTS = 512
 
 
 class Executor:
@@ -53,6 +57,7 @@ class Executor:
         task_timeout: float = 1800.0,
         memory_limit_mb: int | None = None,
         scenarios: tuple[str, ...] = SCENARIOS,
+        batch_probe: bool | None = None,
     ) -> None:
         unknown = set(scenarios) - set(SCENARIOS)
         if unknown:
@@ -69,6 +74,7 @@ class Executor:
         self.task_timeout = task_timeout
         self.memory_limit_mb = memory_limit_mb
         self.scenarios = tuple(scenarios)
+        self.batch_probe = batch_probe  # None: probe the batch size on CUDA devices only
         self._datasets: dict[str, dict[str, Any]] | None = None
         self._opened: dict[tuple[str, str], Any] = {}
         self.stop_since: dt.datetime | None = None
@@ -148,11 +154,16 @@ class Executor:
         """Evaluate each (model, module) group of inference tasks in turn, updating the run record after each;
         raises KeyboardInterrupt when asked to stop. (pipeline.ray_executor runs the groups on a Ray cluster.)"""
         device = choose_device(self.device_request)
+        written = time.monotonic()
         for (model_key, _), tasks in groups.items():
             if stop():
                 raise KeyboardInterrupt
             self.evaluate_group(model_key, tasks, device, summary, bar, stop)
-            self._db(self.store.update_run, summary.run_id, counts=summary.counts(), what="updating the run")
+            # the run's counts for `zooeval status`: at most every few seconds (finish_run writes the last ones), not
+            # one more round trip per model when the models are many and small
+            if time.monotonic() - written >= Progress.WRITE_EVERY_S:
+                self._db(self.store.update_run, summary.run_id, counts=summary.counts(), what="updating the run")
+                written = time.monotonic()
             if summary.stopped:
                 raise KeyboardInterrupt
 
@@ -248,9 +259,12 @@ class Executor:
                       f"retrying with batch size {batch_size}")
 
         first = min(self.batch_size, kind.max_batch_size or self.batch_size)
-        (predictions, runtime), retries = halving_batch(run, first, on_retry)
+        probed = self.probe_batch_size(kind, module, loaded, dataset, first, device)
+        (predictions, runtime), retries = halving_batch(run, probed or first, on_retry)
         runtime["requested_batch_size"] = self.batch_size
         runtime["oom_retries"] = retries
+        if probed is not None:
+            runtime["probed_batch_size"] = probed
         runtime["scenarios"] = ["offline"]
         if "single-stream" in self.scenarios:
             inputs = kind.sample_inputs(dataset, module.split, SINGLE_STREAM_SAMPLES)
@@ -258,6 +272,25 @@ class Executor:
                 runtime["single_stream"] = single_stream(module, loaded, inputs)
                 runtime["scenarios"].append("single-stream")
         return predictions, runtime
+
+    def probe_batch_size(self, kind: TaskKind, module: EvaluationModule, loaded: Any, dataset: Any, start: int,
+                         device: str) -> int | None:
+        """On an accelerator (or when asked), the largest batch size from ``start`` up (doubling, at most
+        PROBE_INPUTS or the kind's maximum) whose forward pass on the split's first inputs fits in memory, halved
+        below ``start`` when that does not fit; None when not probed (the CPU has no memory ceiling to find, and
+        larger batches do not run faster there)."""
+        if not (self.batch_probe if self.batch_probe is not None else device.startswith("cuda")):
+            return None
+        limit = min(PROBE_INPUTS, kind.max_batch_size or PROBE_INPUTS)
+        inputs = kind.sample_inputs(dataset, module.split, limit)
+        if not inputs:
+            return None
+
+        def forward(n: int) -> None:
+            with torch.inference_mode():
+                warm_up(module, loaded, inputs[:n])
+
+        return probe_batch(forward, start, len(inputs), lambda n: free_memory(device))
 
     def rescore(self, task: PlannedTask, summary: RunSummary) -> None:
         """The task's missing processors from its stored predictions (no model is loaded); an error is a

@@ -81,6 +81,38 @@ def halving_batch(run: Callable[[int], Any], batch_size: int, on_retry: Callable
         on_retry(batch_size, error)
 
 
+def probe_batch(run_once: Callable[[int], Any], start: int, limit: int, on_oom: Callable[[int], None]) -> int:
+    """The batch size for a task on an accelerator, from a quick probe: ``run_once(n)`` (one forward pass of
+    ``n`` inputs) at ``start``, doubled while it fits and stays within ``limit`` (the inputs there are to
+    probe with); when ``start`` itself runs out of memory, halved until it fits (1 at least: a model that does
+    not fit one input is left to the run, which records out_of_memory). ``on_oom(n)`` is told of each size that
+    did not fit (free the memory there). A batch of longer inputs later in the task may still not fit: the
+    run's own halving (halving_batch) catches it."""
+    size = max(1, min(start, limit))
+    shrunk = False
+    while True:  # down from start until it fits
+        try:
+            run_once(size)
+            break
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            on_oom(size)
+            if size == 1:
+                return 1
+            size, shrunk = size // 2, True
+    while not shrunk and size * 2 <= limit:  # up from start while it fits
+        try:
+            run_once(size * 2)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            on_oom(size * 2)
+            break
+        size *= 2
+    return size
+
+
 def classify_failure(exc: BaseException) -> str:
     """The failure class a task's exception is stored under (its own ``error_class`` when it has one)."""
     if isinstance(exc, LabelMappingError):

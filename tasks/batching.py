@@ -49,12 +49,28 @@ def prefetch(iterator: Iterator[Any], depth: int = 2) -> Iterator[Any]:
 
 
 def batches(rows: list[dict[str, Any]], batch_size: int, load: Callable[[dict[str, Any]], Any],
-            prepare: Callable[[list[Any]], Any]) -> Iterator[tuple[list[dict[str, Any]], Any]]:
+            prepare: Callable[[list[Any]], Any], device: str = "cpu") -> Iterator[tuple[list[dict[str, Any]], Any]]:
     """(rows, prepared batch) for consecutive slices of ``rows``: inputs read with ``load`` and turned into
-    tensors with ``prepare`` (run it under :func:`prefetch` to overlap the model)."""
+    tensors with ``prepare``, pinned when they go to a CUDA ``device`` (run it under :func:`prefetch` to
+    overlap the model: reading, preparing and pinning then happen in the prefetch thread)."""
     for start in range(0, len(rows), batch_size):
         part = rows[start : start + batch_size]
-        yield part, prepare([load(r) for r in part])
+        yield part, pin_memory(prepare([load(r) for r in part]), device)
+
+
+def pin_memory(batch: Any, device: str) -> Any:
+    """``batch`` (a tensor, or a dict / list / tuple of them) with its CPU tensors in page-locked memory when
+    it goes to a CUDA device, so that :func:`to_device`'s non-blocking copy overlaps the computation; unchanged
+    for any other device."""
+    if not device.startswith("cuda"):
+        return batch
+    if isinstance(batch, torch.Tensor):
+        return batch.pin_memory() if batch.device.type == "cpu" else batch
+    if isinstance(batch, dict):
+        return {k: pin_memory(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(pin_memory(v, device) for v in batch)
+    return batch
 
 
 def text_length(row: dict[str, Any]) -> int | None:

@@ -201,7 +201,7 @@ class ClassificationTask(TaskKind):
             if rows:
                 warmup_s = warm_up(module, loaded, [load(r) for r in ordered[:WARMUP_SAMPLES]])
             t0 = time.perf_counter()
-            for part, prepared in prefetch(batches(ordered, batch_size, load, prepare)):
+            for part, prepared in prefetch(batches(ordered, batch_size, load, prepare, device)):
                 logits = module.forward(loaded, to_device(prepared, device))
                 if logits.shape[-1] != index.shape[1]:
                     raise InferenceError(f"model returned {logits.shape[-1]} scores per sample, "

@@ -26,7 +26,7 @@ from core.data import DataError
 from core.labels import LabelMappingError, map_labels, normalise
 from modules.base import EvaluationModule, InferenceError, LoadedModel
 from tasks.base import Column, Mapping, TaskKind, register_task
-from tasks.batching import WARMUP_SAMPLES, prefetch, runtime_record, sync, to_device, warm_up
+from tasks.batching import WARMUP_SAMPLES, pin_memory, prefetch, runtime_record, sync, to_device, warm_up
 
 if TYPE_CHECKING:
     from perturbations.base import Perturbation
@@ -207,7 +207,7 @@ def _batches(module: EvaluationModule, loaded: LoadedModel, dataset: Any, images
             if (img.get("width"), img.get("height")) not in ((w, h), (None, None)):
                 raise DataError(f"image {img.get('id')!r} is {w}x{h} pixels but its entry says "
                                 f"{img.get('width')}x{img.get('height')}")
-        yield part, sizes, module.prepare(loaded, pil)
+        yield part, sizes, pin_memory(module.prepare(loaded, pil), loaded.device)
 
 
 def _to_xywh(boxes: torch.Tensor, width: int, height: int) -> np.ndarray:

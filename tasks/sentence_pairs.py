@@ -201,7 +201,7 @@ class SentenceSimilarityTask(TaskKind):
             if rows:
                 warmup_s = warm_up(module, loaded, [load(r) for r in ordered[:WARMUP_SAMPLES]])
             t0 = time.perf_counter()
-            for part, prepared in prefetch(batches(ordered, batch_size, load, prepare)):
+            for part, prepared in prefetch(batches(ordered, batch_size, load, prepare, device)):
                 out = torch.as_tensor(module.forward(loaded, to_device(prepared, device))).float().reshape(len(part), -1)
                 if out.shape[1] != 1:
                     raise InferenceError(f"{module.name} returned {out.shape[1]} scores per pair; a similarity model "

@@ -259,6 +259,10 @@ def test_detections_are_stored_in_chunks_of_whole_images(mongo_uri, db_name, mon
     for a, b in zip(predictions, back):
         assert np.array_equal(a["boxes"].reshape(-1, 4), b["boxes"]) and np.array_equal(a["scores"], b["scores"])
         assert np.array_equal(a["labels"], b["labels"]) and b["labels"].dtype == np.int64
+    # stored again with fewer chunks (an earlier attempt stored more): the chunks beyond the new ones are gone
+    store.save_inference("inf-1", store.get_inference("inf-1"), detection.DETECTION.encode(predictions[:2]))
+    assert [c["counts"] for c in store.iter_predictions("inf-1")] == [[3, 0]]
+    assert store.get_inference("inf-1")["n_chunks"] == 1
     store.close()
 
 

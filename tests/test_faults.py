@@ -237,6 +237,48 @@ def test_out_of_memory_is_retried_with_half_the_batch_size(store, fault_zoo, tmp
     assert_no_duplicates(store)
 
 
+def test_batch_size_probe_finds_the_largest_batch_that_fits(store, fault_zoo, tmp_path):
+    """The probe an accelerator gets by default (batch_probe=None: on CUDA only), forced on here on the CPU: from
+    the requested size it doubles while a forward pass of the split's first inputs fits and shrinks when it
+    does not; the task then runs at the probed size with no out-of-memory retry, with the same predictions."""
+    mod = text_module(OomAboveFour)
+    mod.calls = []
+    summary = executor(store, tmp_path, [mod], batch_size=2, batch_probe=True).run(only("oom", "zz-after"))
+    assert summary.failures == [] and summary.results_written == 2
+    after = assert_correct(store, fault_zoo, "zz-after", module_kind=OomAboveFour.kind)[0]
+    n_test, rt = after["overall"]["n"], after["runtime"]
+    largest = 2 ** (min(n_test, 512).bit_length() - 1)  # doubling from 2 while the sample has that many inputs
+    assert rt["probed_batch_size"] == rt["batch_size"] == largest and rt["oom_retries"] == 0
+    rt = assert_correct(store, fault_zoo, "oom", module_kind=OomAboveFour.kind)[0]["runtime"]
+    assert rt["probed_batch_size"] == rt["batch_size"] == 4 and rt["oom_retries"] == 0  # 8 did not fit
+    assert rt["requested_batch_size"] == 2
+    # and down: a requested size that does not fit is halved by the probe, before the task runs
+    mod.calls = []
+    store.db.results.delete_many({})
+    store.db.inferences.delete_many({})
+    executor(store, tmp_path, [mod], batch_size=32, batch_probe=True).run(only("oom"))
+    rt = assert_correct(store, fault_zoo, "oom", module_kind=OomAboveFour.kind)[0]["runtime"]
+    assert rt["probed_batch_size"] == rt["batch_size"] == 4 and rt["oom_retries"] == 0
+    assert mod.calls[:4] == [32, 16, 8, 4]  # the probe's passes, then the task's batches of 4
+    # on the CPU, without asking, there is no probe
+    store.db.results.delete_many({})
+    store.db.inferences.delete_many({})
+    executor(store, tmp_path, [text_module()], batch_size=8).run(only("zz-after"))
+    assert "probed_batch_size" not in assert_correct(store, fault_zoo, "zz-after")[0]["runtime"]
+
+
+def test_batches_are_pinned_only_for_cuda():
+    from tasks.batching import pin_memory
+
+    batch = {"input_ids": torch.ones(2, 3, dtype=torch.long), "lengths": [3, 3]}
+    assert pin_memory(batch, "cpu") is batch and pin_memory(batch, "mps") is batch
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device here: the pinned path runs where there is one")
+    pinned = pin_memory(batch, "cuda")
+    assert pinned["input_ids"].is_pinned() and pinned["lengths"] == [3, 3]
+    assert torch.equal(pinned["input_ids"], batch["input_ids"])
+
+
 # -- retries, backoff, parking -------------------------------------------------------------------------------
 class TextV2(HFTextClassification):
     version = 2
