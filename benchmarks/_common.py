@@ -44,7 +44,8 @@ def pipeline_seconds(store, module, model: dict[str, Any], home, batch_size: int
 
     from pipeline.executor import Executor
 
-    for collection in ("results", "inferences", "predictions"):
+    store.delete_results({})  # and the planning watermarks, so the run plans its task again
+    for collection in ("inferences", "predictions"):
         store.db[collection].delete_many({})
     ex = Executor(store, [module], home, batch_size=batch_size, device="cpu", progress=False, echo=lambda s: None,
                   scenarios=("offline",))

@@ -81,7 +81,8 @@ def bare_script(zoo: Path, dataset_dir: Path) -> tuple[float, float, int]:
 
 def zooeval_cycle(store: Store, home: Path) -> tuple[float, float, int]:
     """One Executor.run over every stored model; (total s, inference s, models)."""
-    for coll in ("results", "inferences", "predictions", "failures"):
+    store.delete_results({})  # and the planning watermarks, so every model is planned again
+    for coll in ("inferences", "predictions", "failures"):
         store.db[coll].delete_many({})
     ex = Executor(store, [HFTextClassification(dataset=DATASET)], home, batch_size=64, device="cpu", progress=False,
                   echo=lambda s: None, scenarios=("offline",))

@@ -9,7 +9,8 @@ huggingface_hub's own ``EvalResult`` / ``eval_results_to_model_index`` so the Hu
 * the metrics of each processor (``MODEL_INDEX_METRICS``): classification ``accuracy``; ``f1``, ``precision``,
   ``recall`` with ``args.average: macro``; ``f1`` with ``args.average: weighted``. mcc:
   ``matthews_correlation``. regression: ``pearsonr``, ``spearmanr``. detection: ``mAP`` (AP@[.50:.95]),
-  ``AP50``, ``AP75``, ``AR100``. A value that is undefined (None, or detection's -1) is left out;
+  ``AP50``, ``AP75``, ``AR100``. segmentation: ``mean_iou``, ``pixel_accuracy``. A value that is undefined
+  (None, or detection's -1) is left out;
 * each metric's ``args`` carry what the Hub's fields cannot: ``variant`` (``original`` or the perturbation),
   ``model_revision``, ``dataset_revision`` (zooeval's content revision, not a Hub commit, so it is not put in
   ``dataset.revision``) and ``n`` (samples, or images for detection). Perturbed variants are named in the
@@ -50,6 +51,10 @@ MODEL_INDEX_METRICS: dict[str, tuple[tuple[tuple[str, str, str | None, str], ...
         ("AP75", "AP75", None, "AP75"),
         ("AR100", "AR100", None, "AR@100"),
     ), "n_images"),
+    "segmentation": ((
+        ("mean_iou", "mean_iou", None, "Mean IoU"),
+        ("pixel_accuracy", "pixel_accuracy", None, "Pixel accuracy"),
+    ), "n"),
 }
 #: Per-class table rows shown per result before the rest is only counted.
 MAX_CLASS_ROWS = 100

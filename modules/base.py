@@ -80,6 +80,9 @@ class EvaluationModule(ABC):
     model_tasks: ClassVar[tuple[str, ...]] = ()
     #: given to every dataset of its task by the catalogue (False: only to datasets that name it)
     default: ClassVar[bool] = True
+    #: False for zero-shot modules (a causal LM scored on every multiple-choice set): what a model was trained
+    #: on does not decide whether it is evaluated, so no training dataset is inferred for its models
+    needs_training_data: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -136,6 +139,11 @@ class EvaluationModule(ABC):
 
 
 MODULES: Registry[type[EvaluationModule]] = Registry("evaluation module", "zooeval.modules")
+
+
+def evaluated_zero_shot(model_task: str | None) -> bool:
+    """Whether a module evaluates models of this (zoo) task zero-shot (``needs_training_data`` False)."""
+    return any(not cls.needs_training_data and model_task in (cls.model_tasks or (cls.task,)) for cls in MODULES)
 
 
 def register_module(cls: type[EvaluationModule]) -> type[EvaluationModule]:

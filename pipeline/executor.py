@@ -90,8 +90,12 @@ class Executor:
         return self._datasets
 
     # -- steps 1-3 ----------------------------------------------------------------------------------
-    def plan(self, model_query: dict[str, Any] | None = None, limit: int | None = None) -> Plan:
-        return Planner(self.store, self.modules, self.datasets, self.max_attempts, db=self._db).plan(model_query, limit)
+    def planner(self) -> Planner:
+        return Planner(self.store, self.modules, self.datasets, self.max_attempts, db=self._db)
+
+    def plan(self, model_query: dict[str, Any] | None = None, limit: int | None = None, full: bool = False) -> Plan:
+        """The tasks still to do; ``full`` ignores the planning watermarks (every candidate is visited)."""
+        return self.planner().plan(model_query, limit, full=full)
 
     # -- steps 4-5 ----------------------------------------------------------------------------------
     def run(
@@ -100,15 +104,18 @@ class Executor:
         limit: int | None = None,
         should_stop: Callable[[], bool] | None = None,
         stop_since: dt.datetime | None = None,
+        full_plan: bool = False,
     ) -> RunSummary:
-        """Plan, then evaluate what is missing. A `zooeval stop` requested at or after ``stop_since`` (default:
-        now) stops the run after the current batch; older requests are stale and ignored."""
+        """Plan, then evaluate what is missing, then advance the planning watermarks of the work units all of
+        whose tasks stand stored or failed. A `zooeval stop` requested at or after ``stop_since`` (default: now)
+        stops the run after the current batch; older requests are stale and ignored. ``full_plan`` ignores the
+        watermarks."""
         stop_since = stop_since or utcnow()
         run_id = uuid.uuid4().hex[:12]
-        plan = self.plan(model_query, limit)
+        plan = self.plan(model_query, limit, full=full_plan)
         summary = RunSummary(run_id, plan)
         self.echo(
-            f"plan: {plan.models} models, {plan.candidates} candidate results, {len(plan.tasks)} tasks to do "
+            f"plan: {plan.models_visited} models visited, {plan.candidates} candidate results, {len(plan.tasks)} tasks to do "
             f"({len(plan.inference_tasks)} need inference, {len(plan.rescore_tasks)} re-scored from stored predictions, "
             f"{plan.skipped_failed} failed before: waiting for their retry time or parked) in {plan.seconds:.2f}s"
         )
@@ -119,6 +126,7 @@ class Executor:
         if not plan.tasks:
             self.echo("nothing to do: every result is already stored; no model was loaded" if not plan.problems else
                       "nothing to do for the modules that could be planned (see the warnings above); no model was loaded")
+            self.planner().commit_marks(plan)
             return summary
         self.stop_since = stop_since
         stop = StopFlag(self.store, should_stop, since=stop_since)
@@ -147,6 +155,8 @@ class Executor:
             raise
         finally:
             self._db(self.store.finish_run, run_id, status, summary.counts(), what="finishing the run")
+            if status != "crashed":  # stopped too: only units whose every task stands stored or failed advance
+                self.planner().commit_marks(plan)
         return summary
 
     def evaluate_groups(self, groups: dict[tuple[str, str], list[PlannedTask]], summary: RunSummary, bar,

@@ -7,7 +7,11 @@ the Hub gives for the requested revision, converted into the local dataset forma
 through its task kind, like a local dataset. The registered name is the repo id (``org/name``, with
 ``:<config>`` when a config is named), so a model card's ``datasets: [org/name]`` says it was trained on it.
 
-The task kind follows from the columns: a text pair (``sentence1``/``sentence2``, ``text``/``text_pair``, ...)
+The task kind follows from the columns: an ``Image`` column with a mask ``Image`` column (``annotation``, ``label``,
+``mask``, ``semantic_segmentation``, ...) is semantic segmentation, its class names read from the repo's
+``id2label.json`` (``{"0": "road", ...}``, as the Hub's segmentation datasets publish them; mask value i is class
+i, 255 is not scored), converted into the VOC layout (core.voc: images as their original bytes, masks as index
+PNGs); a text pair (``sentence1``/``sentence2``, ``text``/``text_pair``, ...)
 with a ``ClassLabel`` is pair classification, with a float ``label`` (or ``score``) sentence similarity; an
 ``Image`` column (``image``/``img``) with a ``ClassLabel`` is image classification; a ``text``/``sentence``
 column with a ``ClassLabel`` text classification. Class names are the ``ClassLabel``'s names; rows labelled -1
@@ -30,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core.data import DataError, write_dataset
+from core.voc import write_voc_dataset
 from scraper.datasets import dataset_document, read_dataset_meta
 
 HF_PREFIX = "hf:"
@@ -44,10 +49,17 @@ CONFIG_NAME = re.compile(r"^[\w.-]+$")
 PAIR_COLUMNS = (("sentence1", "sentence2"), ("text", "text_pair"), ("premise", "hypothesis"),
                 ("question1", "question2"), ("question", "sentence"))
 TEXT_COLUMNS = ("text", "sentence")
-IMAGE_COLUMNS = ("image", "img")
+IMAGE_COLUMNS = ("image", "img", "pixel_values")
+#: the mask column of a segmentation dataset (an Image column whose pixel values are class indices), first match wins
+MASK_COLUMNS = ("annotation", "label", "mask", "semantic_segmentation", "segmentation", "segmentation_mask", "seg_mask")
+#: the file of a segmentation dataset repo that names its classes ({"0": "road", ...})
+ID2LABEL_FILE = "id2label.json"
+SEGMENTATION = "semantic-segmentation"
 CLASS_COLUMNS = ("label", "labels", "fine_label")  # preferred, in order, when there are several ClassLabel columns
 SCORE_COLUMNS = ("label", "score")  # a sentence-similarity score (a float)
-EXPECTED = ("an Image column ('image' or 'img') and a ClassLabel column (image classification); a text column "
+EXPECTED = ("an Image column ('image' or 'img') and a ClassLabel column (image classification); an Image column and "
+            f"a mask Image column ({', '.join(repr(c) for c in MASK_COLUMNS[:4])}, ...) with an {ID2LABEL_FILE} naming the "
+            "classes (semantic segmentation); a text column "
             "('text' or 'sentence') and a ClassLabel column (text classification); a text pair ("
             + ", ".join(f"'{a}'/'{b}'" for a, b in PAIR_COLUMNS)
             + ") with a ClassLabel column (pair classification) or a float 'label' or 'score' (sentence similarity)")
@@ -105,6 +117,13 @@ def layout_for(features: Any, what: str) -> Layout:
             raise DataError(f"{refuse}: {why}; zooeval reads {EXPECTED}")
         return [str(n) for n in features[class_column].names]
 
+    image_columns = [c for c, f in features.items() if isinstance(f, Image)]
+    mask = next((c for c in MASK_COLUMNS if c in image_columns), None)
+    if mask is not None:
+        others = [c for c in image_columns if c != mask]
+        image = next((c for c in IMAGE_COLUMNS if c in others), others[0] if len(others) == 1 else None)
+        if image is not None:  # the classes come from the repo's id2label.json (read_id2label)
+            return Layout(SEGMENTATION, "image", {"file": image, "mask": mask}, mask)
     pair = next(((a, b) for a, b in PAIR_COLUMNS if is_text(a) and is_text(b)), None)
     if pair is not None:
         inputs = {"text": pair[0], "text_pair": pair[1]}
@@ -255,6 +274,78 @@ def convert_split(ds: Any, layout: Layout, split: str, folder: Path, what: str) 
     return rows, skipped
 
 
+def read_id2label(repo_id: str, sha: str, cache_dir: Path, what: str) -> list[str]:
+    """The class names of a segmentation dataset repo, from its id2label.json at commit ``sha`` (ids 0..n-1);
+    DataError saying what is missing or wrong."""
+    import json
+
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        path = hf_hub_download(repo_id, ID2LABEL_FILE, repo_type="dataset", revision=sha, cache_dir=str(cache_dir),
+                               endpoint=hub_endpoint())
+    except EntryNotFoundError:
+        raise DataError(f"{what} has an image and a mask column but no {ID2LABEL_FILE} naming its classes "
+                        '({"0": "background", "1": ...}, mask value i = class i)') from None
+    except Exception as exc:
+        raise DataError(f"{what}: cannot download its {ID2LABEL_FILE}: {type(exc).__name__}: {exc}") from None
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        labels = {int(k): str(v) for k, v in raw.items()}
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise DataError(f"{what}: {ID2LABEL_FILE} is not a JSON object of class id -> name: {exc}") from None
+    if sorted(labels) != list(range(len(labels))) or not labels:
+        raise DataError(f"{what}: the ids of {ID2LABEL_FILE} are {sorted(labels)[:10]}, not 0..n-1")
+    return [labels[i] for i in range(len(labels))]
+
+
+def convert_segmentation_split(ds: Any, layout: Layout, split: str, folder: Path, what: str) -> list[str]:
+    """Write the split's images (original bytes) and masks (index PNGs) into the VOC layout under ``folder``;
+    the image ids written (``<split>_<row>``). DataError naming the row for an unreadable mask, a mask of another
+    size than its image, or a value that is neither a class index nor 255."""
+    import numpy as np
+    from datasets import Image
+    from PIL import Image as PILImage
+
+    from core.voc import IGNORE_INDEX, IMAGE_DIR, INDEX_MODES, MASK_DIR, save_mask
+
+    image_column, mask_column = layout.inputs["file"], layout.inputs["mask"]
+    missing = [c for c in (image_column, mask_column) if c not in ds.features]
+    if missing:
+        raise DataError(f"{what} split {split!r} lacks the column(s) {missing} the other splits have; it has "
+                        f"{describe_columns(ds.features)}")
+    ds = ds.cast_column(image_column, Image(decode=False)).cast_column(mask_column, Image(decode=False))
+    ids = []
+    for index, record in enumerate(ds):
+        where = f"{what} split {split!r} row {index}"
+        image_id = f"{split}_{index:07d}"
+        rel = _image_file(record[image_column], folder, f"{IMAGE_DIR}/{image_id}", where)
+        cell = record[mask_column] or {}
+        data = cell.get("bytes") or (Path(cell["path"]).read_bytes() if cell.get("path") else None)
+        if not data:
+            raise DataError(f"{where}: no mask")
+        try:
+            with PILImage.open(io.BytesIO(data)) as mask_img:
+                if mask_img.mode not in INDEX_MODES:
+                    raise DataError(f"{where}: the mask is a {mask_img.mode} image; a class mask is a single-channel "
+                                    "index image (palette or greyscale)")
+                values = np.asarray(mask_img).astype(np.int64)
+            with PILImage.open(folder / rel) as img:
+                size = img.size
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{where}: the mask cannot be decoded: {exc}") from None
+        if (values.shape[1], values.shape[0]) != size:
+            raise DataError(f"{where}: the mask is {values.shape[1]}x{values.shape[0]} pixels but the image {size[0]}x{size[1]}")
+        bad = (values != IGNORE_INDEX) & ((values < 0) | (values >= len(layout.classes)))
+        if bad.any():
+            raise DataError(f"{where}: the mask holds value(s) {sorted(set(values[bad].tolist()))[:10]} outside the "
+                            f"{len(layout.classes)} classes of {ID2LABEL_FILE} ({IGNORE_INDEX} = not scored)")
+        save_mask(values, folder / MASK_DIR / f"{image_id}.png")
+        ids.append(image_id)
+    return ids
+
+
 def hub_dataset_document(folder: Path, final: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The dataset folder's registered document and examples (scraper.datasets.dataset_document: its Hub origin,
     ``hub``, comes with its metadata) with the path it has once moved to ``final``. DataError (or KeyError naming
@@ -319,13 +410,18 @@ def add_hub_dataset(store, home: Path, repo: str, config: str | None = None, spl
         if first is None:
             raise DataError(f"{what} has no splits")
         layout = layout_for(first.features, what)
+        if layout.task == SEGMENTATION:
+            layout.classes = read_id2label(repo_id, sha, work / "cache", what)
         built = work / "dataset"
-        rows: dict[str, list[dict[str, Any]]] = {}
+        rows: dict[str, list[Any]] = {}
         skipped: dict[str, int] = {}
         for split_name, ds in loaded.items():
             if not SPLIT_NAME.fullmatch(split_name):
                 raise DataError(f"{what}: split {split_name!r} is not a name zooeval can store as a file")
-            split_rows, skipped[split_name] = convert_split(ds, layout, split_name, built, what)
+            if layout.task == SEGMENTATION:
+                split_rows, skipped[split_name] = convert_segmentation_split(ds, layout, split_name, built, what), 0
+            else:
+                split_rows, skipped[split_name] = convert_split(ds, layout, split_name, built, what)
             if split_rows:
                 rows[split_name] = split_rows
             else:
@@ -345,7 +441,10 @@ def add_hub_dataset(store, home: Path, repo: str, config: str | None = None, spl
                     "splits": wanted, "columns": {**layout.inputs, "label": layout.label},
                     "unlabelled_rows_left_out": {s: n for s, n in skipped.items() if n}},
         }
-        write_dataset(built, meta, rows)
+        if layout.task == SEGMENTATION:
+            write_voc_dataset(built, {**meta, "hub": {**meta["hub"], "id2label_file": ID2LABEL_FILE}}, rows)
+        else:
+            write_dataset(built, meta, rows)
         doc, examples = hub_dataset_document(built, final)  # checked before the previous folder is touched
         _replace_folder(built, final)
         store.upsert_dataset(doc, examples)

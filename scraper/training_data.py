@@ -26,7 +26,7 @@ from typing import Any
 
 from core.labels import LabelMappingError, map_labels
 from core.store import Update
-from modules.base import MODULES
+from modules.base import MODULES, evaluated_zero_shot
 from tasks.base import TaskKind, task_for_dataset
 
 MIN_COVERAGE = 0.8
@@ -53,7 +53,10 @@ def candidate_datasets(model_task: str | None, datasets: dict[str, dict[str, Any
 
 
 def infer_training_datasets(model: dict[str, Any], datasets: dict[str, dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
-    """(inferred dataset names, evidence). An empty list means no known dataset matches; evidence says why."""
+    """(inferred dataset names, evidence). An empty list means no known dataset matches; evidence says why
+    (no reason: a zero-shot model, evaluated whatever it was trained on)."""
+    if evaluated_zero_shot(model.get("task")):
+        return [], {"method": "zero-shot", "reason": None}
     candidates_ds = candidate_datasets(model.get("task"), datasets)
     if not candidates_ds:
         return [], {"method": "label_set",
@@ -196,6 +199,9 @@ def infer_missing_training_datasets(store, source: str | None = None, log=print)
         if names:
             inferred += 1
             updates.append(Update({"_id": model["_id"]}, set={"inferred_datasets": names, "dataset_evidence": evidence},
+                                  unset=["unevaluated_reason"]))
+        elif evidence["reason"] is None:  # zero-shot: evaluated on every dataset of its task
+            updates.append(Update({"_id": model["_id"]}, set={"inferred_datasets": [], "dataset_evidence": evidence},
                                   unset=["unevaluated_reason"]))
         else:
             unevaluated += 1

@@ -429,6 +429,9 @@ def run_options(isolate_default: bool = False) -> list:
                      help="Where the models are evaluated: this process, or a Ray cluster (pip install 'zooeval[ray]')."),
         click.option("--ray-address", default=None, envvar="RAY_ADDRESS",
                      help="The Ray cluster to join (with --executor ray); default: a Ray instance on this machine."),
+        click.option("--full-plan", is_flag=True, default=False,
+                     help="Plan every candidate, ignoring the planning watermarks (after results were deleted outside "
+                          "zooeval, or a module's model selection changed without a version bump)."),
     ]
 
 
@@ -457,7 +460,7 @@ def _options(kw: dict[str, Any]):
         processors=list(kw["processors"]),
         models=list(kw["models"]), source=kw["source"], task=kw["task"], limit=kw["limit"], isolate=kw["isolate"],
         timeout=kw["timeout"], memory_limit_mb=kw["memory_limit_mb"], max_attempts=kw["max_attempts"],
-        scenarios=kw["scenarios"], executor=kw["executor"], ray_address=kw["ray_address"],
+        scenarios=kw["scenarios"], executor=kw["executor"], ray_address=kw["ray_address"], full_plan=kw["full_plan"],
     )
 
 
@@ -927,7 +930,8 @@ def export_rows(store, superseded: bool = False) -> Iterator[dict[str, Any]]:
                 if isinstance(value, (str, list, dict)) or value is None:  # a detection class's supercategory
                     continue
                 yield {**base, "class": label, "metric": metric, "value": value}
-        for key, prefix in (("per_supercategory", "supercategory"), ("per_group", "group")):  # detection; class groups
+        # detection's supercategories; class groups; multiple choice's accuracy by the gold ending's position
+        for key, prefix in (("per_supercategory", "supercategory"), ("per_group", "group"), ("per_gold_position", "gold")):
             for name, metrics in (r.get(key) or {}).items():
                 for metric, value in metrics.items():
                     if isinstance(value, (int, float)):

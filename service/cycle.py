@@ -42,6 +42,7 @@ class CycleOptions:
     scenarios: list[str] = field(default_factory=lambda: ["offline", "single-stream"])  # pipeline.executor.SCENARIOS
     executor: str = "local"  # "local", or "ray": the groups of a model's tasks as Ray tasks (pipeline.ray_executor)
     ray_address: str | None = None  # the Ray cluster to join (default RAY_ADDRESS, else a local Ray instance)
+    full_plan: bool = False  # plan every candidate, ignoring the planning watermarks (pipeline.planner)
 
     def model_query(self) -> dict[str, Any]:
         import fnmatch
@@ -118,7 +119,8 @@ def run_cycle(store: Store, home: Path, options: CycleOptions, echo: Callable[[s
         save_options(store, options)
         log(f"cycle started (pid {os.getpid()}); log file {log.path}")
         ex = build_executor(store, home, options, log, progress)
-        summary = ex.run(options.model_query(), options.limit, should_stop=lambda: lock.lost, stop_since=since)
+        summary = ex.run(options.model_query(), options.limit, should_stop=lambda: lock.lost, stop_since=since,
+                         full_plan=options.full_plan)
         if lock.lost:
             log("the cycle lock was lost (the database was unreachable longer than the lock's expiry); stopped")
         store.update_run(summary.run_id, log=str(log.path), options=asdict(options))

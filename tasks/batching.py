@@ -1,6 +1,6 @@
 """What every runner shares: a prefetching loader ("double buffering": a background thread reads and
-prepares batch i+1 while the model runs batch i), device transfer, a timed warm-up batch and the runtime
-record stored with every inference."""
+prepares batch i+1 while the model runs batch i), device transfer, a timed warm-up batch, the timed pass over a
+split (``timed_pass``) and the runtime record stored with every inference."""
 from __future__ import annotations
 
 import queue
@@ -120,6 +120,33 @@ def warm_up(module: EvaluationModule, loaded: LoadedModel, inputs: list[Any]) ->
     module.forward(loaded, to_device(first, loaded.device))
     sync(loaded.device)
     return time.perf_counter() - t0
+
+
+def timed_pass(module: EvaluationModule, loaded: LoadedModel, rows: list[dict[str, Any]], batch_size: int,
+               load: Callable[[dict[str, Any]], Any], on_outputs: Callable[[list[dict[str, Any]], Any], None],
+               on_batch: Callable[[int], None] | None = None,
+               should_stop: Callable[[], bool] | None = None) -> tuple[float, float]:
+    """The runners' shared loop: a warm-up pass on the first WARMUP_SAMPLES inputs, then every batch of ``rows``
+    (inputs read with ``load`` and prepared by the module in the prefetch thread, moved to the model's device)
+    through ``module.forward``, under ``torch.inference_mode``; ``on_outputs(the batch's rows, the outputs)``
+    checks and keeps each batch's outputs. Progress goes to ``on_batch``; a stop request raises
+    KeyboardInterrupt after the current batch. Returns (warm-up seconds, seconds of the timed pass)."""
+    device = loaded.device
+    warmup_s = 0.0
+    with torch.inference_mode():
+        if rows:
+            warmup_s = warm_up(module, loaded, [load(r) for r in rows[:WARMUP_SAMPLES]])
+        t0 = time.perf_counter()
+        for part, prepared in prefetch(batches(rows, batch_size, load, lambda inputs: module.prepare(loaded, inputs),
+                                               device)):
+            on_outputs(part, module.forward(loaded, to_device(prepared, device)))
+            if on_batch:
+                on_batch(len(part))
+            if should_stop and should_stop():
+                raise KeyboardInterrupt("stop requested")
+        sync(device)
+        total = time.perf_counter() - t0
+    return warmup_s, total
 
 
 def single_stream(module: EvaluationModule, loaded: LoadedModel, inputs: list[Any]) -> dict[str, Any]:

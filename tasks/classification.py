@@ -7,7 +7,6 @@ mapped to it); the stored form is that table, chunked; processors get it as Clas
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -171,17 +170,7 @@ class ClassificationTask(TaskKind):
         import torch
 
         from modules.base import InferenceError
-        from tasks.batching import (
-            WARMUP_SAMPLES,
-            batches,
-            length_order,
-            prefetch,
-            restore_order,
-            runtime_record,
-            sync,
-            to_device,
-            warm_up,
-        )
+        from tasks.batching import length_order, restore_order, runtime_record, timed_pass
 
         rows = dataset.rows(split)
         order = length_order(rows)  # text: batches of similar length (little padding); restored below
@@ -192,33 +181,23 @@ class ClassificationTask(TaskKind):
         index = torch.as_tensor(mapping.index, dtype=torch.long, device=device).unsqueeze(0)
         if index.shape[1] != len(loaded.id2label):
             raise InferenceError(f"label mapping covers {index.shape[1]} labels but the model has {len(loaded.id2label)}")
-        load = lambda row: self.load_input(dataset, row)  # noqa: E731
-        prepare = lambda inputs: module.prepare(loaded, inputs)  # noqa: E731
         top_labels: list[np.ndarray] = []
         top_scores: list[np.ndarray] = []
-        warmup_s = 0.0
-        with torch.inference_mode():
-            if rows:
-                warmup_s = warm_up(module, loaded, [load(r) for r in ordered[:WARMUP_SAMPLES]])
-            t0 = time.perf_counter()
-            for part, prepared in prefetch(batches(ordered, batch_size, load, prepare, device)):
-                logits = module.forward(loaded, to_device(prepared, device))
-                if logits.shape[-1] != index.shape[1]:
-                    raise InferenceError(f"model returned {logits.shape[-1]} scores per sample, "
-                                         f"config declares {index.shape[1]} labels")
-                check_finite(logits, part)
-                scores = dataset_scores(logits, index, n_classes)
-                if not torch.isfinite(scores).all():
-                    raise InferenceError("the model's scores are NaN or infinite after the softmax; no result is stored")
-                vals, idx = torch.topk(scores, k, dim=-1)
-                top_labels.append(idx.cpu().numpy())
-                top_scores.append(vals.cpu().numpy().astype(np.float64))
-                if on_batch:
-                    on_batch(len(part))
-                if should_stop and should_stop():
-                    raise KeyboardInterrupt("stop requested")
-            sync(device)
-            total = time.perf_counter() - t0
+
+        def keep(part: list[dict[str, Any]], logits: Any) -> None:
+            if logits.shape[-1] != index.shape[1]:
+                raise InferenceError(f"model returned {logits.shape[-1]} scores per sample, "
+                                     f"config declares {index.shape[1]} labels")
+            check_finite(logits, part)
+            scores = dataset_scores(logits, index, n_classes)
+            if not torch.isfinite(scores).all():
+                raise InferenceError("the model's scores are NaN or infinite after the softmax; no result is stored")
+            vals, idx = torch.topk(scores, k, dim=-1)
+            top_labels.append(idx.cpu().numpy())
+            top_scores.append(vals.cpu().numpy().astype(np.float64))
+
+        warmup_s, total = timed_pass(module, loaded, ordered, batch_size, lambda row: self.load_input(dataset, row), keep,
+                                     on_batch, should_stop)
         preds = ClassificationPredictions(
             [str(r["id"]) for r in rows], np.asarray([int(r["label"]) for r in rows], dtype=np.int64),
             restore_order(np.concatenate(top_labels), order) if top_labels else np.zeros((0, k), dtype=np.int64),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -177,47 +176,27 @@ class SentenceSimilarityTask(TaskKind):
         import torch
 
         from modules.base import InferenceError
-        from tasks.batching import (
-            WARMUP_SAMPLES,
-            batches,
-            length_order,
-            prefetch,
-            restore_order,
-            runtime_record,
-            sync,
-            to_device,
-            warm_up,
-        )
+        from tasks.batching import length_order, restore_order, runtime_record, timed_pass
 
         rows = dataset.rows(split)
         order = length_order(rows)  # batches of similar length (little padding); restored below
         ordered = [rows[i] for i in order] if order is not None else rows
-        device = loaded.device
-        load = lambda row: (row["text"], row["text_pair"])  # noqa: E731
-        prepare = lambda inputs: module.prepare(loaded, inputs)  # noqa: E731
         scores: list[np.ndarray] = []
-        warmup_s = 0.0
-        with torch.inference_mode():
-            if rows:
-                warmup_s = warm_up(module, loaded, [load(r) for r in ordered[:WARMUP_SAMPLES]])
-            t0 = time.perf_counter()
-            for part, prepared in prefetch(batches(ordered, batch_size, load, prepare, device)):
-                out = torch.as_tensor(module.forward(loaded, to_device(prepared, device))).float().reshape(len(part), -1)
-                if out.shape[1] != 1:
-                    raise InferenceError(f"{module.name} returned {out.shape[1]} scores per pair; a similarity model "
-                                         "gives one")
-                if not torch.isfinite(out).all():
-                    raise InferenceError(f"{module.name} produced NaN or infinite scores; no result is stored")
-                scores.append(out[:, 0].cpu().numpy().astype(np.float64))
-                if on_batch:
-                    on_batch(len(part))
-                if should_stop and should_stop():
-                    raise KeyboardInterrupt("stop requested")
-            sync(device)
-            total = time.perf_counter() - t0
+
+        def keep(part: list[dict[str, Any]], outputs: Any) -> None:
+            out = torch.as_tensor(outputs).float().reshape(len(part), -1)
+            if out.shape[1] != 1:
+                raise InferenceError(f"{module.name} returned {out.shape[1]} scores per pair; a similarity model "
+                                     "gives one")
+            if not torch.isfinite(out).all():
+                raise InferenceError(f"{module.name} produced NaN or infinite scores; no result is stored")
+            scores.append(out[:, 0].cpu().numpy().astype(np.float64))
+
+        warmup_s, total = timed_pass(module, loaded, ordered, batch_size, lambda row: (row["text"], row["text_pair"]),
+                                     keep, on_batch, should_stop)
         preds = ScorePredictions([str(r["id"]) for r in rows], np.asarray([float(r["label"]) for r in rows]),
                                  restore_order(np.concatenate(scores), order) if scores else np.zeros(0))
-        return preds, runtime_record(len(rows), total, batch_size, device, warmup_s)
+        return preds, runtime_record(len(rows), total, batch_size, loaded.device, warmup_s)
 
     def encode(self, predictions: ScorePredictions) -> list[dict[str, Any]]:
         """Chunks of PREDICTION_CHUNK pairs: sample ids, and the true and predicted scores as float64 bytes."""

@@ -108,3 +108,28 @@ def qa_split(n: int):
     features = Features({"question": Value("string"), "answers": Sequence(Value("string")), "label": Value("int64")})
     return Dataset.from_dict({"question": [f"q{i}?" for i in range(n)], "answers": [[f"a{i}"] for i in range(n)],
                               "label": [i % 2 for i in range(n)]}, features=features)
+
+
+def segmentation_split(n: int, seed: int, image_column: str = "image", mask_column: str = "label"):
+    """Shapes on real photos (demo.segmentation.render: 64x64, classes background/rectangle/ellipse/triangle, 255
+    borders) as an Image column of PNG bytes and a mask Image column of 8-bit index PNGs, as the Hub's segmentation
+    datasets hold them. Returns (the Dataset, the masks as arrays)."""
+    import numpy as np
+    from datasets import Dataset, Features, Image
+    from PIL import Image as PILImage
+
+    from demo.detection_data import SHAPE_BACKGROUND_PHOTOS, _photo
+    from demo.segmentation import render
+
+    rng = np.random.default_rng(seed)
+    photos = [_photo(name) for name in SHAPE_BACKGROUND_PHOTOS[:3]]
+    images, masks, arrays = [], [], []
+    for i in range(n):
+        image, mask = render(rng, photos[i % len(photos)])
+        for target, array in ((images, image), (masks, mask)):
+            buf = io.BytesIO()
+            PILImage.fromarray(array).save(buf, format="PNG")
+            target.append({"bytes": buf.getvalue(), "path": None})
+        arrays.append(mask)
+    features = Features({image_column: Image(), mask_column: Image()})
+    return Dataset.from_dict({image_column: images, mask_column: masks}, features=features), arrays

@@ -254,14 +254,14 @@ def test_batch_size_probe_finds_the_largest_batch_that_fits(store, fault_zoo, tm
     assert rt["requested_batch_size"] == 2
     # and down: a requested size that does not fit is halved by the probe, before the task runs
     mod.calls = []
-    store.db.results.delete_many({})
+    store.delete_results({})
     store.db.inferences.delete_many({})
     executor(store, tmp_path, [mod], batch_size=32, batch_probe=True).run(only("oom"))
     rt = assert_correct(store, fault_zoo, "oom", module_kind=OomAboveFour.kind)[0]["runtime"]
     assert rt["probed_batch_size"] == rt["batch_size"] == 4 and rt["oom_retries"] == 0
     assert mod.calls[:4] == [32, 16, 8, 4]  # the probe's passes, then the task's batches of 4
     # on the CPU, without asking, there is no probe
-    store.db.results.delete_many({})
+    store.delete_results({})
     store.db.inferences.delete_many({})
     executor(store, tmp_path, [text_module()], batch_size=8).run(only("zz-after"))
     assert "probed_batch_size" not in assert_correct(store, fault_zoo, "zz-after")[0]["runtime"]
@@ -301,13 +301,17 @@ def test_failed_task_backoff_parking_and_unparking(mongo_uri, db_name, fault_zoo
     def cycle(module=None):
         return executor(store, tmp_path / "home", [module or text_module()], max_attempts=3).run()
 
+    def full_cycle():  # every candidate visited, the planning watermarks ignored
+        return executor(store, tmp_path / "home", [text_module()], max_attempts=3).run(full_plan=True)
+
     s = cycle()
     (fail,) = store.db.failures.find()
     assert fail["error_class"] == "inference_error" and fail["attempts"] == 1
     assert fail["retry_after"] > utcnow() + dt.timedelta(minutes=50)
     # within the backoff: not retried, the model is not even loaded
     s = cycle()
-    assert s.plan.skipped_failed == 1 and s.models_loaded == 0 and not s.plan.tasks
+    assert s.plan.models_visited == 0 and s.models_loaded == 0 and not s.plan.tasks  # nothing changed or came due
+    assert full_cycle().plan.skipped_failed == 1  # visited, it is left out as waiting for its retry time
     assert store.db.failures.find_one()["attempts"] == 1
     # after it: retried, until max_attempts
     for attempt in (2, 3):
@@ -322,6 +326,8 @@ def test_failed_task_backoff_parking_and_unparking(mongo_uri, db_name, fault_zoo
     # parked: not retried even after the backoff
     _expire_backoff(store)
     s = cycle()
+    assert s.plan.models_visited == 0 and s.models_loaded == 0  # a parked failure is not looked for
+    s = full_cycle()
     assert s.plan.skipped_failed == 1 and s.models_loaded == 0
     assert store.db.failures.find_one({"_id": fail["_id"]})["attempts"] == 3
 

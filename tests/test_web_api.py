@@ -297,7 +297,7 @@ def test_start_is_409_naming_the_holder_and_stop_needs_a_running_cycle(fresh_cli
 def test_a_run_started_by_the_api_is_a_real_cycle(fresh_client, fresh_store, built):
     # one stored result of web/good is removed, so the cycle has one task: re-scoring it from the stored predictions
     removed = fresh_store.latest_results({"model_key": "local/web/good", "variant": "typos"})[0]
-    fresh_store.db.results.delete_one({"_id": removed["_id"]})
+    fresh_store.delete_results({"_id": removed["_id"]})
     before = fresh_store.last_run()["_id"]
     r = fresh_client.post("/api/v1/runs", headers=AUTH, json={"models": ["web/good"], "variants": ["original", "typos"],
                                                                "batch_size": 8, "scenarios": ["offline"]})

@@ -97,9 +97,9 @@ def stats(results: list[dict[str, Any]], metrics: list[str] | None = None) -> li
 
 
 def per_class_metric(result: dict[str, Any]) -> str | None:
-    """The per-class metric a chart shows: f1 (classification), AP (detection)."""
+    """The per-class metric a chart shows: f1 (classification), AP (detection), IoU (segmentation)."""
     first = next(iter((result.get("per_class") or {}).values()), None) or {}
-    return next((m for m in ("f1", "AP", "recall") if isinstance(first.get(m), (int, float))), None)
+    return next((m for m in ("f1", "AP", "iou", "recall") if isinstance(first.get(m), (int, float))), None)
 
 
 def variant_comparison(results: list[dict[str, Any]], threshold: float = 0.0) -> dict[str, Any]:
