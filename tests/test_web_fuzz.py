@@ -10,6 +10,13 @@ import uuid
 
 import pytest
 import schemathesis
+
+# imported while collecting (a shallow stack) rather than lazily inside a test: pytest rewrites schemathesis (a
+# plugin) on import, and CPython 3.11.7's compile() of its strategy module deep in a long session's test stack
+# failed with "SystemError: AST constructor recursion depth mismatch" (seen in the full suite, not when run alone)
+import schemathesis.specs.openapi._hypothesis  # noqa: F401
+import schemathesis.specs.openapi.examples  # noqa: F401
+import schemathesis.specs.openapi.negative  # noqa: F401
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.core.failures import FailureGroup
