@@ -128,7 +128,7 @@ class HFObjectDetection(DetectionModule):
 
 
 # ---------------------------------------------------------------------------------------------- torchvision
-def _weights_file(model: dict[str, Any]) -> Path:
+def state_dict_file(model: dict[str, Any]) -> Path:
     """The weight file of a torchvision model document: ``weights_path``, or ``path`` (a file, or a folder
     with exactly one weight file; safetensors preferred)."""
     where = model.get("weights_path") or model.get("path")
@@ -223,7 +223,7 @@ class TorchvisionDetection(DetectionModule):
             id2label = dict(enumerate(categories))
         if sorted(id2label) != list(range(num_classes)):
             raise ModelLoadError(f"model {name!r}: id2label keys {sorted(id2label)[:10]}... are not 0..{num_classes - 1}")
-        state = load_state_dict(_weights_file(model), name)
+        state = load_state_dict(state_dict_file(model), name)
         try:
             net = torchvision.models.get_model(arch, weights=None, weights_backbone=None, num_classes=num_classes,
                                                **(config.get("kwargs") or {}))

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from modules.base import EvaluationModule, InferenceError, LoadedModel, ModelLoadError, register_module
-from modules.detection import _weights_file, load_state_dict
+from modules.detection import load_state_dict, state_dict_file
 from modules.formats import TRANSFORMERS, model_format
 from modules.hf import id2label_of, load_transformers
 
@@ -145,7 +145,7 @@ class TorchvisionSegmentation(EvaluationModule):
             id2label = dict(enumerate(categories))
         if sorted(id2label) != list(range(num_classes)):
             raise ModelLoadError(f"model {name!r}: id2label keys {sorted(id2label)[:10]} are not 0..{num_classes - 1}")
-        state = load_state_dict(_weights_file(model), name)
+        state = load_state_dict(state_dict_file(model), name)
         kwargs = dict(config.get("kwargs") or {})
         if any(k.startswith("aux_classifier.") for k in state):
             kwargs.setdefault("aux_loss", True)  # a checkpoint trained with the auxiliary head carries its weights

@@ -31,7 +31,7 @@ ORIGINAL = "original"
 Progress = Callable[[int, int], Any]
 
 
-def _is_original(perturbation: Perturbation | str | None) -> bool:
+def is_original(perturbation: Perturbation | str | None) -> bool:
     return perturbation is None or perturbation == ORIGINAL
 
 
@@ -40,7 +40,7 @@ def variant_fingerprint(dataset_revision: str, perturbation: Perturbation | str 
 
     For the pseudo-variant "original" (None) it is the dataset revision itself.
     """
-    if _is_original(perturbation):
+    if is_original(perturbation):
         return dataset_revision
     return chain(dataset_revision, fingerprint({**perturbation.identity(), "seed": int(seed)}))
 
@@ -77,7 +77,7 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _variant_meta(meta: dict[str, Any], perturbation: Perturbation, seed: int, dataset_revision: str,
+def variant_meta(meta: dict[str, Any], perturbation: Perturbation, seed: int, dataset_revision: str,
                   drop: tuple[str, ...] = ()) -> dict[str, Any]:
     """A variant's dataset metadata: the parent's, with the variant's description and method (thesis table
     3.2e) and the parent revision it was made from."""
@@ -134,8 +134,8 @@ def _build(dataset: LocalDataset, dataset_revision: str, perturbation: Perturbat
             if progress is not None:
                 progress(done, total)
         new_splits[split] = new_rows
-    write_dataset(out, _variant_meta(dataset.meta, perturbation, seed, dataset_revision), new_splits)
-    _write_marker(out, variant_fingerprint(dataset_revision, perturbation, seed))
+    write_dataset(out, variant_meta(dataset.meta, perturbation, seed, dataset_revision), new_splits)
+    write_marker(out, variant_fingerprint(dataset_revision, perturbation, seed))
 
 
 def ensure_variant(dataset: LocalDataset, dataset_revision: str, perturbation: Perturbation | str | None,
@@ -149,7 +149,7 @@ def ensure_variant(dataset: LocalDataset, dataset_revision: str, perturbation: P
     Raises ValueError when the dataset's rows have nothing the perturbation changes, and lets
     core.data.DataError from unreadable source files propagate (no complete variant is left behind).
     """
-    if _is_original(perturbation):
+    if is_original(perturbation):
         return dataset
     if not isinstance(perturbation, Perturbation):
         raise TypeError(f"expected a Perturbation, None or {ORIGINAL!r}, got {perturbation!r}")
@@ -162,11 +162,11 @@ def ensure_variant(dataset: LocalDataset, dataset_revision: str, perturbation: P
         )
 
     final = variant_path(cache_root, dataset, dataset_revision, perturbation, seed)
-    return _ensure_built(final, lambda tmp: _build(dataset, dataset_revision, perturbation, seed, tmp, progress),
+    return ensure_built(final, lambda tmp: _build(dataset, dataset_revision, perturbation, seed, tmp, progress),
                          LocalDataset.open)
 
 
-def _ensure_built(final: Path, build: Callable[[Path], None], open_built: Callable[[Path], Any]) -> Any:
+def ensure_built(final: Path, build: Callable[[Path], None], open_built: Callable[[Path], Any]) -> Any:
     """Open the complete variant at ``final``, building it first (at most once, under a per-variant lock)
     with ``build(tmp)`` into a temporary sibling folder that is renamed into place when done."""
     if is_complete(final):
@@ -207,7 +207,7 @@ def _ensure_built(final: Path, build: Callable[[Path], None], open_built: Callab
     return open_built(final)
 
 
-def _write_marker(out: Path, fp: str) -> None:
+def write_marker(out: Path, fp: str) -> None:
     marker = out / COMPLETE_MARKER
     with open(marker, "w", encoding="utf-8") as fh:
         fh.write(json.dumps({"fingerprint": fp}) + "\n")
@@ -252,10 +252,10 @@ def _build_coco(dataset: Any, dataset_revision: str, perturbation: Perturbation,
             if progress is not None:
                 progress(done, total)
         splits[split] = {"images": new_images, "annotations": new_annotations}
-    meta = _variant_meta(dataset.meta, perturbation, seed, dataset_revision, drop=("image_dirs",))
+    meta = variant_meta(dataset.meta, perturbation, seed, dataset_revision, drop=("image_dirs",))
     meta["variant"]["boxes"] = getattr(move, "__name__", str(move))
     write_coco_dataset(out, meta, splits)
-    _write_marker(out, variant_fingerprint(dataset_revision, perturbation, seed))
+    write_marker(out, variant_fingerprint(dataset_revision, perturbation, seed))
 
 
 def coco_variant_revision(dataset_revision: str) -> str:
@@ -276,7 +276,7 @@ def ensure_coco_variant(dataset: Any, dataset_revision: str, perturbation: Pertu
     from core.coco import CocoDataset
     from perturbations.boxes import box_transform
 
-    if _is_original(perturbation):
+    if is_original(perturbation):
         return dataset
     if not isinstance(perturbation, Perturbation):
         raise TypeError(f"expected a Perturbation, None or {ORIGINAL!r}, got {perturbation!r}")
@@ -286,7 +286,7 @@ def ensure_coco_variant(dataset: Any, dataset_revision: str, perturbation: Pertu
     box_transform(perturbation.name)  # raises before any work when the boxes could not follow
     revision = coco_variant_revision(dataset_revision)
     final = variant_path(cache_root, dataset, revision, perturbation, seed)
-    return _ensure_built(final, lambda tmp: _build_coco(dataset, revision, perturbation, seed, tmp, progress),
+    return ensure_built(final, lambda tmp: _build_coco(dataset, revision, perturbation, seed, tmp, progress),
                          CocoDataset.open)
 
 

@@ -105,7 +105,7 @@ def _build_voc(dataset: VocDataset, revision: str, perturbation: Perturbation, s
                progress: Callable[[int, int], Any] | None) -> None:
     """Write the perturbed VOC dataset into ``out``: every image through the perturbation, every mask through
     its rule, the split lists as they were; marker last."""
-    from perturbations.cache import _variant_meta, _write_marker, variant_fingerprint
+    from perturbations.cache import variant_fingerprint, variant_meta, write_marker
 
     move = mask_transform(perturbation.name)
     splits = {split: dataset.ids(split) for split in dataset.splits}
@@ -123,10 +123,10 @@ def _build_voc(dataset: VocDataset, revision: str, perturbation: Perturbation, s
         save_mask(moved, out / MASK_DIR / f"{image_id}.png")
         if progress is not None:
             progress(index + 1, len(all_ids))
-    meta = _variant_meta(dataset.meta, perturbation, seed, revision)
+    meta = variant_meta(dataset.meta, perturbation, seed, revision)
     meta["variant"]["masks"] = move.__name__
     write_voc_dataset(out, meta, splits)
-    _write_marker(out, variant_fingerprint(revision, perturbation, seed))
+    write_marker(out, variant_fingerprint(revision, perturbation, seed))
 
 
 def ensure_voc_variant(dataset: VocDataset, dataset_revision: str, perturbation: Perturbation | str | None,
@@ -135,9 +135,9 @@ def ensure_voc_variant(dataset: VocDataset, dataset_revision: str, perturbation:
     """The VOC dataset under ``perturbation`` and ``seed`` with its masks moved, built at most once into the
     variant cache; "original" (None) returns ``dataset`` itself. ValueError for a perturbation that is not an
     image one or has no mask rule."""
-    from perturbations.cache import _ensure_built, _is_original, variant_path
+    from perturbations.cache import ensure_built, is_original, variant_path
 
-    if _is_original(perturbation):
+    if is_original(perturbation):
         return dataset
     if not isinstance(perturbation, Perturbation):
         raise TypeError(f"expected a Perturbation, None or 'original', got {perturbation!r}")
@@ -147,5 +147,5 @@ def ensure_voc_variant(dataset: VocDataset, dataset_revision: str, perturbation:
     mask_transform(perturbation.name)  # raises before any work when the masks could not follow
     revision = voc_variant_revision(dataset_revision)
     final = variant_path(cache_root, dataset, revision, perturbation, seed)
-    return _ensure_built(final, lambda tmp: _build_voc(dataset, revision, perturbation, seed, tmp, progress),
+    return ensure_built(final, lambda tmp: _build_voc(dataset, revision, perturbation, seed, tmp, progress),
                          VocDataset.open)

@@ -105,7 +105,7 @@ class MultipleChoiceTask(TaskKind):
                      cache_root: Path) -> MultipleChoiceDataset:
         """The dataset with every item's context perturbed (item i of a split: ``perturbation(context, seed, i)``),
         built once into the variant cache as a plain multiple-choice folder."""
-        from perturbations.cache import _ensure_built, _variant_meta, _write_marker, variant_fingerprint, variant_path
+        from perturbations.cache import ensure_built, variant_fingerprint, variant_meta, variant_path, write_marker
 
         if perturbation is None:
             return dataset
@@ -115,12 +115,12 @@ class MultipleChoiceTask(TaskKind):
             for split in dataset.splits:
                 splits[split] = [{**row, PERTURBED_FIELD: perturbation(row[PERTURBED_FIELD], seed, index=i)}
                                  for i, row in enumerate(dataset.rows(split))]
-            meta = _variant_meta(dataset.meta, perturbation, seed, revision, drop=("format", "files"))
+            meta = variant_meta(dataset.meta, perturbation, seed, revision, drop=("format", "files"))
             meta["variant"]["fields"] = [PERTURBED_FIELD]
             write_dataset(out, meta, splits)
-            _write_marker(out, variant_fingerprint(revision, perturbation, seed))
+            write_marker(out, variant_fingerprint(revision, perturbation, seed))
 
-        return _ensure_built(variant_path(cache_root, dataset, revision, perturbation, seed), build,
+        return ensure_built(variant_path(cache_root, dataset, revision, perturbation, seed), build,
                              MultipleChoiceDataset.open)
 
     # -- models -------------------------------------------------------------------------------------

@@ -42,7 +42,9 @@ def cli(*args: str) -> str:
 
 
 def test_demo_cycle_then_nothing_to_do(env):
-    out = cli("demo", "--quick", "--no-progress")
+    # offline throughput only: the single-stream scenario (32 batch-1 passes per task, a quarter of this cycle's
+    # time) is tested on its own in tests/test_runtime_scenarios.py and by the web store's cycle
+    out = cli("demo", "--quick", "--no-progress", "--scenarios", "offline")
     store = Store(env["uri"], env["db"])
     # every good model x every variant of its dataset has a classification result
     for name, dataset in GOOD_MODELS.items():
@@ -96,9 +98,9 @@ def test_demo_cycle_then_nothing_to_do(env):
     pair_results = [r for r in store.iter_results({"variant": "original"}) if r["dataset"].startswith("rt-edit-")]
     assert {(r["model_name"], r["dataset"], r["processor"]) for r in pair_results} >= PAIR_RESULTS
     assert all(r["label_mapping"]["method"] == "none" for r in pair_results if r["processor"] == "regression")
-    # runtime scenarios: the single-stream latencies next to the throughput
-    single = next(store.iter_results({"model_name": "demo/minilm-rt-cased", "variant": "original"}))["runtime"]
-    assert single["scenarios"] == ["offline", "single-stream"] and 0 < single["single_stream"]["p50_ms"]
+    # runtime scenarios: as asked, the offline throughput only
+    runtime = next(store.iter_results({"model_name": "demo/minilm-rt-cased", "variant": "original"}))["runtime"]
+    assert runtime["scenarios"] == ["offline"] and "single_stream" not in runtime
     # the ImageNet set's class groups: per-group numbers for both MobileNetV2s
     grouped = next(store.iter_results({"model_name": "mobilenet-v2-imagenet-torch", "variant": "original"}))
     assert set(grouped["per_group"]) == {"animals (classes 0-397)", "not animals (classes 398-999)"}
