@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import uuid
 
+# imported while collecting rather than lazily inside a hypothesis draw: when pytest rewrites these packages' modules
+# on import (their plugins autoloaded; `make test` turns that off), CPython 3.11.7's compile() under the recursion
+# limit a draw raises failed with "SystemError: AST constructor recursion depth mismatch" in full-suite runs
+import hypothesis.strategies._internal.random  # noqa: F401
 import pytest
 import schemathesis
-
-# imported while collecting (a shallow stack) rather than lazily inside a test: pytest rewrites schemathesis (a
-# plugin) on import, and CPython 3.11.7's compile() of its strategy module deep in a long session's test stack
-# failed with "SystemError: AST constructor recursion depth mismatch" (seen in the full suite, not when run alone)
 import schemathesis.specs.openapi._hypothesis  # noqa: F401
 import schemathesis.specs.openapi.examples  # noqa: F401
 import schemathesis.specs.openapi.negative  # noqa: F401
