@@ -9,13 +9,14 @@ the cycle. With ``isolate`` each model runs in a child process (pipeline.isolati
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 import traceback
 import uuid
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 import torch
 
@@ -78,6 +79,9 @@ class Executor:
         self._datasets: dict[str, dict[str, Any]] | None = None
         self._opened: dict[tuple[str, str], Any] = {}
         self.stop_since: dt.datetime | None = None
+        # wraps the steps an interrupt must not cut in half (a model's load and its first imports, the opening
+        # or building of a dataset variant); the Ray worker defers Ray's cancel there (pipeline.ray_worker)
+        self.uninterruptible: Callable[[], ContextManager[Any]] = contextlib.nullcontext
 
     def _db(self, fn: Callable[..., Any], *args: Any, what: str = "", **kwargs: Any) -> Any:
         """A store call that survives a short MongoDB outage (see with_retry)."""
@@ -195,8 +199,9 @@ class Executor:
             perturbation = get_perturbation(task.variant)
             if perturbation is not None:
                 self.echo(f"variant {module.dataset}/{task.variant}: building or reusing the cached variant")
-            self._opened[key] = kind.open_variant(kind.open_dataset(doc["path"]), doc["revision"], perturbation,
-                                                  module.seed, self.home / "variants")
+            with self.uninterruptible():
+                self._opened[key] = kind.open_variant(kind.open_dataset(doc["path"]), doc["revision"], perturbation,
+                                                      module.seed, self.home / "variants")
         return self._opened[key]
 
     def evaluate_model(self, model_key: str, tasks: list[PlannedTask], device: str, summary: RunSummary, bar,
@@ -212,10 +217,11 @@ class Executor:
             if model is None:
                 raise ModelLoadError(f"model {model_key!r} is no longer in the store")
             t0 = time.perf_counter()
-            loaded = module.load(model, device)
-            load_s = time.perf_counter() - t0
-            summary.models_loaded += 1
-            mapping = kind.map_labels(loaded.id2label, ds_doc, module.trained_on(model, ds_doc))
+            with self.uninterruptible():
+                loaded = module.load(model, device)
+                load_s = time.perf_counter() - t0
+                summary.models_loaded += 1
+                mapping = kind.map_labels(loaded.id2label, ds_doc, module.trained_on(model, ds_doc))
         except Exception as exc:  # one model's failure never stops the cycle; said once for all its tasks
             for task in tasks:
                 self.fail(task, exc, summary, echo=False)

@@ -9,9 +9,12 @@ This file does not import Ray: the driver wraps ``evaluate_group`` in a Ray task
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import signal
 import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +69,25 @@ def check_node(executor: Any, model_key: str, tasks: list[PlannedTask], device: 
     return chosen
 
 
+@contextlib.contextmanager
+def deferred_interrupt():
+    """Hold back an interrupt (Ray's non-forced cancel of a running task is a SIGINT to the worker's main
+    thread) until the block ends, then raise it. Around a model's load and a dataset's opening: an interrupt
+    there could leave a module imported in half in this long-lived worker process, and every later model
+    that needs it would then fail to load. Elsewhere (a batch) the interrupt lands at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    asked: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: asked.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if asked:
+        raise KeyboardInterrupt
+
+
 def evaluate_group(spec: WorkerSpec, model_key: str, tasks: list[PlannedTask]) -> dict[str, Any]:
     """Evaluate one model's planned tasks for one module; return the counts, the failures (without their
     tracebacks, which are stored), the messages for the driver's log, and whether a stop cut it short.
@@ -88,6 +110,7 @@ def evaluate_group(spec: WorkerSpec, model_key: str, tasks: list[PlannedTask]) -
                           progress=False, echo=messages.append, isolate=spec.isolate, task_timeout=spec.task_timeout,
                           memory_limit_mb=spec.memory_limit_mb, scenarios=spec.scenarios)
             ex.stop_since = spec.stop_since
+            ex.uninterruptible = deferred_interrupt
             device = check_node(ex, model_key, tasks, spec.device)
             # finished by an earlier attempt of this Ray task (on a worker or node since lost)
             done = with_retry(store.existing_ids, "inferences", [t.inference_id for t in tasks], what="checking finished tasks")

@@ -27,7 +27,7 @@ from core.store import Store
 from modules.hf import HFTextClassification
 from pipeline.executor import SCENARIOS, Executor
 from pipeline.ray_executor import RayExecutor, group_slots, loopback_only, memory_hint
-from pipeline.ray_worker import NodeSetupError
+from pipeline.ray_worker import NodeSetupError, deferred_interrupt
 from scraper.datasets import register_datasets
 from scraper.local import scrape_local
 from service.cli import main
@@ -130,14 +130,21 @@ class ScriptedText(HFTextClassification):
 
     kind = "test-ray-text"
 
-    def __init__(self, *args, sync_dir: str = "", batch_sleep: float = 0.0, **kwargs) -> None:
+    def __init__(self, *args, sync_dir: str = "", batch_sleep: float = 0.0, load_sleep: float = 0.0,
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.sync_dir, self.batch_sleep = sync_dir, batch_sleep
+        self.sync_dir, self.batch_sleep, self.load_sleep = sync_dir, batch_sleep, load_sleep
 
     def load(self, model, device):
         with open(Path(self.sync_dir) / "loads", "a") as fh:
             fh.write(f"{model['name']} {where()}\n")
-        return super().load(model, device)
+        until = time.monotonic() + self.load_sleep  # short steps, like the many imports of a first load
+        while time.monotonic() < until:
+            time.sleep(0.05)
+        loaded = super().load(model, device)
+        with open(Path(self.sync_dir) / "loaded", "a") as fh:
+            fh.write(f"{model['name']} {where()}\n")
+        return loaded
 
     def forward(self, loaded, batch):
         name = str(loaded.model.config.name_or_path).rsplit("/", 1)[-1]
@@ -329,14 +336,17 @@ def test_stop_and_resume_across_the_cluster(two_workers, store, fault_zoo, tmp_p
     assert store.count("results") == len(done_first) and store.count("failures") == 0
     assert_no_duplicates(store)
 
-    # a stop while batches take long: after the grace the driver cancels the running groups (Ray interrupts them)
-    slow = ScriptedText(dataset=DATASET, variants=variants, sync_dir=str(sync), batch_sleep=30.0)
+    # a stop while models load and batches take long: after the grace the driver cancels the running groups.
+    # The cancel reaches them while they load (4 s): it waits until the load is whole (a load cut in half can
+    # leave a module imported in half in the worker, and every later model would fail to load there), then
+    # ends the group like a stop.
+    slow = ScriptedText(dataset=DATASET, variants=variants, sync_dir=str(sync), batch_sleep=30.0, load_sleep=4.0)
     said.clear()
     before = len(loads(sync))
     second = ray_executor(store, tmp_path / "home", [slow], stop_grace_s=0.5, echo=said.append)
     runner = threading.Thread(target=lambda: out.update(summary=second.run(only(*names))), daemon=True)
     runner.start()
-    while len(loads(sync)) < before + 2:  # both nodes are in their first (30 s) batch
+    while len(loads(sync)) < before + 2:  # both nodes are loading their first model
         assert time.monotonic() < deadline + 120, "the second run did not start"
         time.sleep(0.05)
     time.sleep(1.0)
@@ -345,6 +355,8 @@ def test_stop_and_resume_across_the_cluster(two_workers, store, fault_zoo, tmp_p
     runner.join(60)
     assert not runner.is_alive() and time.monotonic() - asked < 15, "the cancelled groups did not stop"
     assert any(line.startswith("ray: cancelling 4 group(s)") for line in said), said  # 2 running, 2 queued
+    finished = (sync / "loaded").read_text().splitlines()
+    assert len(finished) == len(loads(sync)), "a cancel cut a model's load in half"
     assert out["summary"].stopped and store.last_run()["status"] == "stopped"
     time.sleep(2.0)
     assert store.count("results") == len(done_first) and store.count("failures") == 0
@@ -500,3 +512,23 @@ def test_group_slots():
     assert group_slots(nodes, 1, 1) == 2
     assert group_slots(nodes, 1, 0.5) == 4
     assert group_slots([], 1, 0) == 0
+
+
+def test_an_interrupt_during_a_load_waits_until_the_load_is_whole():
+    """What Ray's non-forced cancel sends a running task (SIGINT to the worker's main thread) is held back
+    inside deferred_interrupt and raised when the block ends; outside it lands at once."""
+    steps: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        with deferred_interrupt():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)  # the signal is handled here, and held
+            steps.append("load finished")
+        steps.append("not reached")
+    assert steps == ["load finished"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the usual handler is back
+    with deferred_interrupt():  # no interrupt: nothing raised
+        steps.append("second load")
+    assert steps == ["load finished", "second load"]
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)
