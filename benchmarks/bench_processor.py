@@ -9,11 +9,18 @@ side computes the same numbers from the concatenated arrays: ``accuracy_score``,
 ``--repeats`` times; the ratio is the median of sklearn's time over zooeval's. Every number is checked equal
 (to 1e-12) before any timing counts.
 
+Python's cyclic garbage collector: each timed section starts after an untimed ``gc.collect()`` with the previous
+repeat's results freed, so neither side pays a full collection that the other's objects made due (one costs
+0.09-0.18 s on this 2-core machine under load, which alone decides a 50 ms section). The collections that zooeval
+starts itself stay inside its time. zooeval's live output (~140,000 confusion triples) added ~1 ms to a full
+collection (20 alternated pairs, 2026-12-01): within the noise.
+
 Target: at least 10x, identical numbers. Usage: python benchmarks/bench_processor.py [--quick] [--repeats N]
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import sys
 import time
@@ -22,6 +29,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support  # noqa: E402
 
 from benchmarks._common import report, target  # noqa: E402
 from processors.classification import ClassificationProcessor  # noqa: E402
@@ -58,8 +67,7 @@ def run_zooeval(ids: list[str], y_true: np.ndarray, y_pred: np.ndarray, scores: 
 
 
 def run_sklearn(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:
-    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
-
+    """scikit-learn's numbers from the whole arrays (imported beforehand: its import is not timed)."""
     out = {"accuracy": accuracy_score(y_true, y_pred),
            "confusion": confusion_matrix(y_true, y_pred, labels=range(n_classes)),
            "per_class": precision_recall_fscore_support(y_true, y_pred, labels=range(n_classes), average=None,
@@ -98,9 +106,12 @@ def main() -> None:
 
     ours_t, ref_t = [], []
     for _ in range(args.repeats):
+        ref = proc = ours = None  # the previous repeat's results, freed before the collection
+        gc.collect()
         t0 = time.perf_counter()
         ref = run_sklearn(y_true, y_pred, n_classes)
         ref_t.append(time.perf_counter() - t0)
+        gc.collect()
         t0 = time.perf_counter()
         proc, ours = run_zooeval(ids, y_true, y_pred, scores, classes, args.batch)
         ours_t.append(time.perf_counter() - t0)

@@ -1,6 +1,7 @@
 """ClassificationProcessor and its pure metric functions, checked against scikit-learn."""
 from __future__ import annotations
 
+import gc
 import json
 import math
 
@@ -494,7 +495,7 @@ def test_many_classes_store_a_sparse_confusion_matrix_that_reads_back_equal():
     np.testing.assert_array_equal(dense_confusion(dense), np.array(dense["matrix"]))
 
 
-@pytest.mark.parametrize("n_classes, n", [(3, 10_000), (1000, 500), (1000, 200_000), (1, 7)])
+@pytest.mark.parametrize("n_classes, n", [(3, 10_000), (1000, 500), (1000, 200_000), (1, 7), (40, 1599), (40, 1600)])
 def test_add_pairs_dense_and_sparse_paths_equal_sklearn(n_classes, n):
     """add_pairs counts by a dense bincount when the batch is large against the C x C cells and by the cells
     hit otherwise: both give scikit-learn's confusion matrix, and adding twice doubles it."""
@@ -511,3 +512,69 @@ def test_add_pairs_dense_and_sparse_paths_equal_sklearn(n_classes, n):
     assert np.array_equal(cm, expected)
     add_pairs(cm, y_true, y_pred)
     assert np.array_equal(cm, 2 * expected)
+
+
+def test_add_pairs_rejects_a_matrix_it_cannot_add_to_in_place():
+    from processors.classification import add_pairs
+
+    cm = np.zeros((4, 4), dtype=np.int64, order="F")
+    with pytest.raises(ValueError, match="C-contiguous"):
+        add_pairs(cm, np.array([0, 1]), np.array([1, 2]))
+
+
+def test_sparse_confusion_entries_are_int_triples_by_true_then_predicted_class():
+    """The stored sparse form, exactly: one [true, predicted, count] list of plain ints per non-zero cell, ordered
+    by true class, then predicted class (what the web pages, the CLI and the cards read)."""
+    rng = np.random.default_rng(3)
+    n_classes, n = 300, 5000
+    y_true = rng.integers(0, n_classes, n)
+    y_pred = np.where(rng.random(n) < 0.5, y_true, rng.integers(0, n_classes, n))
+    ids = [f"s{i}" for i in range(n)]
+    proc = ClassificationProcessor(classes_for(n_classes))
+    for lo in range(0, n, 700):  # several batches
+        proc.update(make_batch(y_true[lo:lo + 700], y_pred[lo:lo + 700], ids=ids[lo:lo + 700]))
+    doc = proc.compute()["confusion_matrix"]
+    cm = skm.confusion_matrix(y_true, y_pred, labels=range(n_classes))
+    expected = [[i, j, int(cm[i, j])] for i in range(n_classes) for j in range(n_classes) if cm[i, j]]
+    assert list(doc) == ["labels", "format", "entries"]
+    assert doc["labels"] == classes_for(n_classes) and doc["format"] == "sparse"
+    assert doc["entries"] == expected
+    assert all(type(e) is list and [type(x) for x in e] == [int, int, int] for e in doc["entries"])
+
+
+def test_garbage_collector_is_left_as_it_was():
+    """compute() and update() pause the cyclic collector while they build many small lists and dicts; afterwards it
+    runs again if it ran before, and stays off if the caller had switched it off."""
+    from processors.classification import collector_paused
+
+    rng = np.random.default_rng(5)
+    y_true = rng.integers(0, 200, 400)
+    y_pred = rng.integers(0, 200, 400)
+    assert gc.isenabled()
+    proc = ClassificationProcessor(classes_for(200))
+    proc.update(make_batch(y_true, y_pred))
+    assert proc.compute()["confusion_matrix"]["format"] == "sparse"
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError):
+        with collector_paused():
+            assert not gc.isenabled()
+            raise RuntimeError("inside")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        proc.update(make_batch(y_true, y_pred))
+        proc.compute()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_misclassification_confidence_is_a_plain_float_of_any_score_dtype():
+    for dtype in (np.float32, np.float16, np.float64):
+        scores = np.array([[0.7], [0.3], [0.9]], dtype=dtype)
+        proc = ClassificationProcessor(["a", "b"])
+        proc.update(ClassificationPredictions(["x", "y", "z"], np.array([0, 1, 1]), np.array([[1], [1], [0]]), scores))
+        got = proc.compute()["misclassifications"]
+        assert [m["instance"] for m in got] == ["x", "z"]
+        assert [m["confidence"] for m in got] == [float(scores[0, 0]), float(scores[2, 0])]
+        assert all(type(m["confidence"]) is float for m in got)
