@@ -16,8 +16,6 @@ import csv
 import io
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -29,6 +27,7 @@ from statsmodels.stats.proportion import proportion_confint
 
 from core.store import Store
 from service.cli import claims_table
+from tests.cli_child import run_zooeval
 from tests.fault_repos import DATASET, _rows, session_fault_zoo
 from tests.hubserver import HubServer
 
@@ -80,8 +79,7 @@ def write_card(repo, name: str, values: dict[str, float]) -> None:
 
 
 def zooeval_child(*args: str, env: dict[str, str]) -> str:
-    out = subprocess.run([sys.executable, "-m", "service.cli", *args], env=env, capture_output=True, text=True,
-                         timeout=600)
+    out = run_zooeval(args, env=env, timeout=600)
     assert out.returncode == 0, f"zooeval {' '.join(args)}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return out.stdout
 

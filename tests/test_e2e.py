@@ -17,6 +17,7 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from core.store import Store
 from service.cli import main
+from tests.cli_child import run_zooeval
 
 GOOD_MODELS = {
     "demo/minilm-rt-labels": "rotten_tomatoes",
@@ -211,7 +212,7 @@ def test_sigkill_mid_cycle_then_resume_without_duplicates(env):
     partial = store.count("results")
     expected = 3 * VARIANTS["rotten_tomatoes"]  # 3 good text models
     assert 0 < partial < expected
-    out = subprocess.run(cmd, env=os.environ.copy(), capture_output=True, text=True, timeout=600)
+    out = run_zooeval(cmd[3:], env=os.environ.copy(), timeout=600)  # the resume
     assert out.returncode == 0, out.stderr[-3000:]
     assert store.count("results", {"module": {"$regex": "^hf-text"}}) == expected
     dup = list(store.db.results.aggregate([

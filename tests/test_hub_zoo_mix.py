@@ -10,14 +10,13 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 from core.store import Store
+from tests.cli_child import run_zooeval
 from tests.fault_repos import DATASET, build_trust_repos, session_fault_zoo
 from tests.hubserver import META_FILE, HubServer
 from tests.peft_repos import BASE, LORA, build_peft_zoo, peft_probabilities
@@ -25,7 +24,7 @@ from tests.setfit_repos import session_setfit_zoo
 
 
 def zooeval(*args: str, env: dict[str, str]) -> str:
-    out = subprocess.run([sys.executable, "-m", "service.cli", *args], env=env, capture_output=True, text=True, timeout=900)
+    out = run_zooeval(args, env=env, timeout=900)
     assert out.returncode == 0, f"zooeval {' '.join(args)}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return out.stdout
 

@@ -15,6 +15,7 @@ from service.cli import main
 from service.cycle import CycleOptions, run_cycle
 from service.lock import CycleLock, LockHeld
 from service.scheduler import JOB_ID, JOBS_COLLECTION, ensure_job, make_scheduler, scheduled_cycle, stored_job
+from tests.cli_child import run_zooeval
 
 TEXT_MODELS = 3  # good text models in the demo zoo
 TEXT_VARIANTS = 4
@@ -204,10 +205,8 @@ def test_schedule_job_survives_restart_and_skips_when_locked(env, tmp_path):
 
 
 def test_schedule_command_runs_cycles(env):
-    out = subprocess.run(
-        [sys.executable, "-m", "service.cli", "schedule", "--interval", "1", "--max-cycles", "2", "--model", "demo/resnet-digits",
-         "--variant", "original"],
-        env=os.environ.copy(), capture_output=True, text=True, timeout=300)
+    out = run_zooeval(["schedule", "--interval", "1", "--max-cycles", "2", "--model", "demo/resnet-digits",
+                       "--variant", "original"], env=os.environ.copy(), timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "scheduler started" in out.stdout and "cycle 2 finished" in out.stdout, out.stdout
     store = Store(env["uri"], env["db"])

@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -26,6 +24,7 @@ from core.store import Store
 from modules.base import IncompleteWeightsError, ModelLoadError
 from modules.peft_adapter import PeftTextClassification
 from scraper.adapters import attach_local_adapters, hub_adapter
+from tests.cli_child import run_zooeval
 from tests.fault_repos import DATASET, session_fault_zoo
 from tests.hubserver import HubServer
 from tests.peft_repos import (
@@ -53,7 +52,7 @@ def peft_zoo(fault_zoo, tmp_path_factory):
 
 
 def zooeval(*args: str, env: dict[str, str]) -> str:
-    out = subprocess.run([sys.executable, "-m", "service.cli", *args], env=env, capture_output=True, text=True, timeout=600)
+    out = run_zooeval(args, env=env, timeout=600)
     assert out.returncode == 0, f"zooeval {' '.join(args)}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return out.stdout
 

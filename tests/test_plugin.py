@@ -24,6 +24,7 @@ import pytest
 from sklearn.metrics import accuracy_score, matthews_corrcoef
 
 from core.store import Store
+from tests.cli_child import run_zooeval
 from tests.fault_repos import DATASET, predict, session_fault_zoo
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,8 +55,7 @@ def plugin_site(tmp_path_factory) -> Path:
 
 def zooeval(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     """Run ``python -m service.cli ARGS``; it must succeed. Returns the process (stdout and stderr)."""
-    out = subprocess.run([sys.executable, "-m", "service.cli", *args], env=env, cwd=REPO, capture_output=True,
-                         text=True, timeout=600)
+    out = run_zooeval(args, env=env, cwd=REPO, timeout=600)
     assert out.returncode == 0, f"zooeval {' '.join(args)}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return out
 

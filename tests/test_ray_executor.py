@@ -13,8 +13,6 @@ import ipaddress
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -31,6 +29,7 @@ from pipeline.ray_worker import NodeSetupError, deferred_interrupt
 from scraper.datasets import register_datasets
 from scraper.local import scrape_local
 from service.cli import main
+from tests.cli_child import run_zooeval
 from tests.fault_repos import DATASET, session_fault_zoo
 from tests.test_faults import assert_correct, assert_no_duplicates, failures, only
 
@@ -457,9 +456,8 @@ def test_zooeval_run_with_the_ray_executor_equals_a_local_run(two_workers, env):
     try:
         zooeval("scrape", "--source", "local")
         # a new process: a driver of its own, joining the cluster by its address
-        proc = subprocess.run([sys.executable, "-m", "service.cli", "run", "--no-progress", *DEMO_SELECTION,
-                               "--executor", "ray", "--ray-address", two_workers.address],
-                              capture_output=True, text=True, timeout=300, cwd=REPO)
+        proc = run_zooeval(["run", "--no-progress", *DEMO_SELECTION, "--executor", "ray", "--ray-address",
+                            two_workers.address], env=dict(os.environ), cwd=REPO, timeout=300)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         run = store.last_run()
         assert run["status"] == "done" and run["executor"]["kind"] == "ray" and run["executor"]["nodes"] == 3, run

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -32,6 +30,7 @@ from demo.pair_models import (
 from demo.pair_sets import build_edit_overlap, build_edit_similarity, read_rotten_tomatoes
 from demo.sources import minilm_dir
 from tasks.sentence_pairs import SENTENCE_SIMILARITY
+from tests.cli_child import run_zooeval
 
 SIZES = {"train": 192, "test": 64}
 EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -40,7 +39,7 @@ GLUE = "stsb-layout-fixture"
 
 
 def zooeval(*args: str, env: dict[str, str]) -> str:
-    out = subprocess.run([sys.executable, "-m", "service.cli", *args], env=env, capture_output=True, text=True, timeout=900)
+    out = run_zooeval(args, env=env, timeout=900)
     assert out.returncode == 0, f"zooeval {' '.join(args)}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return out.stdout
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +34,7 @@ from demo.imagenet_timm import (
     write_timm_repo,
 )
 from demo.sources import foolbox_imagenet_files
+from tests.cli_child import run_zooeval
 
 LABELS, NO_LABELS = REPO_NAMES["labels"], REPO_NAMES["no-labels"]
 UNDECLARED, NO_HEAD = f"{LABELS}-undeclared", f"{LABELS}-nohead"
@@ -209,7 +208,7 @@ def test_local_repo_pickle_weights_only_through_weights_only(hub_root, timm_net,
 
 # -- end to end through the Hub stand-in -----------------------------------------------------------
 def zooeval(*args: str, env: dict[str, str]) -> str:
-    out = subprocess.run([sys.executable, "-m", "service.cli", *args], env=env, capture_output=True, text=True, timeout=600)
+    out = run_zooeval(args, env=env, timeout=600)
     assert out.returncode == 0, f"zooeval {' '.join(args)}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return out.stdout
 

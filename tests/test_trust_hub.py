@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import uuid
 
 import pytest
@@ -20,6 +18,7 @@ import torch
 from pymongo import MongoClient
 
 from core.store import Store
+from tests.cli_child import run_zooeval
 from tests.fault_repos import DATASET, build_trust_repos, session_fault_zoo
 from tests.hubserver import HubServer
 
@@ -30,7 +29,7 @@ def fault_zoo(tmp_path_factory):
 
 
 def zooeval(*args: str, env: dict[str, str]) -> str:
-    out = subprocess.run([sys.executable, "-m", "service.cli", *args], env=env, capture_output=True, text=True, timeout=600)
+    out = run_zooeval(args, env=env, timeout=600)
     assert out.returncode == 0, f"zooeval {' '.join(args)}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return out.stdout
 
