@@ -138,6 +138,37 @@ class TaskKind(ABC):
         return len(predictions)
 
 
+class TargetsMovedWithImages:
+    """For a task kind whose ground truth is spatial (boxes, masks), mixed in before TaskKind: an image
+    perturbation applies only where the targets can be moved with the images, and a variant's identity carries
+    the version of the code that moves them (a fix there makes the variant, and its results, new)."""
+
+    #: the key of that version in a variant's identity ("boxes_version", "masks_version")
+    moved_targets_key: ClassVar[str]
+
+    def target_transform(self, variant: str) -> Any:
+        """How the targets follow the perturbation ``variant``; ValueError when they cannot."""
+        raise NotImplementedError
+
+    def moved_targets_version(self) -> int:
+        raise NotImplementedError
+
+    def supports_variant(self, perturbation: "Perturbation") -> str | None:
+        if perturbation.datatype != "image":
+            return f"it perturbs {perturbation.datatype} data, not images"
+        try:
+            self.target_transform(perturbation.name)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    def variant_identity(self, perturbation: "Perturbation | None", seed: int) -> dict[str, Any]:
+        vid = super().variant_identity(perturbation, seed)  # type: ignore[misc]  (TaskKind's, after this mixin)
+        if perturbation is not None:
+            vid[self.moved_targets_key] = self.moved_targets_version()
+        return vid
+
+
 TASKS: Registry[TaskKind] = Registry("task kind", "zooeval.tasks")
 
 

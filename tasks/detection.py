@@ -25,7 +25,7 @@ from core.coco import CocoDataset
 from core.data import DataError
 from core.labels import LabelMappingError, map_labels, normalise
 from modules.base import EvaluationModule, InferenceError, LoadedModel
-from tasks.base import Column, Mapping, TaskKind, register_task
+from tasks.base import Column, Mapping, TargetsMovedWithImages, TaskKind, register_task
 from tasks.batching import WARMUP_SAMPLES, pin_memory, prefetch, runtime_record, sync, to_device, warm_up
 
 if TYPE_CHECKING:
@@ -351,8 +351,10 @@ def decode_detection_chunk(chunk: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 @dataclass(eq=False)
-class DetectionTask(TaskKind):
+class DetectionTask(TargetsMovedWithImages, TaskKind):
     """Object detection: COCO-format datasets, boxes, COCO metrics."""
+
+    moved_targets_key = "boxes_version"
 
     unit = "image"
 
@@ -376,24 +378,15 @@ class DetectionTask(TaskKind):
         doc, examples = dataset.dataset_doc()
         return {**doc, "task": self.name}, examples
 
-    def supports_variant(self, perturbation: "Perturbation") -> str | None:
+    def target_transform(self, variant: str) -> Any:
         from perturbations.boxes import box_transform
 
-        if perturbation.datatype != "image":
-            return f"it perturbs {perturbation.datatype} data, not images"
-        try:
-            box_transform(perturbation.name)
-        except ValueError as exc:
-            return str(exc)
-        return None
+        return box_transform(variant)
 
-    def variant_identity(self, perturbation: "Perturbation | None", seed: int) -> dict[str, Any]:
+    def moved_targets_version(self) -> int:
         from perturbations.boxes import BOXES_VERSION
 
-        vid = super().variant_identity(perturbation, seed)
-        if perturbation is not None:  # the ground truth boxes moved with the images
-            vid["boxes_version"] = BOXES_VERSION
-        return vid
+        return BOXES_VERSION
 
     def open_variant(self, dataset: CocoDataset, revision: str, perturbation: "Perturbation | None", seed: int,
                      cache_root: Path) -> CocoDataset:

@@ -23,7 +23,7 @@ import numpy as np
 from core.data import DataError
 from core.labels import map_labels
 from core.voc import VocDataset
-from tasks.base import Column, Mapping, TaskKind, register_task
+from tasks.base import Column, Mapping, TargetsMovedWithImages, TaskKind, register_task
 
 if TYPE_CHECKING:
     from modules.base import EvaluationModule, LoadedModel
@@ -181,8 +181,10 @@ def run_segmentation(module: "EvaluationModule", loaded: "LoadedModel", dataset:
 
 # ---------------------------------------------------------------------------------------------- the task kind
 @dataclass(eq=False)
-class SegmentationTask(TaskKind):
+class SegmentationTask(TargetsMovedWithImages, TaskKind):
     """Semantic segmentation: VOC-layout datasets, per-pixel class maps, IoU metrics."""
+
+    moved_targets_key = "masks_version"
 
     unit = "image"
 
@@ -205,24 +207,15 @@ class SegmentationTask(TaskKind):
     def dataset_doc(self, dataset: VocDataset) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         return dataset.dataset_doc(self.name)
 
-    def supports_variant(self, perturbation: "Perturbation") -> str | None:
+    def target_transform(self, variant: str) -> Any:
         from perturbations.masks import mask_transform
 
-        if perturbation.datatype != "image":
-            return f"it perturbs {perturbation.datatype} data, not images"
-        try:
-            mask_transform(perturbation.name)
-        except ValueError as exc:
-            return str(exc)
-        return None
+        return mask_transform(variant)
 
-    def variant_identity(self, perturbation: "Perturbation | None", seed: int) -> dict[str, Any]:
+    def moved_targets_version(self) -> int:
         from perturbations.masks import MASKS_VERSION
 
-        vid = super().variant_identity(perturbation, seed)
-        if perturbation is not None:  # the masks moved with the images
-            vid["masks_version"] = MASKS_VERSION
-        return vid
+        return MASKS_VERSION
 
     def open_variant(self, dataset: VocDataset, revision: str, perturbation: "Perturbation | None", seed: int,
                      cache_root: Path) -> VocDataset:
