@@ -148,6 +148,26 @@ def state_dict_file(model: dict[str, Any]) -> Path:
     return path
 
 
+def torchvision_labels(name: str, arch: str, config: dict[str, Any], default_classes: int) -> tuple[dict[int, str], int]:
+    """A torchvision model's (id2label, number of classes): ``config.id2label`` and ``num_classes``, or else the
+    categories of the architecture's default weights when their count matches; ModelLoadError otherwise."""
+    import torchvision
+
+    id2label = {int(k): str(v) for k, v in (config.get("id2label") or {}).items()}
+    num_classes = int(config.get("num_classes") or len(id2label) or default_classes)
+    if not id2label:
+        try:
+            categories = torchvision.models.get_model_weights(arch).DEFAULT.meta["categories"]
+        except Exception:
+            categories = []
+        if len(categories) != num_classes:
+            raise ModelLoadError(f"model {name!r} declares no labels (config.id2label) for its {num_classes} classes")
+        id2label = dict(enumerate(categories))
+    if sorted(id2label) != list(range(num_classes)):
+        raise ModelLoadError(f"model {name!r}: id2label keys {sorted(id2label)[:10]} are not 0..{num_classes - 1}")
+    return id2label, num_classes
+
+
 def load_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
     """A plain state dict (name -> tensor) from safetensors or a ``weights_only`` torch file; anything else
     (a pickled module, objects that need code to unpickle) is refused."""
@@ -211,18 +231,7 @@ class TorchvisionDetection(DetectionModule):
             raise ModelLoadError(f"model {name!r} names no torchvision architecture (config.architecture)")
         if arch not in torchvision.models.list_models(module=torchvision.models.detection):
             raise ModelLoadError(f"model {name!r}: {arch!r} is not a torchvision detection architecture")
-        id2label = {int(k): str(v) for k, v in (config.get("id2label") or {}).items()}
-        num_classes = int(config.get("num_classes") or len(id2label) or 91)
-        if not id2label:
-            try:
-                categories = torchvision.models.get_model_weights(arch).DEFAULT.meta["categories"]
-            except Exception:
-                categories = []
-            if len(categories) != num_classes:
-                raise ModelLoadError(f"model {name!r} declares no labels (config.id2label) for its {num_classes} classes")
-            id2label = dict(enumerate(categories))
-        if sorted(id2label) != list(range(num_classes)):
-            raise ModelLoadError(f"model {name!r}: id2label keys {sorted(id2label)[:10]}... are not 0..{num_classes - 1}")
+        id2label, num_classes = torchvision_labels(name, arch, config, default_classes=91)  # COCO's 91 ids
         state = load_state_dict(state_dict_file(model), name)
         try:
             net = torchvision.models.get_model(arch, weights=None, weights_backbone=None, num_classes=num_classes,

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from modules.base import EvaluationModule, InferenceError, LoadedModel, ModelLoadError, register_module
-from modules.detection import load_state_dict, state_dict_file
+from modules.detection import load_state_dict, state_dict_file, torchvision_labels
 from modules.formats import TRANSFORMERS, model_format
 from modules.hf import id2label_of, load_transformers
 
@@ -133,18 +133,7 @@ class TorchvisionSegmentation(EvaluationModule):
         if arch not in known:
             raise ModelLoadError(f"model {name!r}: {arch!r} is not a torchvision segmentation architecture "
                                  f"({', '.join(known)})")
-        id2label = {int(k): str(v) for k, v in (config.get("id2label") or {}).items()}
-        num_classes = int(config.get("num_classes") or len(id2label) or 21)
-        if not id2label:
-            try:
-                categories = torchvision.models.get_model_weights(arch).DEFAULT.meta["categories"]
-            except Exception:
-                categories = []
-            if len(categories) != num_classes:
-                raise ModelLoadError(f"model {name!r} declares no labels (config id2label) for its {num_classes} classes")
-            id2label = dict(enumerate(categories))
-        if sorted(id2label) != list(range(num_classes)):
-            raise ModelLoadError(f"model {name!r}: id2label keys {sorted(id2label)[:10]} are not 0..{num_classes - 1}")
+        id2label, num_classes = torchvision_labels(name, arch, config, default_classes=21)  # VOC's 21 classes
         state = load_state_dict(state_dict_file(model), name)
         kwargs = dict(config.get("kwargs") or {})
         if any(k.startswith("aux_classifier.") for k in state):
