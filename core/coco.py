@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.data import DataError, dataset_metadata
+from core.data import DataError, dataset_metadata, read_dataset_json
 
 EXAMPLES_PER_CLASS = 20
 DEFAULT_IMAGE_DIR = "images"
@@ -42,10 +42,7 @@ class CocoDataset:
     @classmethod
     def open(cls, root: str | os.PathLike) -> "CocoDataset":
         root = Path(root)
-        meta_path = root / "dataset.json"
-        meta = _read_json(meta_path, "dataset metadata")
-        if not isinstance(meta, dict):
-            raise DataError(f"dataset metadata {meta_path} is not a JSON object")
+        meta, meta_path = read_dataset_json(root)
         for key in ("name", "splits"):
             if key not in meta:
                 raise DataError(f"dataset metadata {meta_path} has no {key!r}")

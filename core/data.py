@@ -20,6 +20,23 @@ class DataError(Exception):
     """A dataset file is missing, unreadable or malformed."""
 
 
+def read_dataset_json(root: str | os.PathLike) -> tuple[dict[str, Any], Path]:
+    """A dataset folder's ``dataset.json`` (the object, and its path); DataError naming the file when it is
+    missing, unreadable, not valid JSON or not a JSON object."""
+    path = Path(root) / "dataset.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"dataset metadata {path} is missing") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"dataset metadata {path} is unreadable: {exc}") from None
+    except ValueError as exc:
+        raise DataError(f"dataset metadata {path} is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"dataset metadata {path} is not a JSON object")
+    return meta, path
+
+
 def dataset_metadata(meta: dict[str, Any]) -> dict[str, Any]:
     """The catalogue fields every registered dataset document carries (thesis 3.1.1, 3.2.2), read from its
     dataset.json: version, description, homepage, year, reference, compatible datasets (a model trained on
@@ -76,13 +93,7 @@ class LocalDataset:
     @classmethod
     def open(cls, root: str | os.PathLike) -> "LocalDataset":
         root = Path(root)
-        meta_path = root / "dataset.json"
-        try:
-            meta = json.loads(meta_path.read_text())
-        except FileNotFoundError:
-            raise DataError(f"dataset metadata {meta_path} is missing") from None
-        except (OSError, ValueError) as exc:
-            raise DataError(f"dataset metadata {meta_path} is unreadable: {exc}") from None
+        meta, meta_path = read_dataset_json(root)
         for key in ("name", "datatype", "classes", "splits"):
             if key not in meta:
                 raise DataError(f"dataset metadata {meta_path} has no {key!r}")

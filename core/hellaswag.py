@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from core.data import DataError, LocalDataset
+from core.data import DataError, LocalDataset, read_dataset_json
 
 #: The HellaSwag fields lm-evaluation-harness's preprocessing reads.
 HELLASWAG_FIELDS = ("activity_label", "ctx_a", "ctx_b", "endings", "label")
@@ -116,15 +116,7 @@ class MultipleChoiceDataset(LocalDataset):
     @classmethod
     def open(cls, root: str | Path) -> "MultipleChoiceDataset":
         root = Path(root)
-        meta_path = root / "dataset.json"
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DataError(f"dataset metadata {meta_path} is missing") from None
-        except (OSError, ValueError) as exc:
-            raise DataError(f"dataset metadata {meta_path} is unreadable: {exc}") from None
-        if not isinstance(meta, dict):
-            raise DataError(f"dataset metadata {meta_path} is not a JSON object")
+        meta, meta_path = read_dataset_json(root)
         for key in ("name", "splits"):
             if key not in meta:
                 raise DataError(f"dataset metadata {meta_path} has no {key!r}")

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from core.data import DataError, dataset_metadata
+from core.data import DataError, dataset_metadata, read_dataset_json
 
 IGNORE_INDEX = 255
 #: class indices are mask values 0..254 (255 is IGNORE_INDEX)
@@ -54,15 +54,7 @@ class VocDataset:
     def open(cls, root: str | os.PathLike) -> "VocDataset":
         """The dataset folder at ``root``; DataError naming the file when its metadata or split lists are wrong."""
         root = Path(root)
-        meta_path = root / "dataset.json"
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DataError(f"dataset metadata {meta_path} is missing") from None
-        except (OSError, ValueError) as exc:
-            raise DataError(f"dataset metadata {meta_path} is unreadable: {exc}") from None
-        if not isinstance(meta, dict):
-            raise DataError(f"dataset metadata {meta_path} is not a JSON object")
+        meta, meta_path = read_dataset_json(root)
         meta = {"name": root.name, **meta}
         classes = meta.get("classes")
         if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):

@@ -1,11 +1,10 @@
 """Dataset metadata (thesis 3.2.2): register local datasets, their classes, splits and examples."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from core.data import DataError
+from core.data import DataError, read_dataset_json
 from tasks.base import TASKS, task_for_dataset
 
 
@@ -25,13 +24,7 @@ def check_class_names(doc: dict[str, Any]) -> None:
 
 def read_dataset_meta(folder: Path) -> dict[str, Any]:
     """A dataset folder's dataset.json as a dict; DataError when it is missing or not a JSON object."""
-    path = folder / "dataset.json"
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DataError(f"dataset metadata {path} is unreadable: {exc}") from None
-    if not isinstance(meta, dict):
-        raise DataError(f"dataset metadata {path} is not a JSON object")
+    meta, _ = read_dataset_json(folder)
     return {"name": folder.name, **meta}
 
 
