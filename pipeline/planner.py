@@ -1,10 +1,11 @@
 """Steps 1-3 of a cycle: module selection, task creation, task filtering.
 
 For every stored model and every module that accepts it, each of the module's variants is a task (an
-inference identity) and each of its processors a result identity. Candidates are streamed in chunks: each
-chunk's result ids are checked with one indexed ``$in`` query, and only the missing ones are kept, grouped by
-inference identity with the processors they still need. Tasks that failed recently, too often, or for good
-are left out; a task whose predictions are already stored is re-scored from them with no inference.
+inference identity) and each of its processors a result identity. Candidates are streamed in chunks of models:
+each chunk's result ids are checked against its models' stored result ids (``Store.missing_results``, read from an
+index), and only the missing ones are kept, grouped by inference identity with the processors they still need.
+Tasks that failed recently, too often, or for good are left out; a task whose predictions are already stored is
+re-scored from them with no inference.
 
 Watermarks make a cycle cost what changed. A *work unit* is what identifies a candidate apart from its model:
 module, dataset (revision and what module selection reads of it), variant and processor. Its mark,
@@ -16,7 +17,10 @@ them; deleting results drops them all (``Store.delete_results``); ``full=True`` 
 """
 from __future__ import annotations
 
+import bisect
+import contextlib
 import datetime as dt
+import gc
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,7 +40,8 @@ from tasks.base import TASKS
 MODEL_PROJECTION = {"name": 1, "source": 1, "revision": 1, "task": 1, "datasets": 1, "inferred_datasets": 1,
                     "library": 1, "files": 1, "config.architectures": 1, "config.architecture": 1,
                     "config.pretrained_cfg": 1, "adapter.base_model": 1, "adapter.base_revision": 1, "changed_at": 1}
-#: Result ids checked per query (and the most candidates held at once).
+#: Result ids checked per query (about: a chunk ends with the model that reaches it), and the most candidates
+#: held at once.
 CHUNK = 20_000
 #: Bump when what a work unit's mark means changes: every stored mark is then ignored.
 MARK_VERSION = 1
@@ -99,12 +104,48 @@ class _Work:
     retry_models: set[str] = field(default_factory=set)  # models with a failure of this module that came due
     unmarked: bool = True  # no unit has a mark: every candidate of every model is computed
     every_candidate: list[tuple[int, list[int]]] = field(default_factory=list)  # [(variant, [processor])]
+    every_pair: list[tuple[int, int]] = field(default_factory=list)  # every_candidate as (variant, processor)
 
     @property
     def since(self) -> dt.datetime | None:
         """The oldest mark of the module's units; None when one has none (every model must be visited)."""
         flat = [m for row in self.marks for m in row]
         return None if not flat or None in flat else min(flat)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector (process-wide) for the duration. A pass allocates millions of
+    objects that reference counting frees; the collector's passes over everything alive (imports included) freed
+    nothing and took 2-6 s of a 1.2-million-candidate pass (benchmarks/bench_planning.py)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+class _Chunk:
+    """The candidates of some models, flat: the models' keys, their result ids in order, and per (model, module)
+    the position of its first id, its (variant, processor) pairs and its inference ids by variant."""
+
+    def __init__(self) -> None:
+        self.model_keys: list[str] = []
+        self.result_ids: list[str] = []
+        self.starts: list[int] = []
+        self.groups: list[tuple[dict[str, Any], _Work, list[tuple[int, int]], dict[int, str]]] = []
+
+    def add(self, model_identity: dict[str, Any], model_fp: str, w: _Work, wanted: list[tuple[int, list[int]]]) -> int:
+        """Add the candidates ``wanted`` of module ``w`` for a model; returns how many."""
+        pairs = w.every_pair if wanted is w.every_candidate else [(i, j) for i, js in wanted for j in js]
+        variants, processors = w.variants, w.processors
+        inference_ids = {i: ident.inference_id(model_fp, variants[i][2]) for i, _ in wanted}
+        self.starts.append(len(self.result_ids))
+        self.groups.append((model_identity, w, pairs, inference_ids))
+        self.result_ids += [ident.result_id(inference_ids[i], processors[j][1]) for i, j in pairs]
+        return len(pairs)
 
 
 class Planner:
@@ -156,71 +197,61 @@ class Planner:
         self._read_marks(work, full)
         self._find_due_failures(work, as_of)
         tasks: dict[str, PlannedTask] = {}
-        pending: list[tuple[str, dict, _Work, int, int, str]] = []  # per candidate result
+        chunk = _Chunk()
         judge_failed: set[str] = set()  # modules that could not judge some model: their units stay unmarked
         n_candidates = n_models = 0
         # one chunk is checked by MongoDB (in a thread) while the next is computed: at most two held at once
         lookups = ThreadPoolExecutor(max_workers=1, thread_name_prefix="planning")
-        in_flight: list[tuple[Future, list]] = []
+        in_flight: list[tuple[Future, _Chunk]] = []
 
         def collect(keep: int = 0) -> None:
             """Keep the missing candidates of every chunk sent but the newest ``keep``."""
             while len(in_flight) > keep:
-                future, chunk = in_flight.pop(0)
-                stored = future.result()
-                for rid, model_identity, w, i, j, inf in chunk:
-                    if rid in stored:
-                        continue
-                    task = tasks.get(inf)
-                    if task is None:
-                        variant, identity, _ = w.variants[i]
-                        task = tasks[inf] = PlannedTask(model_identity["key"], w.module, variant, inf,
-                                                        {"model": model_identity["identity"], **identity}, [])
-                    task.processors.append(w.processors[j][0])
-                    task.units.append(w.units[i][j])
+                future, sent = in_flight.pop(0)
+                missing = future.result()
+                if missing:
+                    self._keep_missing(sent, missing, tasks)
 
         def flush() -> None:
-            if pending:
-                chunk = pending.copy()
-                in_flight.append((lookups.submit(self._db, self.store.existing_ids, "results", [c[0] for c in chunk],
-                                                 what="planning"), chunk))
-                pending.clear()
+            nonlocal chunk
+            if chunk.result_ids:
+                in_flight.append((lookups.submit(self._db, self.store.missing_results, chunk.result_ids,
+                                                 chunk.model_keys, what="planning"), chunk))
+                chunk = _Chunk()
             collect(keep=1)
 
-        try:
-            for model in self._models_to_visit(work, model_query, limit):
-                n_models += 1
-                model_identity: dict[str, Any] | None = None
-                model_fp = ""
-                changed_at = model.get("changed_at")
-                for w in work:
-                    wanted = self._wanted_units(w, model["_id"], changed_at)
-                    if not wanted:
-                        continue
-                    try:
-                        accepted = w.module.accepts(model, self.datasets)
-                    except Exception as exc:  # a broken module or model document: that pair is left out
-                        judge_failed.add(w.module.name)
-                        if len(problems) < 100:
-                            problems.append(f"module {w.module.name} could not judge model {model['_id']}: "
-                                            f"{type(exc).__name__}: {exc}")
-                        continue
-                    if not accepted:
-                        continue
-                    if model_identity is None:
-                        model_identity = {"key": model["_id"], "identity": ident.model_identity(model)}
-                        model_fp = ident.model_fingerprint(model)
-                    for i, row in wanted:
-                        inf = ident.inference_id(model_fp, w.variants[i][2])
-                        for j in row:
-                            pending.append((ident.result_id(inf, w.processors[j][1]), model_identity, w, i, j, inf))
-                        n_candidates += len(row)
-                if len(pending) >= CHUNK:
-                    flush()
-            flush()
-            collect()
-        finally:
-            lookups.shutdown(cancel_futures=True)
+        with _collector_paused():
+            try:
+                for model in self._models_to_visit(work, model_query, limit):
+                    n_models += 1
+                    model_identity: dict[str, Any] | None = None
+                    model_fp = ""
+                    changed_at = model.get("changed_at")
+                    for w in work:
+                        wanted = self._wanted_units(w, model["_id"], changed_at)
+                        if not wanted:
+                            continue
+                        try:
+                            accepted = w.module.accepts(model, self.datasets)
+                        except Exception as exc:  # a broken module or model document: that pair is left out
+                            judge_failed.add(w.module.name)
+                            if len(problems) < 100:
+                                problems.append(f"module {w.module.name} could not judge model {model['_id']}: "
+                                                f"{type(exc).__name__}: {exc}")
+                            continue
+                        if not accepted:
+                            continue
+                        if model_identity is None:
+                            model_identity = {"key": model["_id"], "identity": ident.model_identity(model)}
+                            model_fp = ident.model_fingerprint(model)
+                            chunk.model_keys.append(model["_id"])
+                        n_candidates += chunk.add(model_identity, model_fp, w, wanted)
+                    if len(chunk.result_ids) >= CHUNK:
+                        flush()
+                flush()
+                collect()
+            finally:
+                lookups.shutdown(cancel_futures=True)
         parked, failed = self._db(self.store.failure_states, list(tasks), self.max_attempts, what="planning")
         for inf in parked:
             tasks.pop(inf, None)
@@ -236,6 +267,24 @@ class Planner:
         marked = sum(1 for w in work for row in w.marks for m in row if m is not None)
         return Plan(list(tasks.values()), n_candidates, n_models, len(parked), time.perf_counter() - t0, problems,
                     as_of, units, marked, may_advance=not model_query and limit is None)
+
+    @staticmethod
+    def _keep_missing(chunk: _Chunk, missing: list[str], tasks: dict[str, PlannedTask]) -> None:
+        """Add the chunk's ``missing`` result ids (in the chunk's order) to ``tasks``."""
+        position = -1
+        for rid in missing:
+            position = chunk.result_ids.index(rid, position + 1)
+            g = bisect.bisect_right(chunk.starts, position) - 1
+            model_identity, w, pairs, inference_ids = chunk.groups[g]
+            i, j = pairs[position - chunk.starts[g]]
+            inf = inference_ids[i]
+            task = tasks.get(inf)
+            if task is None:
+                variant, identity, _ = w.variants[i]
+                task = tasks[inf] = PlannedTask(model_identity["key"], w.module, variant, inf,
+                                                {"model": model_identity["identity"], **identity}, [])
+            task.processors.append(w.processors[j][0])
+            task.units.append(w.units[i][j])
 
     def commit_marks(self, plan: Plan) -> int:
         """After the plan's tasks ran (or stopped): advance to ``plan.as_of`` the mark of every unit whose planned
@@ -270,6 +319,7 @@ class Planner:
             w.marks = [[self._usable_mark(marks.get(u)) for u in row] for row in w.units]
             w.unmarked = all(m is None for row in w.marks for m in row)
             w.every_candidate = [(i, list(range(len(w.processors)))) for i in range(len(w.variants))]
+            w.every_pair = [(i, j) for i, js in w.every_candidate for j in js]
 
     def _usable_mark(self, mark: dict[str, Any] | None) -> dt.datetime | None:
         if mark is None or (mark.get("max_attempts") or 0) < self.max_attempts:
