@@ -4,7 +4,9 @@ storing results) against a plain batched loop (load batch, forward, argmax), the
 inputs, and Hugging Face evaluate's text-classification evaluator; alternated, best of --repeats each.
 
 Targets: pipeline >= 0.90 of the plain loop (issue 2), >= 0.95 of the length-sorted loop and >= 2.5 x the
-evaluate evaluator (issue 15).
+evaluate evaluator (issue 15). The report also counts the tokens each batching runs through the model (the forward
+pass is nearly all of the time, so these bound the speed-ups batching order can give): batches in sample order
+(the plain loop; the evaluator's are the same), zooeval's length-bucketed batches, and no padding at all.
 
 Usage: python benchmarks/bench_overhead.py [--model demo/minilm-rt-cased] [--batch-size 32] [--repeats 3]
 Needs the demo zoo (built on first use under a temporary ZOOEVAL_HOME unless --home is given).
@@ -31,6 +33,7 @@ from demo.build import build_demo  # noqa: E402
 from pipeline.catalog import build_modules  # noqa: E402
 from scraper.datasets import register_catalogue, register_datasets  # noqa: E402
 from scraper.local import scrape_local  # noqa: E402
+from tasks.batching import length_order  # noqa: E402
 
 ACCURACY_METRIC = '''"""Accuracy (the evaluator needs a metric; evaluate ships no scripts offline)."""
 import datasets
@@ -86,6 +89,21 @@ def evaluate_loop(loaded, dataset: LocalDataset, split: str, batch_size: int, me
     return time.perf_counter() - t0, len(rows)
 
 
+def padded_tokens(module, loaded, dataset: LocalDataset, split: str, batch_size: int) -> dict[str, int]:
+    """Tokens (padding included) the model runs through for the split's batches: in sample order, length-bucketed
+    (zooeval's order), and with no padding at all (the least any batching can reach)."""
+    rows = dataset.rows(split)
+    encoded = loaded.preprocessor([r["text"] for r in rows], truncation=True, max_length=module.max_length)
+    lengths = [len(ids) for ids in encoded["input_ids"]]
+
+    def padded(order: list[int]) -> int:
+        return sum(len(part) * max(lengths[i] for i in part)
+                   for part in (order[s : s + batch_size] for s in range(0, len(order), batch_size)))
+
+    return {"sample_order": padded(list(range(len(rows)))), "length_bucketed": padded(length_order(rows)),
+            "no_padding": sum(lengths)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="demo/minilm-rt-cased")
@@ -123,6 +141,7 @@ def main() -> None:
         ratios = {"pipeline_over_bare": max(pipe) / max(bare), "pipeline_over_sorted_bare": max(pipe) / max(sorted_bare),
                   "pipeline_over_evaluate": max(pipe) / max(peer)}
         targets = {"pipeline_over_bare": 0.90, "pipeline_over_sorted_bare": 0.95, "pipeline_over_evaluate": 2.5}
+        tokens = padded_tokens(module, loaded, dataset, module.split, args.batch_size)
         report("overhead", {
             "model": args.model, "dataset": module.dataset, "samples": n, "batch_size": args.batch_size,
             "bare_loop_instances_per_s": [round(x, 1) for x in bare],
@@ -130,6 +149,9 @@ def main() -> None:
             "evaluate_evaluator_instances_per_s": [round(x, 1) for x in peer],
             "pipeline_instances_per_s": [round(x, 1) for x in pipe],
             **{k: round(v, 3) for k, v in ratios.items()},
+            "padded_tokens": tokens,
+            "sample_order_over_bucketed_tokens": round(tokens["sample_order"] / tokens["length_bucketed"], 3),
+            "sample_order_over_unpadded_tokens": round(tokens["sample_order"] / tokens["no_padding"], 3),
             "note": "pipeline time = run() wall time minus model load and planning; includes warm-up, storage and processing",
             "targets": [target(k, ratios[k], v) for k, v in targets.items()],
         })
