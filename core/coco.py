@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.data import DataError, dataset_metadata, read_dataset_json
+from core.data import DataError, dataset_metadata, read_dataset_json, read_json_file
 
 EXAMPLES_PER_CLASS = 20
 DEFAULT_IMAGE_DIR = "images"
@@ -206,7 +206,7 @@ class CocoDataset:
 
     def _read_split(self, split: str) -> dict[str, Any]:
         path = self.split_path(split)
-        data = _read_json(path, f"COCO instances file of split {split!r}")
+        data = read_json_file(path, f"COCO instances file of split {split!r}")
         if not isinstance(data, dict):
             raise DataError(f"{path}: a COCO instances file is a JSON object, got {type(data).__name__}")
         for key in ("images", "annotations", "categories"):
@@ -272,17 +272,6 @@ class CocoDataset:
             annotations.append({**ann, "bbox": [float(v) for v in bbox], "area": float(area),
                                 "iscrowd": int(bool(ann.get("iscrowd", 0)))})
         return {"images": images, "annotations": annotations, "categories": categories}
-
-
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{what} {path} is missing") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{what} {path} is unreadable: {exc}") from None
-    except ValueError as exc:
-        raise DataError(f"{what} {path} is not valid JSON: {exc}") from None
 
 
 def _is_int(v: Any) -> bool:

@@ -20,18 +20,24 @@ class DataError(Exception):
     """A dataset file is missing, unreadable or malformed."""
 
 
+def read_json_file(path: Path, what: str) -> Any:
+    """The JSON value in ``path``; DataError naming ``what`` and the file when it is missing, unreadable or not
+    valid JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{what} {path} is missing") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{what} {path} is unreadable: {exc}") from None
+    except ValueError as exc:
+        raise DataError(f"{what} {path} is not valid JSON: {exc}") from None
+
+
 def read_dataset_json(root: str | os.PathLike) -> tuple[dict[str, Any], Path]:
     """A dataset folder's ``dataset.json`` (the object, and its path); DataError naming the file when it is
     missing, unreadable, not valid JSON or not a JSON object."""
     path = Path(root) / "dataset.json"
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"dataset metadata {path} is missing") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"dataset metadata {path} is unreadable: {exc}") from None
-    except ValueError as exc:
-        raise DataError(f"dataset metadata {path} is not valid JSON: {exc}") from None
+    meta = read_json_file(path, "dataset metadata")
     if not isinstance(meta, dict):
         raise DataError(f"dataset metadata {path} is not a JSON object")
     return meta, path
