@@ -18,15 +18,14 @@ them; deleting results drops them all (``Store.delete_results``); ``full=True`` 
 from __future__ import annotations
 
 import bisect
-import contextlib
 import datetime as dt
-import gc
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from core import identity as ident
+from core.collector import collector_paused
 from core.fingerprint import fingerprint
 from core.store import Store
 from modules.base import EvaluationModule
@@ -111,20 +110,6 @@ class _Work:
         """The oldest mark of the module's units; None when one has none (every model must be visited)."""
         flat = [m for row in self.marks for m in row]
         return None if not flat or None in flat else min(flat)
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector (process-wide) for the duration. A pass allocates millions of
-    objects that reference counting frees; the collector's passes over everything alive (imports included) freed
-    nothing and took 2-6 s of a 1.2-million-candidate pass (benchmarks/bench_planning.py)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 class _Chunk:
@@ -220,7 +205,7 @@ class Planner:
                 chunk = _Chunk()
             collect(keep=1)
 
-        with _collector_paused():
+        with collector_paused():
             try:
                 for model in self._models_to_visit(work, model_query, limit):
                     n_models += 1

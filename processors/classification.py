@@ -20,13 +20,12 @@ With no samples (sklearn rejects empty input) every rate is 0.0.
 """
 from __future__ import annotations
 
-import contextlib
-import gc
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from core.arrays import safe_divide
+from core.collector import collector_paused
 from core.data import check_class_groups
 from core.fingerprint import fingerprint
 from processors.base import Processor, register_processor
@@ -86,21 +85,6 @@ def add_pairs(cm: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray) -> None:
         np.add.at(cm.reshape(-1), flat, 1)
     else:
         cm += np.bincount(flat, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
-
-
-@contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while building many small containers that cannot form cycles
-    (lists of ints, flat dicts): each 700 new containers otherwise start a collection, and the rarer full ones
-    walk every object of the process. The 140,000 triples of a 1,000-class confusion matrix took 55-150 ms with
-    the collector running and 18-27 ms paused. The collector is switched back on only if it was on."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 #: Above this many classes the confusion matrix is stored sparse: a dense 1,000-class matrix is about 9 MB

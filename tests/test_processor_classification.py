@@ -545,7 +545,7 @@ def test_sparse_confusion_entries_are_int_triples_by_true_then_predicted_class()
 def test_garbage_collector_is_left_as_it_was():
     """compute() and update() pause the cyclic collector while they build many small lists and dicts; afterwards it
     runs again if it ran before, and stays off if the caller had switched it off."""
-    from processors.classification import collector_paused
+    from core.collector import collector_paused
 
     rng = np.random.default_rng(5)
     y_true = rng.integers(0, 200, 400)
