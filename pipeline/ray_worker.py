@@ -82,6 +82,10 @@ def deferred_interrupt():
     previous = signal.signal(signal.SIGINT, lambda signum, frame: asked.append(signum))
     try:
         yield
+    except Exception as exc:  # the step failed while a cancel was held: the cancel still ends the group
+        if asked:
+            raise KeyboardInterrupt from exc
+        raise
     finally:
         signal.signal(signal.SIGINT, previous)
     if asked:

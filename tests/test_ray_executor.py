@@ -530,3 +530,13 @@ def test_an_interrupt_during_a_load_waits_until_the_load_is_whole():
     with pytest.raises(KeyboardInterrupt):
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.2)
+    # a step that fails while a cancel is held: the cancel is not lost (it ends the group, as a stop)
+    with pytest.raises(KeyboardInterrupt) as held:
+        with deferred_interrupt():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+            raise ValueError("the model's weights are corrupt")
+    assert isinstance(held.value.__cause__, ValueError)
+    with pytest.raises(ValueError):  # without a cancel the failure is the step's own
+        with deferred_interrupt():
+            raise ValueError("the model's weights are corrupt")
