@@ -6,6 +6,7 @@ The cycle lock is held by this test while it fuzzes, so generated run starts and
 cycle started from the API is tests/test_web_api.py::test_a_run_started_by_the_api_is_a_real_cycle)."""
 from __future__ import annotations
 
+import sys
 import uuid
 
 # imported while collecting rather than lazily inside a hypothesis draw: when pytest rewrites these packages' modules
@@ -85,9 +86,33 @@ def fuzz(api_schema, mode: GenerationMode, examples: int,
     return problems
 
 
+def parse_lambda_sources_now() -> None:
+    """Parse, here at a shallow stack, the sources whose lambdas Hypothesis describes during a draw (it parses a
+    strategy module's whole source to name a ``.map(lambda ...)``). Deep inside a draw, CPython 3.11.7's compile()
+    failed on them with "SystemError: AST constructor recursion depth mismatch" in 1 of 3 full runs; Hypothesis
+    keeps what is parsed here (its AST_LAMBDAS_CACHE, keyed by the source lines) and does not parse them again."""
+    import ast
+    import inspect
+
+    from hypothesis.internal.lambda_sources import AST_LAMBDAS_CACHE, extract_all_lambdas
+
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None) or ""
+        if name.split(".")[0] != "schemathesis" or not path.endswith(".py"):
+            continue
+        try:
+            lines = tuple(inspect.findsource(module)[0])
+        except OSError:
+            continue
+        source = "".join(lines)
+        if "lambda" in source:
+            AST_LAMBDAS_CACHE[lines] = extract_all_lambdas(ast.parse(source))
+
+
 @pytest.fixture(scope="module")
 def fuzzed(api_schema):
     """Both generation modes run once: the problems of each and the status codes seen per operation."""
+    parse_lambda_sources_now()
     observed: dict[tuple[str, str], set[int]] = {}
     problems = {mode: fuzz(api_schema, mode, EXAMPLES, observed)
                 for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)}
