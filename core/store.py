@@ -10,10 +10,11 @@ Every write is idempotent by a deterministic ``_id``, so a killed cycle that is 
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-from pymongo import ASCENDING, DeleteMany, InsertOne, MongoClient, ReplaceOne, UpdateOne
+from pymongo import ASCENDING, DeleteMany, InsertOne, MongoClient, ReplaceOne, ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, CollectionInvalid, DuplicateKeyError, OperationFailure, PyMongoError
 
 DUPLICATE_KEY = 11000
@@ -253,22 +254,24 @@ class Store:
 
     def insert_new_models(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Insert models believed new (faster than upserts); returns those another writer inserted meanwhile.
-        The inserted ones get ``changed_at`` (server time) right after; until then planning visits them anyway
-        (a model without ``changed_at`` counts as changed)."""
+        The inserted ones carry ``changed_at``: the server time at which the batch was registered as in flight
+        (``inserts_in_flight``), so a planning pass that starts before they are all visible takes its watermark
+        no later than that time (``planning_as_of``) and the next pass still visits them."""
         if not docs:
             return []
+        batch_id = uuid.uuid4().hex
+        registered = self.db.inserts_in_flight.find_one_and_update(
+            {"_id": batch_id}, {"$currentDate": {"since": True}}, upsert=True, return_document=ReturnDocument.AFTER)
+        stamp = registered["since"]
         duplicates: list[dict[str, Any]] = []
         try:
-            self.db.models.bulk_write([InsertOne(d) for d in docs], ordered=False)
+            self.db.models.bulk_write([InsertOne({**d, "changed_at": stamp}) for d in docs], ordered=False)
         except BulkWriteError as exc:
             if any(e["code"] != DUPLICATE_KEY for e in exc.details["writeErrors"]):
                 raise
             duplicates = [docs[e["index"]] for e in exc.details["writeErrors"]]
-        duplicate_ids = {d["_id"] for d in duplicates}
-        inserted = [d["_id"] for d in docs if d["_id"] not in duplicate_ids]
-        for start in range(0, len(inserted), 10_000):
-            self.db.models.update_many({"_id": {"$in": inserted[start:start + 10_000]}, "changed_at": None},
-                                       {"$currentDate": {"changed_at": True}})
+        finally:
+            self.db.inserts_in_flight.delete_one({"_id": batch_id})
         return duplicates
 
     def get_model(self, key_or_name: str) -> dict[str, Any] | None:
@@ -555,6 +558,19 @@ class Store:
         """MongoDB's clock (the one ``changed_at`` is set by), so watermarks never depend on a client's clock."""
         now = self.db.command("hello")["localTime"]  # commands decode dates naive (UTC)
         return now if now.tzinfo else now.replace(tzinfo=dt.timezone.utc)
+
+    #: An insert batch registered longer ago than this is taken for one whose writer died (its registration is
+    #: dropped, so it no longer holds planning watermarks back); no live batch of 5,000 models takes this long.
+    STALE_INSERT_BATCH = dt.timedelta(hours=1)
+
+    def planning_as_of(self) -> dt.datetime:
+        """The time a planning pass starting now may record as its watermark: MongoDB's clock, or the stamp of
+        the oldest model insert still in flight (``insert_new_models``) when that is earlier, since its models
+        carry that stamp but may become visible only after the pass has read past them."""
+        now = self.server_time()  # before reading the batches: one registered after it is stamped after it
+        self.db.inserts_in_flight.delete_many({"since": {"$lt": now - self.STALE_INSERT_BATCH}})
+        oldest = self.db.inserts_in_flight.find_one({}, {"since": 1}, sort=[("since", ASCENDING)])
+        return min(now, oldest["since"]) if oldest else now
 
     def plan_marks(self, unit_ids: list[str]) -> dict[str, dict[str, Any]]:
         """The stored planning watermarks of these work units, by unit id."""

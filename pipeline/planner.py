@@ -72,7 +72,7 @@ class Plan:
     skipped_failed: int = 0
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)  # modules left out of the plan, and why
-    as_of: dt.datetime | None = None  # MongoDB's time when the pass started
+    as_of: dt.datetime | None = None  # MongoDB's time when the pass started (Store.planning_as_of)
     units: dict[str, dict[str, Any]] = field(default_factory=dict)  # unit id -> description, for commit_marks
     marked_units: int = 0  # units planned only for what changed since their mark
     may_advance: bool = False  # the pass saw every model: its complete units may advance their marks
@@ -169,7 +169,7 @@ class Planner:
     def plan(self, model_query: dict[str, Any] | None = None, limit: int | None = None, full: bool = False) -> Plan:
         """The tasks still to do. ``full`` ignores the watermarks (every candidate is visited)."""
         t0 = time.perf_counter()
-        as_of = self._db(self.store.server_time, what="planning")
+        as_of = self._db(self.store.planning_as_of, what="planning")
         problems: list[str] = []
         work: list[_Work] = []
         for m in self.modules:

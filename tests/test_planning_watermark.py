@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import threading
 
 import pytest
+from pymongo import MongoClient, monitoring
 
 import processors.classification  # noqa: F401  (registers the classification processors)
 from core.store import Store, utcnow
@@ -191,6 +193,66 @@ def test_models_written_around_the_store_are_visited(zoo):
     assert p.models_visited == 1 and {t.model_key for t in p.tasks} == {"local/wm/raw"}
     Store(store.uri, store.db_name).close()  # ensure_schema
     assert store.get_model("local/wm/raw")["changed_at"] >= p.as_of
+
+
+class PauseModelInserts(monitoring.CommandListener):
+    """A real pymongo command listener that holds its client's ``insert`` into ``models`` (after the batch was
+    registered as in flight) until ``go`` is set: the window in which a planning pass may read past the batch."""
+
+    def __init__(self) -> None:
+        self.reached, self.go = threading.Event(), threading.Event()
+
+    def started(self, event) -> None:
+        if event.command_name == "insert" and event.command.get("insert") == "models":
+            self.reached.set()
+            assert self.go.wait(60), "the test never let the insert go"
+
+    def succeeded(self, event) -> None:
+        pass
+
+    def failed(self, event) -> None:
+        pass
+
+
+def test_models_inserted_while_a_cycle_ran_are_visited_by_the_next(zoo):
+    """A sync inserts models while a cycle plans, runs and records its marks, the insert landing only after the
+    pass read past them: the next cycle still visits them (their changed_at is the batch's registration, and the
+    cycle's watermark is no later than it)."""
+    store, mods = zoo["store"], [module()]
+    cycle(zoo, mods)
+    doc = store.get_model("local/wm/a")
+    doc.pop("changed_at")
+    new = [{**doc, "_id": f"local/wm/late{i}", "name": f"wm/late{i}"} for i in range(2)]
+    listener = PauseModelInserts()
+    writer = Store(store.uri, store.db_name, client=MongoClient(store.uri, tz_aware=True, event_listeners=[listener]))
+    insert = threading.Thread(target=writer.insert_new_models, args=(new,))
+    insert.start()
+    try:
+        assert listener.reached.wait(60)
+        assert store.planning_as_of() <= store.server_time()
+        during, marked = cycle(zoo, mods)  # plans, runs and commits its marks while the insert is held
+        assert during.plan.models_visited == 0 and marked == 2
+    finally:
+        listener.go.set()
+        insert.join(60)
+        writer.close()
+    assert not store.db.inserts_in_flight.count_documents({})  # the batch unregistered itself
+    after = plan(zoo, mods)
+    assert sorted(t.model_key for t in after.tasks) == sorted([d["_id"] for d in new for _ in VARIANTS])
+    assert after.models_visited == 2
+
+
+def test_a_stale_insert_registration_stops_holding_watermarks_back(zoo):
+    """A batch whose writer died long ago (its registration left behind) is dropped; a live one holds the
+    watermark at its stamp."""
+    store = zoo["store"]
+    now = store.server_time()
+    store.db.inserts_in_flight.insert_many([{"_id": "dead", "since": now - Store.STALE_INSERT_BATCH * 2},
+                                            {"_id": "live", "since": now - dt.timedelta(minutes=3)}])
+    assert store.planning_as_of() == now - dt.timedelta(minutes=3)
+    assert [d["_id"] for d in store.db.inserts_in_flight.find()] == ["live"]
+    store.db.inserts_in_flight.delete_one({"_id": "live"})
+    assert store.planning_as_of() >= now
 
 
 def test_changed_at_moves_only_when_planning_fields_change(zoo):
