@@ -116,8 +116,9 @@ class Update:
     set_on_insert: dict[str, Any] = field(default_factory=dict)
     upsert: bool = False
 
-    def operation(self) -> UpdateOne:
-        doc: dict[str, Any] = {}
+    def operation(self, stamp: str | None = None) -> UpdateOne:
+        """The bulk-write operation; with ``stamp``, that field is set to the server's time of the write."""
+        doc: dict[str, Any] = {"$currentDate": {stamp: True}} if stamp else {}
         for op, value in (("$set", self.set), ("$unset", {k: "" for k in self.unset}), ("$inc", self.inc),
                           ("$setOnInsert", self.set_on_insert)):
             if value:
@@ -229,20 +230,23 @@ class Store:
         cursor = self.db.models.find(query, projection)
         return list(cursor.sort(sort) if sort else cursor)
 
-    def update_models(self, updates: list[Update]) -> None:
-        """Apply many model updates at once (unordered). Models whose planning fields (``PLANNING_FIELDS``) the
-        updates change, or that an upsert may insert, get a new ``changed_at`` (server time) right after."""
+    def update_models(self, updates: list[Update], before: dict[str, dict[str, Any]] | None = None) -> None:
+        """Apply many model updates at once (unordered). Models whose planning fields (``PLANNING_FIELDS``) an
+        update changes, or that an upsert may insert, get a new ``changed_at`` (server time) in the same write:
+        a planning pass that read the old values started before it. ``before``: the models as the caller has
+        just read them (by id, with at least the planning fields the updates set), which saves reading them
+        again; a field it lacks counts as changed."""
         if not updates:
             return
         touched = [u for u in updates if u.upsert or any(k.split(".")[0] in self.PLANNING_FIELDS
                                                          for k in (*u.set, *u.unset, *u.inc))]
-        ids = [u.filter["_id"] for u in touched if isinstance(u.filter.get("_id"), str)]
-        before = {d["_id"]: d for d in self.db.models.find({"_id": {"$in": ids}}, dict.fromkeys(self.PLANNING_FIELDS, 1))}
-        self.db.models.bulk_write([u.operation() for u in updates], ordered=False)
-        bumps = [UpdateOne(u.filter, {"$currentDate": {"changed_at": True}}) for u in touched
-                 if _may_change(before.get(u.filter.get("_id")), u)]
-        if bumps:  # after the change: a planning pass that read the old values started before changed_at
-            self.db.models.bulk_write(bumps, ordered=False)
+        if before is None:
+            ids = [u.filter["_id"] for u in touched if isinstance(u.filter.get("_id"), str)]
+            before = {d["_id"]: d for d in self.db.models.find({"_id": {"$in": ids}},
+                                                               dict.fromkeys(self.PLANNING_FIELDS, 1))}
+        stamped = {id(u) for u in touched if _may_change(before.get(u.filter.get("_id")), u)}
+        self.db.models.bulk_write([u.operation("changed_at" if id(u) in stamped else None) for u in updates],
+                                  ordered=False)
 
     def update_models_where(self, query: dict[str, Any], fields: dict[str, Any]) -> int:
         """Set ``fields`` on every model ``query`` selects; returns how many changed. A change to a planning field

@@ -319,7 +319,9 @@ class _Sync:
             self.listed_ids += ids
         if full_listing:
             self.seen.update(ids)
-        projection = {"revision": 1, "status": 1, "gated": 1, "private": 1, "access": 1}
+        # the access fields, and the planning fields a listing sets (Store.update_models need not read them again)
+        projection = dict.fromkeys(("revision", "status", "gated", "private", "access", "name", "source", "task",
+                                    "library"), 1)
         known = self._db(lambda: {d["_id"]: d for d in self.store.find_models({"_id": {"$in": ids}}, projection)})
         now = dt.datetime.now(dt.timezone.utc)
         new_docs: list[dict[str, Any]] = []
@@ -355,7 +357,7 @@ class _Sync:
             _id, first_seen = doc.pop("_id"), doc.pop("first_seen")
             updates.append(Update({"_id": _id}, set=doc, set_on_insert={"first_seen": first_seen}, upsert=True))
         if updates:
-            self._db(lambda: self.store.update_models(updates))
+            self._db(lambda: self.store.update_models(updates, before=known))
 
     @staticmethod
     def _listed_access(item: dict[str, Any]) -> dict[str, Any]:
