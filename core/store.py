@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-from pymongo import ASCENDING, DeleteMany, InsertOne, MongoClient, ReplaceOne, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, DeleteMany, InsertOne, MongoClient, ReplaceOne, UpdateOne
 from pymongo.errors import BulkWriteError, CollectionInvalid, DuplicateKeyError, OperationFailure, PyMongoError
 
 DUPLICATE_KEY = 11000
@@ -116,11 +117,11 @@ class Update:
     set_on_insert: dict[str, Any] = field(default_factory=dict)
     upsert: bool = False
 
-    def operation(self, stamp: str | None = None) -> UpdateOne:
-        """The bulk-write operation; with ``stamp``, that field is set to the server's time of the write."""
-        doc: dict[str, Any] = {"$currentDate": {stamp: True}} if stamp else {}
-        for op, value in (("$set", self.set), ("$unset", {k: "" for k in self.unset}), ("$inc", self.inc),
-                          ("$setOnInsert", self.set_on_insert)):
+    def operation(self, also_set: dict[str, Any] | None = None) -> UpdateOne:
+        """The bulk-write operation; ``also_set``: more fields to set."""
+        doc: dict[str, Any] = {}
+        for op, value in (("$set", {**self.set, **(also_set or {})}), ("$unset", {k: "" for k in self.unset}),
+                          ("$inc", self.inc), ("$setOnInsert", self.set_on_insert)):
             if value:
                 doc[op] = value
         return UpdateOne(self.filter, doc, upsert=self.upsert)
@@ -178,7 +179,9 @@ class Store:
                     if exc.code != INDEX_NOT_FOUND:
                         raise
         # models stored before planning watermarks (or written around the store) get a changed_at once
-        self.db.models.update_many({"changed_at": None}, {"$currentDate": {"changed_at": True}})
+        if self.db.models.find_one({"changed_at": None}, {"_id": 1}):
+            with self._model_writes() as stamp:
+                self.db.models.update_many({"changed_at": None}, {"$set": {"changed_at": stamp}})
 
     def close(self) -> None:
         self.client.close()
@@ -186,7 +189,7 @@ class Store:
     # -- models ---------------------------------------------------------------------------------
     def upsert_models(self, docs: Iterable[dict[str, Any]]) -> dict[str, int]:
         """Insert or update models by ``_id`` (``source/name``). Returns counts of new and changed (new revision).
-        ``changed_at`` (server time) is set when a model is inserted or a field planning reads changes
+        ``changed_at`` (see ``_model_writes``) is set when a model is inserted or a field planning reads changes
         (``PLANNING_FIELDS``), not on a scrape that changes nothing: planning watermarks rely on it."""
         now = utcnow()
         docs = list(docs)
@@ -201,12 +204,14 @@ class Store:
             _id = doc.pop("_id")
             update: dict[str, Any] = {"$set": doc, "$setOnInsert": {"first_seen": now}}
             old = known.get(_id)
-            if old is None or any(old.get(f) != doc[f] for f in self.PLANNING_FIELDS if f in doc):
-                update["$currentDate"] = {"changed_at": True}
-            ops.append(UpdateOne({"_id": _id}, update, upsert=True))
+            stamped = old is None or any(old.get(f) != doc[f] for f in self.PLANNING_FIELDS if f in doc)
+            ops.append((_id, update, stamped))
         if not ops:
             return {"new": 0, "changed": 0}
-        res = self.db.models.bulk_write(ops, ordered=False)
+        with self._model_writes() as stamp:
+            res = self.db.models.bulk_write([UpdateOne({"_id": _id}, {**update, "$set": {**update["$set"], "changed_at": stamp}}
+                                                       if stamped else update, upsert=True)
+                                             for _id, update, stamped in ops], ordered=False)
         return {"new": res.upserted_count, "changed": changed}
 
     def mark_removed(self, source: str, keep_ids: set[str]) -> int:
@@ -232,8 +237,8 @@ class Store:
 
     def update_models(self, updates: list[Update], before: dict[str, dict[str, Any]] | None = None) -> None:
         """Apply many model updates at once (unordered). Models whose planning fields (``PLANNING_FIELDS``) an
-        update changes, or that an upsert may insert, get a new ``changed_at`` (server time) in the same write:
-        a planning pass that read the old values started before it. ``before``: the models as the caller has
+        update changes, or that an upsert may insert, get a new ``changed_at`` (see ``_model_writes``) in the
+        same write. ``before``: the models as the caller has
         just read them (by id, with at least the planning fields the updates set), which saves reading them
         again; a field it lacks counts as changed."""
         if not updates:
@@ -245,38 +250,49 @@ class Store:
             before = {d["_id"]: d for d in self.db.models.find({"_id": {"$in": ids}},
                                                                dict.fromkeys(self.PLANNING_FIELDS, 1))}
         stamped = {id(u) for u in touched if _may_change(before.get(u.filter.get("_id")), u)}
-        self.db.models.bulk_write([u.operation("changed_at" if id(u) in stamped else None) for u in updates],
-                                  ordered=False)
+        if not stamped:
+            self.db.models.bulk_write([u.operation() for u in updates], ordered=False)
+            return
+        with self._model_writes() as stamp:
+            self.db.models.bulk_write([u.operation({"changed_at": stamp} if id(u) in stamped else None)
+                                       for u in updates], ordered=False)
 
     def update_models_where(self, query: dict[str, Any], fields: dict[str, Any]) -> int:
         """Set ``fields`` on every model ``query`` selects; returns how many changed. A change to a planning field
         (``PLANNING_FIELDS``) sets ``changed_at`` too."""
-        update: dict[str, Any] = {"$set": fields}
-        if any(k.split(".")[0] in self.PLANNING_FIELDS for k in fields):
-            update["$currentDate"] = {"changed_at": True}
-        return self.db.models.update_many(query, update).modified_count
+        if not any(k.split(".")[0] in self.PLANNING_FIELDS for k in fields):
+            return self.db.models.update_many(query, {"$set": fields}).modified_count
+        with self._model_writes() as stamp:
+            return self.db.models.update_many(query, {"$set": {**fields, "changed_at": stamp}}).modified_count
 
     def insert_new_models(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Insert models believed new (faster than upserts); returns those another writer inserted meanwhile.
-        The inserted ones carry ``changed_at``: the server time at which the batch was registered as in flight
-        (``inserts_in_flight``), so a planning pass that starts before they are all visible takes its watermark
-        no later than that time (``planning_as_of``) and the next pass still visits them."""
+        """Insert models believed new (faster than upserts), with their ``changed_at`` (see ``_model_writes``);
+        returns those another writer inserted meanwhile."""
         if not docs:
             return []
-        batch_id = uuid.uuid4().hex
-        registered = self.db.inserts_in_flight.find_one_and_update(
-            {"_id": batch_id}, {"$currentDate": {"since": True}}, upsert=True, return_document=ReturnDocument.AFTER)
-        stamp = registered["since"]
         duplicates: list[dict[str, Any]] = []
-        try:
-            self.db.models.bulk_write([InsertOne({**d, "changed_at": stamp}) for d in docs], ordered=False)
-        except BulkWriteError as exc:
-            if any(e["code"] != DUPLICATE_KEY for e in exc.details["writeErrors"]):
-                raise
-            duplicates = [docs[e["index"]] for e in exc.details["writeErrors"]]
-        finally:
-            self.db.inserts_in_flight.delete_one({"_id": batch_id})
+        with self._model_writes() as stamp:
+            try:
+                self.db.models.bulk_write([InsertOne({**d, "changed_at": stamp}) for d in docs], ordered=False)
+            except BulkWriteError as exc:
+                if any(e["code"] != DUPLICATE_KEY for e in exc.details["writeErrors"]):
+                    raise
+                duplicates = [docs[e["index"]] for e in exc.details["writeErrors"]]
         return duplicates
+
+    @contextmanager
+    def _model_writes(self) -> Iterator[dt.datetime]:
+        """The ``changed_at`` for models written inside the block. The block is registered in flight (in
+        ``model_writes_in_flight``, with the server's time) before the stamp is read from the server's clock, and
+        a planning pass takes no watermark later than the oldest registration it sees (``planning_as_of``). So a
+        model this block writes after a pass read past it is visited by the next pass: either the pass saw the
+        registration, or the registration (and so the stamp) came after the pass's start."""
+        batch_id = uuid.uuid4().hex
+        self.db.model_writes_in_flight.update_one({"_id": batch_id}, {"$currentDate": {"since": True}}, upsert=True)
+        try:
+            yield self.server_time()
+        finally:
+            self.db.model_writes_in_flight.delete_one({"_id": batch_id})
 
     def get_model(self, key_or_name: str) -> dict[str, Any] | None:
         doc = self.db.models.find_one({"_id": key_or_name})
@@ -563,17 +579,16 @@ class Store:
         now = self.db.command("hello")["localTime"]  # commands decode dates naive (UTC)
         return now if now.tzinfo else now.replace(tzinfo=dt.timezone.utc)
 
-    #: An insert batch registered longer ago than this is taken for one whose writer died (its registration is
+    #: A model write registered longer ago than this is taken for one whose writer died (its registration is
     #: dropped, so it no longer holds planning watermarks back); no live batch of 5,000 models takes this long.
-    STALE_INSERT_BATCH = dt.timedelta(hours=1)
+    STALE_MODEL_WRITE = dt.timedelta(hours=1)
 
     def planning_as_of(self) -> dt.datetime:
-        """The time a planning pass starting now may record as its watermark: MongoDB's clock, or the stamp of
-        the oldest model insert still in flight (``insert_new_models``) when that is earlier, since its models
-        carry that stamp but may become visible only after the pass has read past them."""
-        now = self.server_time()  # before reading the batches: one registered after it is stamped after it
-        self.db.inserts_in_flight.delete_many({"since": {"$lt": now - self.STALE_INSERT_BATCH}})
-        oldest = self.db.inserts_in_flight.find_one({}, {"since": 1}, sort=[("since", ASCENDING)])
+        """The time a planning pass starting now may record as its watermark: MongoDB's clock, or the start of the
+        oldest model write still in flight (``_model_writes``) when that is earlier."""
+        now = self.server_time()  # before reading the registrations: one not seen yet is stamped after ``now``
+        self.db.model_writes_in_flight.delete_many({"since": {"$lt": now - self.STALE_MODEL_WRITE}})
+        oldest = self.db.model_writes_in_flight.find_one({}, {"since": 1}, sort=[("since", ASCENDING)])
         return min(now, oldest["since"]) if oldest else now
 
     def plan_marks(self, unit_ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -11,7 +11,7 @@ import pytest
 from pymongo import MongoClient, monitoring
 
 import processors.classification  # noqa: F401  (registers the classification processors)
-from core.store import Store, utcnow
+from core.store import Store, Update, utcnow
 from modules.hf import HFTextClassification
 from pipeline.executor import Executor
 from pipeline.planner import MODEL_PROJECTION, Planner
@@ -195,17 +195,19 @@ def test_models_written_around_the_store_are_visited(zoo):
     assert store.get_model("local/wm/raw")["changed_at"] >= p.as_of
 
 
-class PauseModelInserts(monitoring.CommandListener):
-    """A real pymongo command listener that holds its client's ``insert`` into ``models`` (after the batch was
-    registered as in flight) until ``go`` is set: the window in which a planning pass may read past the batch."""
+class PauseModelWrites(monitoring.CommandListener):
+    """A real pymongo command listener that holds its client's ``command`` (insert or update) into ``models``
+    (after the write was registered in flight and stamped) until ``go`` is set: the window in which a planning
+    pass may read past the models it writes."""
 
-    def __init__(self) -> None:
+    def __init__(self, command: str) -> None:
+        self.command = command
         self.reached, self.go = threading.Event(), threading.Event()
 
     def started(self, event) -> None:
-        if event.command_name == "insert" and event.command.get("insert") == "models":
+        if event.command_name == self.command and event.command.get(self.command) == "models":
             self.reached.set()
-            assert self.go.wait(60), "the test never let the insert go"
+            assert self.go.wait(60), "the test never let the write go"
 
     def succeeded(self, event) -> None:
         pass
@@ -214,44 +216,50 @@ class PauseModelInserts(monitoring.CommandListener):
         pass
 
 
-def test_models_inserted_while_a_cycle_ran_are_visited_by_the_next(zoo):
-    """A sync inserts models while a cycle plans, runs and records its marks, the insert landing only after the
-    pass read past them: the next cycle still visits them (their changed_at is the batch's registration, and the
-    cycle's watermark is no later than it)."""
+@pytest.mark.parametrize("write", ["insert", "update"])
+def test_models_written_while_a_cycle_ran_are_visited_by_the_next(zoo, write):
+    """A sync inserts models (or gives one a new revision) while a cycle plans, runs and records its marks, the
+    write landing only after the pass read past them: the next cycle still visits them (their changed_at comes
+    after the write was registered in flight, and the cycle's watermark is no later than that registration)."""
     store, mods = zoo["store"], [module()]
     cycle(zoo, mods)
     doc = store.get_model("local/wm/a")
     doc.pop("changed_at")
     new = [{**doc, "_id": f"local/wm/late{i}", "name": f"wm/late{i}"} for i in range(2)]
-    listener = PauseModelInserts()
+    listener = PauseModelWrites(write)
     writer = Store(store.uri, store.db_name, client=MongoClient(store.uri, tz_aware=True, event_listeners=[listener]))
-    insert = threading.Thread(target=writer.insert_new_models, args=(new,))
-    insert.start()
+    if write == "insert":
+        expected, run_write = [d["_id"] for d in new], lambda: writer.insert_new_models(new)
+    else:
+        expected = ["local/wm/a"]
+        run_write = lambda: writer.update_models([Update({"_id": "local/wm/a"}, set={"revision": "f" * 40})])  # noqa: E731
+    thread = threading.Thread(target=run_write)
+    thread.start()
     try:
         assert listener.reached.wait(60)
         assert store.planning_as_of() <= store.server_time()
-        during, marked = cycle(zoo, mods)  # plans, runs and commits its marks while the insert is held
+        during, marked = cycle(zoo, mods)  # plans, runs and commits its marks while the write is held
         assert during.plan.models_visited == 0 and marked == 2
     finally:
         listener.go.set()
-        insert.join(60)
+        thread.join(60)
         writer.close()
-    assert not store.db.inserts_in_flight.count_documents({})  # the batch unregistered itself
+    assert not store.db.model_writes_in_flight.count_documents({})  # the write unregistered itself
     after = plan(zoo, mods)
-    assert sorted(t.model_key for t in after.tasks) == sorted([d["_id"] for d in new for _ in VARIANTS])
-    assert after.models_visited == 2
+    assert sorted(t.model_key for t in after.tasks) == sorted(key for key in expected for _ in VARIANTS)
+    assert after.models_visited == len(expected)
 
 
-def test_a_stale_insert_registration_stops_holding_watermarks_back(zoo):
-    """A batch whose writer died long ago (its registration left behind) is dropped; a live one holds the
-    watermark at its stamp."""
+def test_a_stale_write_registration_stops_holding_watermarks_back(zoo):
+    """A model write whose writer died long ago (its registration left behind) is dropped; a live one holds the
+    watermark at its registration."""
     store = zoo["store"]
     now = store.server_time()
-    store.db.inserts_in_flight.insert_many([{"_id": "dead", "since": now - Store.STALE_INSERT_BATCH * 2},
-                                            {"_id": "live", "since": now - dt.timedelta(minutes=3)}])
+    store.db.model_writes_in_flight.insert_many([{"_id": "dead", "since": now - Store.STALE_MODEL_WRITE * 2},
+                                                 {"_id": "live", "since": now - dt.timedelta(minutes=3)}])
     assert store.planning_as_of() == now - dt.timedelta(minutes=3)
-    assert [d["_id"] for d in store.db.inserts_in_flight.find()] == ["live"]
-    store.db.inserts_in_flight.delete_one({"_id": "live"})
+    assert [d["_id"] for d in store.db.model_writes_in_flight.find()] == ["live"]
+    store.db.model_writes_in_flight.delete_one({"_id": "live"})
     assert store.planning_as_of() >= now
 
 
