@@ -64,6 +64,29 @@ def demo_home(demo_build):
     return demo_build["home"]
 
 
+@pytest.fixture(scope="session")
+def demo_cycle(demo_home, mongo_uri):
+    """One full quick demo cycle (`zooeval demo --quick --no-progress --scenarios offline`), run once for the
+    session into a database of its own: ``{"db", "output"}``. Tests only read it; a test that writes works on a
+    copy (tests.web_store.copy_database)."""
+    from click.testing import CliRunner
+    from pymongo import MongoClient
+
+    from service.cli import main
+
+    name = "zd_" + uuid.uuid4().hex[:10]
+    env = {"ZOOEVAL_HOME": str(demo_home), "ZOOEVAL_MONGO_URI": mongo_uri, "ZOOEVAL_DB": name,
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    # offline throughput only: the single-stream scenario (32 batch-1 passes per task, a quarter of this cycle's
+    # time) is tested on its own in tests/test_runtime_scenarios.py and by the web store's cycle
+    result = CliRunner().invoke(main, ["demo", "--quick", "--no-progress", "--scenarios", "offline"], env=env,
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    yield {"db": name, "output": result.output}
+    with MongoClient(mongo_uri, serverSelectionTimeoutMS=5000) as client:
+        client.drop_database(name)
+
+
 @pytest.fixture
 def env(demo_home, mongo_uri, db_name, monkeypatch):
     monkeypatch.setenv("ZOOEVAL_HOME", str(demo_home))

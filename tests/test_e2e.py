@@ -1,6 +1,9 @@
 """End to end against the real mongod, real (small, trained) models and real labelled data.
 
-The demo zoo is built once per session from wheels (quick mode); every test uses its own database.
+The demo zoo is built once per session from wheels (quick mode), and one full demo cycle is stored once per session
+(conftest's ``demo_cycle``): its own test reads it and runs the second cycle (which must find nothing to do) on it,
+a test that writes results works on a copy of it, and a test that needs a cycle of its own (killed and resumed)
+runs one in its own database.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from core.store import Store
 from service.cli import main
 from tests.cli_child import run_zooeval
+from tests.web_store import copy_database
 
 GOOD_MODELS = {
     "demo/minilm-rt-labels": "rotten_tomatoes",
@@ -42,11 +46,16 @@ def cli(*args: str) -> str:
     return result.output
 
 
-def test_demo_cycle_then_nothing_to_do(env):
-    # offline throughput only: the single-stream scenario (32 batch-1 passes per task, a quarter of this cycle's
-    # time) is tested on its own in tests/test_runtime_scenarios.py and by the web store's cycle
-    out = cli("demo", "--quick", "--no-progress", "--scenarios", "offline")
-    store = Store(env["uri"], env["db"])
+@pytest.fixture
+def cycle_env(env, demo_cycle, monkeypatch):
+    """``env`` on the session's stored demo cycle (conftest.demo_cycle) instead of an empty database."""
+    monkeypatch.setenv("ZOOEVAL_DB", demo_cycle["db"])
+    return {**env, "db": demo_cycle["db"]}
+
+
+def test_demo_cycle_then_nothing_to_do(cycle_env, demo_cycle):
+    out = demo_cycle["output"]  # `zooeval demo --quick --no-progress --scenarios offline`
+    store = Store(cycle_env["uri"], cycle_env["db"])
     # every good model x every variant of its dataset has a classification result
     for name, dataset in GOOD_MODELS.items():
         res = list(store.iter_results({"model_name": name, "processor": "classification"}))
@@ -121,24 +130,25 @@ def test_demo_cycle_then_nothing_to_do(env):
     # results and export
     out3 = cli("results", "demo/minilm-rt-cased", "--per-class")
     assert "rotten" in out3 and "fresh" in out3 and "macro-F1" in out3
-    export = env["home"] / "export.csv"
+    export = cycle_env["home"] / "export.csv"
     cli("export", "--format", "csv", "-o", str(export))
     lines = export.read_text().splitlines()
     assert lines[0] == "model,source,revision,dataset,split,variant,processor,class,metric,value"
     assert any(",overall,accuracy," in line for line in lines) and any(",fresh,f1," in line for line in lines)
 
 
-def test_new_processor_costs_no_forward_pass(env, monkeypatch):
+def test_new_processor_costs_no_forward_pass(env, demo_cycle, monkeypatch):
     from pipeline.catalog import build_modules
     from pipeline.executor import Executor
     from processors.base import PROCESSORS, Processor
 
+    copy_database(env["uri"], demo_cycle["db"], env["db"])  # the stored demo cycle; this test writes to its copy
     store = Store(env["uri"], env["db"])
-    cli("demo", "--quick", "--no-progress", "--variant", "original")
     classified = {r["model_name"] for r in store.iter_results({"processor": "classification"})}
     assert classified == set(GOOD_MODELS) | {name for name, _, proc in PAIR_RESULTS if proc == "classification"}
-    # the single-input classifiers (the pair classifier's task is not one the test's processor reads)
-    single = {"processor": "classification", "model_name": {"$in": list(GOOD_MODELS)}}
+    # the single-input classifiers' results on the original data, the tasks the modules below plan (the pair
+    # classifier's task is not one the test's processor reads)
+    single = {"processor": "classification", "model_name": {"$in": list(GOOD_MODELS)}, "variant": "original"}
     evaluated = {r["model_key"] for r in store.iter_results(single)}
 
     class Top2Accuracy(Processor):
@@ -199,7 +209,9 @@ def test_new_processor_costs_no_forward_pass(env, monkeypatch):
 
 def test_sigkill_mid_cycle_then_resume_without_duplicates(env):
     store = Store(env["uri"], env["db"])
-    cmd = [sys.executable, "-m", "service.cli", "run", "--no-progress", "--module", "hf-text-classification/*"]
+    # offline throughput only (the runtime scenarios are tested in tests/test_runtime_scenarios.py)
+    cmd = [sys.executable, "-m", "service.cli", "run", "--no-progress", "--scenarios", "offline",
+           "--module", "hf-text-classification/*"]
     # a first quick scrape so the run has models
     cli("scrape", "--source", "local")
     proc = subprocess.Popen(cmd, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
