@@ -4,9 +4,9 @@ model (source, name, revision) -> module (name, version) + dataset (name, split,
 takes any)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
-from core.fingerprint import chain, fingerprint
+from core.fingerprint import canonical_string, chain, chain_children, chain_parents, fingerprint, fingerprint_of_json
 
 ORIGINAL_VARIANT = {"name": "original", "version": 0, "params": {}, "seed": 0}
 
@@ -22,7 +22,13 @@ def model_identity(model: dict[str, Any]) -> dict[str, Any]:
 
 
 def model_fingerprint(model: dict[str, Any]) -> str:
-    return fingerprint({"model": model_identity(model)})
+    identity = model_identity(model)
+    name, revision, source = identity["name"], identity["revision"], identity["source"]
+    if len(identity) == 3 and type(name) is str and type(revision) is str and type(source) is str:
+        # canonical_json({"model": identity}) written out: planning computes one per model
+        return fingerprint_of_json('{"model":{"name":%s,"revision":%s,"source":%s}}' % (
+            canonical_string(name), canonical_string(revision), canonical_string(source)))
+    return fingerprint({"model": identity})
 
 
 def work_fingerprint(module: dict[str, Any], dataset: dict[str, Any], variant: dict[str, Any]) -> str:
@@ -32,6 +38,11 @@ def work_fingerprint(module: dict[str, Any], dataset: dict[str, Any], variant: d
 
 def inference_id(model_fp: str, work_fp: str) -> str:
     return chain(model_fp, work_fp)
+
+
+def inference_ids(model_fp: str, work_fps: Sequence[str]) -> list[str]:
+    """``inference_id(model_fp, w)`` for each of ``work_fps``, cheaper than one call each."""
+    return chain_children(model_fp, work_fps)
 
 
 def processor_fingerprint(name: str, version: int, params: dict[str, Any] | None = None) -> str:
@@ -44,3 +55,8 @@ def processor_fingerprint(name: str, version: int, params: dict[str, Any] | None
 
 def result_id(inference: str, processor_fp: str) -> str:
     return chain(inference, processor_fp)
+
+
+def result_ids(inferences: Sequence[str], processor_fp: str) -> list[str]:
+    """``result_id(i, processor_fp)`` for each of ``inferences``, cheaper than one call each."""
+    return chain_parents(inferences, processor_fp)

@@ -104,6 +104,10 @@ class _Work:
     unmarked: bool = True  # no unit has a mark: every candidate of every model is computed
     every_candidate: list[tuple[int, list[int]]] = field(default_factory=list)  # [(variant, [processor])]
     every_pair: list[tuple[int, int]] = field(default_factory=list)  # every_candidate as (variant, processor)
+    work_fps: list[str] = field(init=False)  # each variant's work fingerprint, in order
+
+    def __post_init__(self) -> None:
+        self.work_fps = [work_fp for _, _, work_fp in self.variants]
 
     @property
     def since(self) -> dt.datetime | None:
@@ -120,16 +124,23 @@ class _Chunk:
         self.model_keys: list[str] = []
         self.result_ids: list[str] = []
         self.starts: list[int] = []
-        self.groups: list[tuple[dict[str, Any], _Work, list[tuple[int, int]], dict[int, str]]] = []
+        self.groups: list[tuple[dict[str, Any], _Work, list[tuple[int, int]], list[str] | dict[int, str]]] = []
 
     def add(self, model_identity: dict[str, Any], model_fp: str, w: _Work, wanted: list[tuple[int, list[int]]]) -> int:
         """Add the candidates ``wanted`` of module ``w`` for a model; returns how many."""
-        pairs = w.every_pair if wanted is w.every_candidate else [(i, j) for i, js in wanted for j in js]
-        variants, processors = w.variants, w.processors
-        inference_ids = {i: ident.inference_id(model_fp, variants[i][2]) for i, _ in wanted}
+        every = wanted is w.every_candidate
+        pairs = w.every_pair if every else [(i, j) for i, js in wanted for j in js]
+        processors = w.processors
+        ids = ident.inference_ids(model_fp, w.work_fps if every else [w.variants[i][2] for i, _ in wanted])
+        inference_ids = ids if every else dict(zip([i for i, _ in wanted], ids))  # by variant index
         self.starts.append(len(self.result_ids))
         self.groups.append((model_identity, w, pairs, inference_ids))
-        self.result_ids += [ident.result_id(inference_ids[i], processors[j][1]) for i, j in pairs]
+        if len(processors) == 1:
+            self.result_ids += ident.result_ids(ids, processors[0][1])
+        else:  # per processor, the ids of the variants that want it, in order; then in the pairs' order
+            per_processor = [iter(ident.result_ids([inference_ids[i] for i, js in wanted if j in js], proc_fp))
+                             for j, (_, proc_fp) in enumerate(processors)]
+            self.result_ids += [next(per_processor[j]) for _, j in pairs]
         return len(pairs)
 
 
