@@ -8,13 +8,15 @@ the batched pass, predictions, processing and result stored). The bare side, per
 model and tokenizer, tokenize, forward, argmax, accuracy. Each side's time per model is split into inference
 (its forward passes: zooeval's warm-up and timed batched pass, the bare script's one pass) and the rest; the
 ratio compared with the target is zooeval's non-inference time per model over the bare script's (target: at
-most 1.2). Both sides alternate, best of ``--repeats``.
+most 1.2). Both sides alternate, best of ``--repeats``. The MongoDB commands zooeval's cycle sends per model are
+counted too (by name and collection): unlike the times, they do not depend on how busy the machine is.
 
 Usage: python benchmarks/bench_many_models.py [--models 50] [--repeats 2]
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import shutil
 import sys
@@ -27,6 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
+from pymongo import MongoClient, monitoring  # noqa: E402
 
 import processors.classification  # noqa: E402,F401
 from benchmarks._common import report, target, temp_mongo  # noqa: E402
@@ -55,6 +58,25 @@ def build_zoo(root: Path, n_models: int) -> tuple[Path, Path]:
     return datasets, zoo
 
 
+class CommandCounter(monitoring.CommandListener):
+    """MongoDB commands sent while ``counting`` is on, by (command name, collection)."""
+
+    def __init__(self) -> None:
+        self.counting = False
+        self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if self.counting:
+            target = event.command.get(event.command_name)
+            self.counts[(event.command_name, target if isinstance(target, str) else "")] += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
 def bare_script(zoo: Path, dataset_dir: Path) -> tuple[float, float, int]:
     """Load and evaluate each model once with plain transformers; (total s, inference s, models)."""
     import json
@@ -79,16 +101,20 @@ def bare_script(zoo: Path, dataset_dir: Path) -> tuple[float, float, int]:
     return total, inference, len(repos)
 
 
-def zooeval_cycle(store: Store, home: Path) -> tuple[float, float, int]:
-    """One Executor.run over every stored model; (total s, inference s, models)."""
+def zooeval_cycle(store: Store, home: Path, commands: CommandCounter) -> tuple[float, float, int]:
+    """One Executor.run over every stored model; (total s, inference s, models). ``commands`` counts the cycle's
+    MongoDB commands."""
     store.delete_results({})  # and the planning watermarks, so every model is planned again
     for coll in ("inferences", "predictions", "failures"):
         store.db[coll].delete_many({})
     ex = Executor(store, [HFTextClassification(dataset=DATASET)], home, batch_size=64, device="cpu", progress=False,
                   echo=lambda s: None, scenarios=("offline",))
+    commands.counts.clear()
+    commands.counting = True
     t0 = time.perf_counter()
     summary = ex.run()
     total = time.perf_counter() - t0
+    commands.counting = False
     assert not summary.failures and summary.inferences == store.count("models"), summary
     # the warm-up is a forward pass too (the bare script's single pass includes its first-call costs)
     inference = sum(d["runtime"]["time_in_seconds"] + d["runtime"]["warmup_s"]
@@ -109,14 +135,15 @@ def main() -> None:
     try:
         datasets, zoo = build_zoo(root, args.models)
         with temp_mongo() as uri:
-            store = Store(uri, "bench_many_models")
+            commands = CommandCounter()
+            store = Store(uri, "bench_many_models", client=MongoClient(uri, tz_aware=True, event_listeners=[commands]))
             register_datasets(store, datasets, log=lambda *a: None)
             scrape_local(store, zoo, log=lambda *a: None)
             bare_script(zoo, datasets / DATASET)  # warm-up: imports, file cache
             bare, ours = [], []
             for _ in range(args.repeats):
                 bare.append(bare_script(zoo, datasets / DATASET))
-                ours.append(zooeval_cycle(store, root))
+                ours.append(zooeval_cycle(store, root, commands))
         per_model = lambda runs: min((total - inf) / n for total, inf, n in runs)  # noqa: E731
         ratio = per_model(ours) / per_model(bare)
         report("many_models", {
@@ -125,7 +152,12 @@ def main() -> None:
             "zooeval_total_s": [round(t, 2) for t, _, _ in ours], "zooeval_inference_s": [round(i, 3) for _, i, _ in ours],
             "bare_non_inference_ms_per_model": round(1000 * per_model(bare), 1),
             "zooeval_non_inference_ms_per_model": round(1000 * per_model(ours), 1),
-            "note": "zooeval's total includes planning and every store write of the cycle",
+            "zooeval_commands_per_model": round(sum(commands.counts.values()) / args.models, 2),
+            "zooeval_commands_per_model_by_kind": {f"{name} {coll}": round(n / args.models, 2)
+                                                   for (name, coll), n in commands.counts.most_common()
+                                                   if n >= args.models / 10},
+            "note": "zooeval's total includes planning and every store write of the cycle; its commands are those of "
+                    "the last cycle (by kind: those sent at least once per 10 models)",
             "targets": [target("per-model non-inference time, zooeval / bare script", ratio, TARGET,
                                applies=not args.quick, higher_is_better=False)],
         })
