@@ -238,9 +238,8 @@ class Store:
     def update_models(self, updates: list[Update], before: dict[str, dict[str, Any]] | None = None) -> None:
         """Apply many model updates at once (unordered). Models whose planning fields (``PLANNING_FIELDS``) an
         update changes, or that an upsert may insert, get a new ``changed_at`` (see ``_model_writes``) in the
-        same write. ``before``: the models as the caller has
-        just read them (by id, with at least the planning fields the updates set), which saves reading them
-        again; a field it lacks counts as changed."""
+        same write. ``before``: the models as the caller has just read them (by id, with at least the planning
+        fields the updates set), which saves reading them again; a field it lacks counts as changed."""
         if not updates:
             return
         touched = [u for u in updates if u.upsert or any(k.split(".")[0] in self.PLANNING_FIELDS
