@@ -17,6 +17,7 @@ from typing import Any, Iterable, Iterator
 
 from pymongo import ASCENDING, DeleteMany, InsertOne, MongoClient, ReplaceOne, UpdateOne
 from pymongo.errors import BulkWriteError, CollectionInvalid, DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.results import BulkWriteResult
 
 DUPLICATE_KEY = 11000
 NAMESPACE_EXISTS = 48
@@ -196,22 +197,19 @@ class Store:
         known = {d["_id"]: d for d in self.db.models.find({"_id": {"$in": [d["_id"] for d in docs]}},
                                                           dict.fromkeys(self.PLANNING_FIELDS, 1))}
         changed = sum(1 for d in docs if d["_id"] in known and known[d["_id"]].get("revision") != d.get("revision"))
-        ops = []
+        ops: list[Update] = []
+        stamped: list[bool] = []
         for doc in docs:
             doc = dict(doc)
             doc.setdefault("status", "active")
             doc["scraped_at"] = now
             _id = doc.pop("_id")
-            update: dict[str, Any] = {"$set": doc, "$setOnInsert": {"first_seen": now}}
             old = known.get(_id)
-            stamped = old is None or any(old.get(f) != doc[f] for f in self.PLANNING_FIELDS if f in doc)
-            ops.append((_id, update, stamped))
+            ops.append(Update({"_id": _id}, set=doc, set_on_insert={"first_seen": now}, upsert=True))
+            stamped.append(old is None or any(old.get(f) != doc[f] for f in self.PLANNING_FIELDS if f in doc))
         if not ops:
             return {"new": 0, "changed": 0}
-        with self._model_writes() as stamp:
-            res = self.db.models.bulk_write([UpdateOne({"_id": _id}, {**update, "$set": {**update["$set"], "changed_at": stamp}}
-                                                       if stamped else update, upsert=True)
-                                             for _id, update, stamped in ops], ordered=False)
+        res = self._write_models(ops, stamped)
         return {"new": res.upserted_count, "changed": changed}
 
     def mark_removed(self, source: str, keep_ids: set[str]) -> int:
@@ -249,12 +247,16 @@ class Store:
             before = {d["_id"]: d for d in self.db.models.find({"_id": {"$in": ids}},
                                                                dict.fromkeys(self.PLANNING_FIELDS, 1))}
         stamped = {id(u) for u in touched if _may_change(before.get(u.filter.get("_id")), u)}
-        if not stamped:
-            self.db.models.bulk_write([u.operation() for u in updates], ordered=False)
-            return
+        self._write_models(updates, [id(u) in stamped for u in updates])
+
+    def _write_models(self, updates: list[Update], stamped: list[bool]) -> BulkWriteResult:
+        """Bulk-write model ``updates`` (unordered); those ``stamped`` also set ``changed_at`` (see
+        ``_model_writes``)."""
+        if not any(stamped):
+            return self.db.models.bulk_write([u.operation() for u in updates], ordered=False)
         with self._model_writes() as stamp:
-            self.db.models.bulk_write([u.operation({"changed_at": stamp} if id(u) in stamped else None)
-                                       for u in updates], ordered=False)
+            return self.db.models.bulk_write([u.operation({"changed_at": stamp} if s else None)
+                                              for u, s in zip(updates, stamped)], ordered=False)
 
     def update_models_where(self, query: dict[str, Any], fields: dict[str, Any]) -> int:
         """Set ``fields`` on every model ``query`` selects; returns how many changed. A change to a planning field
