@@ -15,13 +15,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-from pymongo import ASCENDING, DeleteMany, InsertOne, MongoClient, ReplaceOne, UpdateOne
+from pymongo import ASCENDING, DeleteMany, InsertOne, MongoClient, ReplaceOne, UpdateOne, WriteConcern
 from pymongo.errors import BulkWriteError, CollectionInvalid, DuplicateKeyError, OperationFailure, PyMongoError
 from pymongo.results import BulkWriteResult
 
 DUPLICATE_KEY = 11000
 NAMESPACE_EXISTS = 48
 INDEX_NOT_FOUND = 27
+#: a write acknowledged once applied on the primary (see Store.save_inference)
+APPLIED = WriteConcern(w=1)
 
 
 def utcnow() -> dt.datetime:
@@ -368,12 +370,18 @@ class Store:
         inference record that marks them complete.
 
         Both writes are idempotent replaces keyed by id (``<inference id>:<chunk number>``); a crash between
-        them leaves no inference record, so the task is simply run again and overwrites the same chunks."""
+        them leaves no inference record, so the task is simply run again and overwrites the same chunks.
+
+        The chunks are acknowledged once applied (``w=1``), without waiting, as the client's default write concern
+        does (majority on a replica set), for them to be journaled and replicated: the inference record, written
+        after them with the default concern, waits for that, and on a replica set a write is majority-committed
+        only once every write applied before it is (one oplog, committed in order). So nothing is reported stored
+        before its chunks are durable, and a task pays one durable-write wait instead of two."""
         ops: list[Any] = [ReplaceOne({"_id": f"{inference_id}:{c:06d}"}, {**chunk, "inference_id": inference_id, "chunk": c},
                                      upsert=True) for c, chunk in enumerate(chunks)]
-        # chunks beyond these (left by an earlier attempt that stored more) go in the same round trip
+        # chunks beyond these (left by an earlier attempt that stored more) go in the same bulk write
         ops.append(DeleteMany({"inference_id": inference_id, "chunk": {"$gte": len(chunks)}}))
-        self.db.predictions.bulk_write(ops, ordered=True)
+        self.db.predictions.with_options(write_concern=APPLIED).bulk_write(ops, ordered=True)
         self.db.inferences.replace_one(
             {"_id": inference_id}, {**doc, "_id": inference_id, "n_chunks": len(chunks), "created_at": utcnow()}, upsert=True
         )

@@ -28,7 +28,7 @@ from modules.base import EvaluationModule, ModelLoadError
 from perturbations import get_perturbation
 from pipeline.isolation import evaluate_isolated
 from pipeline.planner import Plan, PlannedTask, Planner
-from pipeline.progress import Progress, RunSummary, StopFlag, count_by, progress_bar
+from pipeline.progress import Progress, RunRecord, RunSummary, StopFlag, count_by, progress_bar
 from pipeline.retry import classify_failure, failure_backoff, free_memory, halving_batch, probe_batch, with_retry
 from processors.base import ProcessorSpec
 from tasks.base import TASKS, Mapping, TaskKind
@@ -41,6 +41,35 @@ SCENARIOS = ("offline", "single-stream")
 SINGLE_STREAM_SAMPLES = 32
 #: the most inputs a batch-size probe (on an accelerator) reads and tries at once
 PROBE_INPUTS = 512
+#: model documents one read fetches for the models evaluated next (ModelDocs), at most
+MODEL_READ_AHEAD = 32
+#: how old a model's document read ahead may be when its evaluation starts, in seconds (else it is read again)
+MODEL_DOC_MAX_AGE_S = 2.0
+
+
+class ModelDocs:
+    """The documents of the models a cycle evaluates in this process, in its order, read MODEL_READ_AHEAD at a time
+    (one query instead of a round trip per model). A document read more than MODEL_DOC_MAX_AGE_S seconds before
+    is read again, with the models after it, so a model is loaded from its document as it stood at most that
+    long before; a model the read does not find is looked up alone (Store.get_model)."""
+
+    def __init__(self, store: Store, model_keys: list[str], db: Callable[..., Any]) -> None:
+        self.store, self.db = store, db
+        self.keys = list(dict.fromkeys(model_keys))
+        self.position = {key: i for i, key in enumerate(self.keys)}
+        self.read_at = 0.0
+        self.docs: dict[str, dict[str, Any]] = {}
+
+    def get(self, model_key: str) -> dict[str, Any] | None:
+        """The model's document (None: no longer stored)."""
+        if model_key not in self.docs or time.monotonic() - self.read_at > MODEL_DOC_MAX_AGE_S:
+            i = self.position.get(model_key)
+            ahead = self.keys[i : i + MODEL_READ_AHEAD] if i is not None else []
+            self.read_at = time.monotonic()
+            self.docs = {d["_id"]: d for d in self.db(self.store.find_models, {"_id": {"$in": ahead}},
+                                                       what="reading the models")} if ahead else {}
+        doc = self.docs.get(model_key)  # (a model evaluated with several modules: one read serves its groups)
+        return doc if doc is not None else self.db(self.store.get_model, model_key, what="reading the model")
 
 
 class Executor:
@@ -79,6 +108,11 @@ class Executor:
         self._datasets: dict[str, dict[str, Any]] | None = None
         self._opened: dict[tuple[str, str], Any] = {}
         self.stop_since: dt.datetime | None = None
+        # set while evaluate_groups runs in this process: the run record and the models' documents read ahead
+        # (without them, e.g. in an isolated child or a Ray worker, each task's start is written to the run record
+        # and a model's document is read when it is loaded)
+        self._run_record: RunRecord | None = None
+        self._model_docs: ModelDocs | None = None
         # wraps the steps an interrupt must not cut in half (a model's load and its first imports, the opening
         # or building of a dataset variant); the Ray worker defers Ray's cancel there (pipeline.ray_worker)
         self.uninterruptible: Callable[[], ContextManager[Any]] = contextlib.nullcontext
@@ -165,21 +199,25 @@ class Executor:
 
     def evaluate_groups(self, groups: dict[tuple[str, str], list[PlannedTask]], summary: RunSummary, bar,
                         stop: Callable[[], bool]) -> None:
-        """Evaluate each (model, module) group of inference tasks in turn, updating the run record after each;
-        raises KeyboardInterrupt when asked to stop. (pipeline.ray_executor runs the groups on a Ray cluster.)"""
+        """Evaluate each (model, module) group of inference tasks in turn, the run's progress and counts written to
+        the run record at most every RunRecord.WRITE_EVERY_S seconds (finish_run writes the last counts), the
+        models' documents read a few at a time (ModelDocs); raises KeyboardInterrupt when asked to stop.
+        (pipeline.ray_executor runs the groups on a Ray cluster.)"""
         device = choose_device(self.device_request)
-        written = time.monotonic()
-        for (model_key, _), tasks in groups.items():
-            if stop():
-                raise KeyboardInterrupt
-            self.evaluate_group(model_key, tasks, device, summary, bar, stop)
-            # the run's counts for `zooeval status`: at most every few seconds (finish_run writes the last ones), not
-            # one more round trip per model when the models are many and small
-            if time.monotonic() - written >= Progress.WRITE_EVERY_S:
-                self._db(self.store.update_run, summary.run_id, counts=summary.counts(), what="updating the run")
-                written = time.monotonic()
-            if summary.stopped:
-                raise KeyboardInterrupt
+        self._run_record = record = RunRecord(self.store, summary.run_id, summary.counts)
+        if not self.isolate:  # (an isolated child reads its model itself)
+            self._model_docs = ModelDocs(self.store, [model_key for model_key, _ in groups], self._db)
+        try:
+            for (model_key, _), tasks in groups.items():
+                if stop():
+                    raise KeyboardInterrupt
+                self.evaluate_group(model_key, tasks, device, summary, bar, stop)
+                if record.due():  # the counts, retried through a short outage (the progress alone is best effort)
+                    self._db(record.write, best_effort=False, what="updating the run")
+                if summary.stopped:
+                    raise KeyboardInterrupt
+        finally:
+            self._run_record, self._model_docs = None, None
 
     def evaluate_group(self, model_key: str, tasks: list[PlannedTask], device: str, summary: RunSummary, bar,
                        stop: Callable[[], bool]) -> None:
@@ -212,7 +250,8 @@ class Executor:
         module = tasks[0].module
         kind = TASKS.get(module.task)
         try:
-            model = self._db(self.store.get_model, model_key, what="reading the model")
+            model = (self._model_docs.get(model_key) if self._model_docs is not None
+                     else self._db(self.store.get_model, model_key, what="reading the model"))
             ds_doc = self.datasets[module.dataset]
             if model is None:
                 raise ModelLoadError(f"model {model_key!r} is no longer in the store")
@@ -258,9 +297,10 @@ class Executor:
         module = task.module
         dataset = self.open_dataset(task)
         total = kind.split_size(self.datasets[module.dataset], module.split)
+        record = self._run_record or RunRecord(self.store, summary.run_id)
 
         def run(batch_size: int) -> tuple[Any, dict[str, Any]]:
-            reporter = Progress(self.store, summary.run_id, task, total,
+            reporter = Progress(record, task, total,
                                 progress_bar(self.progress, total=total, desc=f"{model_name} {task.variant}",
                                              unit=kind.unit, leave=False))
             try:

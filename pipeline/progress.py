@@ -66,44 +66,73 @@ def count_by(tasks: list[PlannedTask], key: Callable[[PlannedTask], str]) -> dic
     return dict(out)
 
 
-class Progress:
-    """Sample progress of the running task: a progress bar, and the run record (for `zooeval status`): written
-    when the task starts, then at most every WRITE_EVERY_S seconds, and at its end only when it ran that long
-    (a short task's end is told by the next one's start and the run's counts: one write, not three)."""
+class RunRecord:
+    """The running cycle's record that `zooeval status` reads: the running task's progress and (when this record
+    keeps them) the run's counts, written together at most every WRITE_EVERY_S seconds, whoever asks (a task
+    starting, a batch, a model finished). With many small models one write per model, or per task start, was a
+    MongoDB round trip per model that no reader looks at that often; ``Store.finish_run`` writes the last counts."""
 
     WRITE_EVERY_S = 2.0
 
-    def __init__(self, store: Store, run_id: str, task: PlannedTask, total: int, bar) -> None:
-        self.store, self.run_id, self.bar, self.done, self.total = store, run_id, bar, 0, total
-        self.started = time.monotonic()
-        self.last = self.started
-        self.writes = 0
-        self.current = {"model": task.model_key, "dataset": task.module.dataset, "split": task.module.split,
-                        "variant": task.variant, "total": total}
-        self._write()
+    def __init__(self, store: Store, run_id: str, counts: Callable[[], dict[str, int]] | None = None) -> None:
+        self.store, self.run_id, self.counts = store, run_id, counts
+        self.last: float | None = None
+        self.has_current = False  # a task's progress written yet (the first task's start always is)
 
-    def _write(self) -> None:
-        self.writes += 1
-        elapsed = time.monotonic() - self.started
-        rate = self.done / elapsed if elapsed > 0 else 0.0
+    def due(self) -> bool:
+        """Whether WRITE_EVERY_S seconds passed since the last write (or nothing was written yet)."""
+        return self.last is None or time.monotonic() - self.last >= self.WRITE_EVERY_S
+
+    def write(self, current: dict[str, Any] | None = None, best_effort: bool = True) -> None:
+        """Write the running task's progress (``current``, when given) and the run's counts now. ``best_effort``:
+        a write that meets a MongoDB outage is skipped (the next one carries the same fields); else it raises."""
+        fields: dict[str, Any] = {} if current is None else {"current": current}
+        self.has_current = self.has_current or current is not None
+        if self.counts is not None:
+            fields["counts"] = self.counts()
+        if not fields:
+            return
+        self.last = time.monotonic()
         try:
-            self.store.update_run(self.run_id, current={**self.current, "done": self.done, "rate": rate,
-                                                        "eta_s": (self.total - self.done) / rate if rate else None})
+            self.store.update_run(self.run_id, **fields)
         except Exception as exc:  # progress is best effort: never fail a task because MongoDB is restarting
-            if not database_unavailable(exc):
+            if not (best_effort and database_unavailable(exc)):
                 raise
             log.warning("could not record progress (%s)", type(exc).__name__)
+
+
+class Progress:
+    """Sample progress of the running task: a progress bar, and the run record (for `zooeval status`, through the
+    run's RunRecord): written when the task starts or after a batch once the record's last write is
+    RunRecord.WRITE_EVERY_S old (and when the run's first task starts), and at the task's end only when it showed
+    progress mid-task (a short task's start and end are told by the next write, not by two round trips of its
+    own)."""
+
+    def __init__(self, record: RunRecord, task: PlannedTask, total: int, bar) -> None:
+        self.record, self.bar, self.done, self.total = record, bar, 0, total
+        self.started = time.monotonic()
+        self.shown_midway = False
+        self.current = {"model": task.model_key, "dataset": task.module.dataset, "split": task.module.split,
+                        "variant": task.variant, "total": total}
+        if record.due() or not record.has_current:
+            self._write()
+
+    def _write(self) -> None:
+        elapsed = time.monotonic() - self.started
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        self.record.write({**self.current, "done": self.done, "rate": rate,
+                           "eta_s": (self.total - self.done) / rate if rate else None})
 
     def update(self, n: int) -> None:
         self.done += n
         self.bar.update(n)
-        if time.monotonic() - self.last >= self.WRITE_EVERY_S:
-            self.last = time.monotonic()
+        if self.record.due():
+            self.shown_midway = True
             self._write()
 
     def close(self) -> None:
         self.bar.close()
-        if self.writes > 1:  # it ran long enough to show intermediate progress: show it finished
+        if self.shown_midway:  # it showed intermediate progress: show it finished
             self._write()
 
 

@@ -1,0 +1,290 @@
+"""Many small models (issue 15): a cycle run in one process reads the models' documents ahead (ModelDocs) instead
+of one round trip per model, and writes its run record (the running task's progress and the run's counts) at most
+every RunRecord.WRITE_EVERY_S seconds instead of at every task's start. What it stores must be exactly what the
+path of an isolated child or a Ray worker stores (evaluate_model with nothing read ahead); a crash or a stop must
+leave every finished model whole and nothing twice; an error while storing must be that task's stored failure;
+the run's counts must survive a short MongoDB outage as before (retried), the progress alone being best effort.
+
+Real mongod (conftest), real tiny trained models (tests/fault_repos.py); the seven fault-zoo models named below
+are copies of the same trained model, so each must score the accuracy plain transformers computes.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, ClassVar
+
+import pytest
+from pymongo import MongoClient, monitoring
+
+import processors.classification  # noqa: F401  (registers the classification processor)
+from core.store import Store
+from modules.hf import HFTextClassification
+from pipeline import executor as executor_module
+from pipeline.executor import Executor
+from pipeline.progress import NoBar, RunRecord, RunSummary
+from processors.base import PROCESSORS, Processor, register_processor
+from scraper.datasets import register_datasets
+from scraper.local import scrape_local
+from tests.fault_repos import DATASET, session_fault_zoo
+from tests.test_faults import assert_correct, assert_no_duplicates, failures, only
+
+#: fault-zoo models with the good model's weights (their names only matter to the fault tests' own modules)
+COPIES = ("good", "hang", "kill", "memhog", "oom", "oom-always", "zz-after")  # in the order a cycle visits them
+VARIANTS = ("original", "lowercase")
+#: fields that differ between two runs of the same work (when, which run, how fast, on what machine)
+VOLATILE = {"run_id", "created_at", "runtime", "env", "first_at", "last_at", "retry_after", "traceback"}
+
+
+class Commands(monitoring.CommandListener):
+    """The MongoDB commands a client sends (command name, collection, filter), and each write's write concern."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, Any]] = []
+        self.write_concerns: list[tuple[str, str, Any]] = []  # (command name, collection, writeConcern or None)
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        target = event.command.get(event.command_name)
+        collection = target if isinstance(target, str) else ""
+        self.seen.append((event.command_name, collection, event.command.get("filter")))
+        if event.command_name in ("insert", "update", "delete"):
+            self.write_concerns.append((event.command_name, collection, event.command.get("writeConcern")))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def count(self, name: str, collection: str, where=lambda flt: True) -> int:
+        return sum(1 for n, c, f in self.seen if n == name and c == collection and where(f))
+
+
+@pytest.fixture(scope="session")
+def fault_zoo(tmp_path_factory):
+    return session_fault_zoo(tmp_path_factory)
+
+
+def open_store(uri: str, db: str, fault_zoo, listener: Commands | None = None) -> Store:
+    client = MongoClient(uri, tz_aware=True, event_listeners=[listener] if listener else [])
+    store = Store(uri, db, client=client)
+    register_datasets(store, fault_zoo["datasets"], log=lambda *a: None)
+    scrape_local(store, fault_zoo["zoo"], log=lambda *a: None)
+    return store
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+def make_executor(store: Store, home, module, **kwargs) -> Executor:
+    return Executor(store, [module], home, batch_size=16, progress=False, echo=lambda s: None, scenarios=("offline",),
+                    **kwargs)
+
+
+def stored(store: Store, collection: str) -> dict[str, dict[str, Any]]:
+    return {d["_id"]: {k: v for k, v in d.items() if k not in VOLATILE} for d in store.db[collection].find()}
+
+
+def test_a_cycle_stores_what_storing_each_task_at_once_stores(mongo_uri, db_name, fault_zoo, offline, tmp_path,
+                                                              monkeypatch):
+    # one run-record write and one read of the models' documents for the whole cycle, so their counts are exact
+    monkeypatch.setattr(RunRecord, "WRITE_EVERY_S", 3600.0)
+    monkeypatch.setattr(executor_module, "MODEL_DOC_MAX_AGE_S", 3600.0)
+    names = (*COPIES, "corrupt", "nan")
+    commands = Commands()
+    store = open_store(mongo_uri, db_name, fault_zoo, commands)
+    reference = open_store(mongo_uri, f"{db_name}_sync", fault_zoo)
+    try:
+        module = HFTextClassification(dataset=DATASET, variants=VARIANTS)
+        commands.seen.clear()
+        summary = make_executor(store, tmp_path / "home", module).run(only(*names))
+        run = store.last_run()
+        assert run["status"] == "done" and not summary.stopped
+        assert summary.inferences == summary.results_written == len(COPIES) * len(VARIANTS)
+        assert run["counts"] == summary.counts() and run["counts"]["failures"] == 2 * len(VARIANTS)
+        assert {name: f["error_class"] for name, f in failures(store).items()} == {"corrupt": "model_load",
+                                                                                  "nan": "inference_error"}
+        for name in COPIES:
+            assert_correct(store, fault_zoo, name, variants=VARIANTS)
+        assert_no_duplicates(store)
+        # the run record: its counts after the first model (whose load failed), the first task's progress when it
+        # started, then only finish_run; the models' documents: one read ahead for all nine, none read one by one
+        assert commands.count("update", "runs") == 3
+        assert run["current"]["model"] == "local/fault/good" and run["current"]["variant"] == "original"
+        by_id = lambda flt: isinstance(flt, dict) and isinstance(flt.get("_id"), str)  # noqa: E731
+        assert commands.count("find", "models", by_id) == 0
+        assert commands.count("find", "models", lambda flt: isinstance(flt, dict) and "$in" in str(flt.get("_id"))) >= 1
+
+        # the reference: each group evaluated by evaluate_model with nothing set up by evaluate_groups (an isolated
+        # child's and a Ray worker's path): models read one by one, a run-record write at every task's start
+        ref = make_executor(reference, tmp_path / "home", module)
+        plan = ref.plan(only(*names))
+        groups: dict[str, list] = defaultdict(list)
+        for task in plan.inference_tasks:
+            groups[task.model_key].append(task)
+        ref_summary = RunSummary("reference", plan)
+        for model_key, tasks in groups.items():
+            ref.evaluate_model(model_key, tasks, "cpu", ref_summary, NoBar(), None)
+        assert ref_summary.counts() == summary.counts()
+        for collection in ("inferences", "predictions", "results", "failures"):
+            ours, theirs = stored(store, collection), stored(reference, collection)
+            assert ours.keys() == theirs.keys() and len(ours) > 0, collection
+            for _id in ours:
+                assert ours[_id] == theirs[_id], (collection, _id)
+    finally:
+        reference.client.drop_database(f"{db_name}_sync")
+        reference.close()
+        store.close()
+
+
+class CrashingModule(HFTextClassification):
+    """A test-only module: loading the model named ``crash_on`` raises Crash (not an Exception: the cycle ends)."""
+
+    kind = "test-crash-text"
+    crash_on: ClassVar[str | None] = None
+
+    def load(self, model, device):
+        if model["name"] == self.crash_on:
+            raise Crash(f"crashed while loading {model['name']}")
+        return super().load(model, device)
+
+
+class Crash(BaseException):
+    pass
+
+
+def test_a_crash_mid_cycle_leaves_every_finished_model_whole(mongo_uri, db_name, fault_zoo, offline, tmp_path,
+                                                              monkeypatch):
+    store = open_store(mongo_uri, db_name, fault_zoo)
+    try:
+        module = CrashingModule(dataset=DATASET, variants=VARIANTS)
+        monkeypatch.setattr(CrashingModule, "crash_on", "fault/oom")  # the fifth model
+        with pytest.raises(Crash):
+            make_executor(store, tmp_path / "home", module).run(only(*COPIES))
+        assert store.last_run()["status"] == "crashed"
+        finished = COPIES[:4]
+        for name in finished:
+            assert_correct(store, fault_zoo, name, variants=VARIANTS, module_kind=CrashingModule.kind)
+        assert store.count("results") == store.count("inferences") == len(finished) * len(VARIANTS)
+        assert_no_duplicates(store)
+
+        monkeypatch.setattr(CrashingModule, "crash_on", None)
+        summary = make_executor(store, tmp_path / "home", module).run(only(*COPIES))
+        assert summary.results_written == (len(COPIES) - len(finished)) * len(VARIANTS) and not summary.failures
+        for name in COPIES:
+            assert_correct(store, fault_zoo, name, variants=VARIANTS, module_kind=CrashingModule.kind)
+        assert_no_duplicates(store)
+    finally:
+        store.close()
+
+
+def test_a_stop_mid_cycle_stores_every_finished_task_and_counts_them(mongo_uri, db_name, fault_zoo, offline, tmp_path):
+    store = open_store(mongo_uri, db_name, fault_zoo)
+    try:
+        loads: list[str] = []
+
+        class Counting(HFTextClassification):
+            def load(self, model, device):
+                loads.append(model["name"])
+                return super().load(model, device)
+
+        module = Counting(dataset=DATASET, variants=VARIANTS)
+        # asked to stop once the third model is loaded: before its first task
+        summary = make_executor(store, tmp_path / "home", module).run(only(*COPIES), should_stop=lambda: len(loads) >= 3)
+        assert summary.stopped and len(loads) == 3
+        run = store.last_run()
+        assert run["status"] == "stopped"
+        assert run["counts"]["results_written"] == summary.results_written == store.count("results") == 2 * len(VARIANTS)
+        for name in COPIES[:2]:
+            assert_correct(store, fault_zoo, name, variants=VARIANTS)
+        assert store.count("inferences", {"model_name": f"fault/{COPIES[2]}"}) == 0
+        assert_no_duplicates(store)
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def failing_processor():
+    """A test-only processor (for text classification, run only where a module names it) whose compute fails on
+    the task it scores ``fail_on``-th."""
+
+    @register_processor
+    class FailsOnce(Processor):
+        name = "test-fails-once"
+        tasks = ("text-classification",)
+        fail_on: ClassVar[int] = 2
+        computed: ClassVar[int] = 0
+
+        def update(self, batch) -> None:
+            self.n = len(batch)
+
+        def merge(self, other) -> None:
+            self.n += other.n
+
+        def compute(self) -> dict[str, Any]:
+            type(self).computed += 1
+            if type(self).computed == self.fail_on:
+                raise ProcessorFailure(f"computation {self.computed} failed")
+            return {"overall": {"n": self.n}}
+
+    yield FailsOnce
+    PROCESSORS.unregister(FailsOnce.name)
+
+
+class ProcessorFailure(RuntimeError):
+    error_class = "processor_error"
+
+
+def test_an_error_while_storing_is_that_tasks_failure_and_the_cycle_goes_on(mongo_uri, db_name, fault_zoo, offline,
+                                                                            tmp_path, failing_processor):
+    store = open_store(mongo_uri, db_name, fault_zoo)
+    try:
+        module = HFTextClassification(dataset=DATASET, processors=("classification", failing_processor.name))
+        names = COPIES[:3]
+        summary = make_executor(store, tmp_path / "home", module).run(only(*names))
+        assert store.last_run()["status"] == "done"
+        # the second task's failing processor is its stored failure; its classification result, stored before,
+        # stays; the other tasks have both results
+        assert [f["error_class"] for f in summary.failures] == ["processor_error"]
+        assert {name: f["reason"] for name, f in failures(store).items()} == {names[1]: "computation 2 failed"}
+        assert summary.results_written == store.count("results") == 2 * len(names) - 1
+        assert store.count("results", {"processor": failing_processor.name}) == len(names) - 1
+        for name in names:
+            assert_correct(store, fault_zoo, name)
+        assert store.count("inferences") == len(names)
+    finally:
+        store.close()
+
+
+def test_prediction_chunks_are_acknowledged_applied_and_the_records_after_them_wait_for_durability(
+        mongo_uri, db_name, fault_zoo, offline, tmp_path):
+    """Store.save_inference: a task's chunks (and the removal of chunks an earlier attempt left beyond them) are
+    sent with w=1, the inference record and the result after them with the client's default write concern
+    (majority on the replica set the tests run), which commits the chunks applied before them."""
+    commands = Commands()
+    store = open_store(mongo_uri, db_name, fault_zoo, commands)
+    try:
+        module = HFTextClassification(dataset=DATASET, variants=VARIANTS)
+        # an earlier attempt that stored one chunk more than this task writes: it must be gone afterwards
+        inference_id = make_executor(store, tmp_path / "home", module).plan(only("good")).inference_tasks[0].inference_id
+        store.db.predictions.insert_one({"_id": f"{inference_id}:000099", "inference_id": inference_id, "chunk": 99})
+        commands.write_concerns.clear()
+        summary = make_executor(store, tmp_path / "home", module).run(only("good"))
+        assert summary.results_written == len(VARIANTS) and not summary.failures
+        assert store.db.predictions.count_documents({"inference_id": inference_id, "chunk": 99}) == 0
+        assert_no_duplicates(store)
+        by_collection = defaultdict(set)
+        for name, collection, concern in commands.write_concerns:
+            by_collection[(name, collection)].add(None if concern is None else tuple(sorted(concern.items())))
+        assert by_collection[("update", "predictions")] == {(("w", 1),)}
+        assert by_collection[("delete", "predictions")] == {(("w", 1),)}
+        assert by_collection[("update", "inferences")] == {None}
+        assert by_collection[("insert", "results")] == {None}
+        # and the order: each inference record after its task's chunks, each result after its inference record
+        order = [(n, c) for n, c, _ in commands.write_concerns if c in ("predictions", "inferences", "results")]
+        assert order == [("update", "predictions"), ("delete", "predictions"), ("update", "inferences"),
+                         ("insert", "results")] * len(VARIANTS)
+    finally:
+        store.close()
