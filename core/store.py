@@ -372,17 +372,19 @@ class Store:
         Both writes are idempotent replaces keyed by id (``<inference id>:<chunk number>``); a crash between
         them leaves no inference record, so the task is simply run again and overwrites the same chunks.
 
-        The chunks are acknowledged once applied (``w=1``), without waiting, as the client's default write concern
-        does (majority on a replica set), for them to be journaled and replicated: the inference record, written
-        after them with the default concern, waits for that, and on a replica set a write is majority-committed
-        only once every write applied before it is (one oplog, committed in order). So nothing is reported stored
-        before its chunks are durable, and a task pays one durable-write wait instead of two."""
+        Both are acknowledged once applied (``w=1``): neither waits, as the client's default write concern does
+        (majority on a replica set), to be journaled and replicated. What waits is the task's result, written after
+        them with the default concern (``insert_result``; a task that fails records its failure the same way): a
+        write is majority-committed only once every write applied before it is (one oplog, committed in order), so
+        a result is never reported stored before the predictions it was computed from, and a task pays one
+        durable-write wait instead of three. A crash before the result leaves at worst an inference without a result,
+        which the next cycle re-scores from its stored predictions (or, if the server lost them too, runs again)."""
         ops: list[Any] = [ReplaceOne({"_id": f"{inference_id}:{c:06d}"}, {**chunk, "inference_id": inference_id, "chunk": c},
                                      upsert=True) for c, chunk in enumerate(chunks)]
         # chunks beyond these (left by an earlier attempt that stored more) go in the same bulk write
         ops.append(DeleteMany({"inference_id": inference_id, "chunk": {"$gte": len(chunks)}}))
         self.db.predictions.with_options(write_concern=APPLIED).bulk_write(ops, ordered=True)
-        self.db.inferences.replace_one(
+        self.db.inferences.with_options(write_concern=APPLIED).replace_one(
             {"_id": inference_id}, {**doc, "_id": inference_id, "n_chunks": len(chunks), "created_at": utcnow()}, upsert=True
         )
 

@@ -258,11 +258,11 @@ def test_an_error_while_storing_is_that_tasks_failure_and_the_cycle_goes_on(mong
         store.close()
 
 
-def test_prediction_chunks_are_acknowledged_applied_and_the_records_after_them_wait_for_durability(
+def test_a_tasks_predictions_are_acknowledged_applied_and_its_result_after_them_waits_for_durability(
         mongo_uri, db_name, fault_zoo, offline, tmp_path):
-    """Store.save_inference: a task's chunks (and the removal of chunks an earlier attempt left beyond them) are
-    sent with w=1, the inference record and the result after them with the client's default write concern
-    (majority on the replica set the tests run), which commits the chunks applied before them."""
+    """Store.save_inference: a task's chunks (and the removal of chunks an earlier attempt left beyond them) and its
+    inference record are sent with w=1; its result, after them, with the client's default write concern (majority
+    on the replica set the tests run), which commits the writes applied before it."""
     commands = Commands()
     store = open_store(mongo_uri, db_name, fault_zoo, commands)
     try:
@@ -280,7 +280,7 @@ def test_prediction_chunks_are_acknowledged_applied_and_the_records_after_them_w
             by_collection[(name, collection)].add(None if concern is None else tuple(sorted(concern.items())))
         assert by_collection[("update", "predictions")] == {(("w", 1),)}
         assert by_collection[("delete", "predictions")] == {(("w", 1),)}
-        assert by_collection[("update", "inferences")] == {None}
+        assert by_collection[("update", "inferences")] == {(("w", 1),)}
         assert by_collection[("insert", "results")] == {None}
         # and the order: each inference record after its task's chunks, each result after its inference record
         order = [(n, c) for n, c, _ in commands.write_concerns if c in ("predictions", "inferences", "results")]
