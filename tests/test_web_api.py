@@ -306,7 +306,8 @@ def test_a_run_started_by_the_api_is_a_real_cycle(fresh_client, fresh_store, bui
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         run = fresh_store.last_run()
-        if run["_id"] != before and run["status"] != "running":
+        # (the cycle records its options after the run's end, then releases the lock: a start meanwhile waits)
+        if run["_id"] != before and run["status"] != "running" and "options" in run:
             break
         time.sleep(0.5)
     run = fresh_store.last_run()
@@ -411,3 +412,48 @@ def test_a_hub_dataset_name_with_a_slash_has_its_pages(fresh_client, fresh_store
     page = fresh_client.get("/dataset/someorg%2Fsome-set", headers=AUTH)
     assert page.status_code == 200 and "someorg/some-set" in page.text
     assert fresh_client.get("/api/v1/datasets/someorg/no-such-set", headers=AUTH).status_code == 404
+
+
+def test_a_start_waits_for_a_cycle_whose_run_has_ended_and_not_for_one_that_runs(mongo_uri, db_name):
+    """service.web.runs.wait_while_finishing: a cycle that has recorded its run's end but still holds the lock (it
+    writes the run's log, options and claim verdicts after) is waited for, so a client that saw the run end can
+    start the next one; a cycle that runs, or has not recorded its run yet, is a conflict at once."""
+    import threading
+
+    from service.web.runs import finishing, wait_while_finishing
+
+    store = Store(mongo_uri, db_name)
+    try:
+        store.start_run("before", {"planned": 0})  # an earlier cycle's run
+        store.finish_run("before", "done", {})
+        time.sleep(0.01)
+        lock = CycleLock(store, ttl=30)
+        lock.acquire()
+        try:
+            holder = lock.holder()
+            # the holder has not recorded its run yet (the last run is the earlier cycle's): not finishing
+            t0 = time.monotonic()
+            assert not finishing(store, holder)
+            assert wait_while_finishing(store, holder, timeout=5)["pid"] == os.getpid()
+            assert time.monotonic() - t0 < 1
+            store.start_run("this", {"planned": 1})
+            # its run is running: not finishing, a conflict at once
+            assert not finishing(store, lock.holder())
+            t0 = time.monotonic()
+            assert wait_while_finishing(store, lock.holder(), timeout=5) is not None
+            assert time.monotonic() - t0 < 1
+            store.finish_run("this", "done", {})
+            assert finishing(store, lock.holder())
+            # ended but never let go: the holder again after the timeout
+            t0 = time.monotonic()
+            assert wait_while_finishing(store, lock.holder(), timeout=0.5) is not None
+            assert 0.5 <= time.monotonic() - t0 < 3
+            # ended, and the lock released meanwhile: free
+            threading.Timer(0.5, lock.release).start()
+            t0 = time.monotonic()
+            assert wait_while_finishing(store, lock.holder(), timeout=10) is None
+            assert 0.4 <= time.monotonic() - t0 < 5
+        finally:
+            lock.release()
+    finally:
+        store.close()

@@ -4,7 +4,9 @@ A cycle started here is a child process running ``zooeval run`` (or ``resume``) 
 and database as the service, so it holds the cycle lock, writes its log and run record exactly as from the
 command line, and outlives the web server. The request returns once the child holds the lock (its first log
 line), or with the reason it could not: another cycle holds the lock (409, naming the holder), or the child
-exited at once."""
+exited at once. A cycle whose run has ended but which still holds the lock (it is recording the run's log, options
+and claim verdicts) is waited for, up to FINISHING_WAIT seconds: a client that saw the run end may start the next
+one at once."""
 from __future__ import annotations
 
 import datetime as dt
@@ -23,6 +25,8 @@ from service.lock import CycleLock, LockHeld
 
 STARTED_MARK = "cycle started (pid"
 START_TIMEOUT = 60.0
+#: how long a start waits for a cycle whose run has ended to release the lock (see the module's docstring)
+FINISHING_WAIT = 30.0
 
 
 class RunOptions(BaseModel):
@@ -120,10 +124,30 @@ def _conflict(holder: dict[str, Any]) -> CycleConflict:
     return CycleConflict(str(LockHeld("cycle", holder)), public_holder(holder))
 
 
+def finishing(store: Store, holder: dict[str, Any]) -> bool:
+    """Whether the lock's ``holder`` has ended its run: the last run record started after the holder took the lock
+    (both times are the cycle process's clock) and is no longer running. A holder that has not recorded its run
+    yet, or whose run is running, is not finishing."""
+    run, acquired = store.last_run(), holder.get("acquired_at")
+    return bool(run and acquired and run.get("status") != "running" and run.get("started_at")
+                and run["started_at"] >= acquired)
+
+
+def wait_while_finishing(store: Store, holder: dict[str, Any] | None, timeout: float = FINISHING_WAIT,
+                         poll: float = 0.1) -> dict[str, Any] | None:
+    """The lock's holder after waiting, up to ``timeout`` seconds, while it is ``finishing``: None once it let the
+    lock go; at once a holder that is not finishing."""
+    lock, deadline = CycleLock(store), time.monotonic() + timeout
+    while holder is not None and finishing(store, holder) and time.monotonic() < deadline:
+        time.sleep(poll)
+        holder = lock.holder()
+    return holder
+
+
 def start_cycle(store: Store, home: Path, command: str, args: list[str], timeout: float = START_TIMEOUT) -> dict[str, Any]:
     """Start `zooeval <command> <args>` as a child process; return once it holds the cycle lock. Raises
     CycleConflict when another cycle holds it, CycleStartFailed when the child stops at once."""
-    holder = CycleLock(store).holder()
+    holder = wait_while_finishing(store, CycleLock(store).holder())
     if holder is not None:
         raise _conflict(holder)
     logs = Path(home) / "logs"
