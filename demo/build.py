@@ -119,6 +119,7 @@ TEXT_HEAD_LR = 3e-3
 RT_TEST_FULL, RT_TEST_QUICK, RT_TRAIN_QUICK = 1000, 300, 1500
 IMAGE_SIZE = 32
 IMAGE_EPOCHS = 8
+PAIR_EPOCHS, PAIR_EPOCHS_QUICK = 3, 2  # the sentence-pair cross-encoders' fine-tuning (demo.pair_models)
 IMAGE_BATCH = 64
 
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -590,14 +591,15 @@ def _build_pair_set(tmp: Path, name: str, quick: bool) -> dict[str, Any]:
     return {"samples": {k: len(v) for k, v in splits.items()}}
 
 
-def _build_pair_model(tmp: Path, dataset_dir: Path, name: str, log: Callable[[str], None]) -> dict[str, Any]:
+def _build_pair_model(tmp: Path, dataset_dir: Path, name: str, quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
     """The cross-encoder of a demo pair set (demo.pair_models), fine-tuned on its train split; its test scores."""
     from demo.pair_models import build_pair_classifier, build_pair_regressor
 
     ds = LocalDataset.open(dataset_dir)
     splits = {split: ds.rows(split) for split in ds.splits}
     build = build_pair_regressor if ds.meta.get("target") else build_pair_classifier
-    return build(splits, ds.meta, tmp, name=name.split("/")[-1], log=lambda m: log(m.strip()))
+    return build(splits, ds.meta, tmp, name=name.split("/")[-1], epochs=PAIR_EPOCHS_QUICK if quick else PAIR_EPOCHS,
+                 log=lambda m: log(m.strip()))
 
 
 def _copy_tree(src: Path, tmp: Path) -> dict[str, Any]:
@@ -771,7 +773,7 @@ def build_demo(home: str | os.PathLike, quick: bool = False, log: Callable[[str]
                        lambda tmp, set_name=set_name: _build_pair_set(tmp, set_name, quick))
                 ensure(model_name, zoo / model_name, [f"datasets/{set_name}"], True,
                        lambda tmp, set_name=set_name, model_name=model_name:
-                       _build_pair_model(tmp, datasets_dir / set_name, model_name, say))
+                       _build_pair_model(tmp, datasets_dir / set_name, model_name, quick, say))
             ensure(MINILM_HUB_ID, zoo / MINILM_HUB_ID, [], False, lambda tmp: _copy_tree(minilm_dir(), tmp))
 
             digits_data: dict[str, Any] = {}
