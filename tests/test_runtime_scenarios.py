@@ -48,29 +48,63 @@ def test_unknown_scenario_is_refused(store, tmp_path, mongo_uri, db_name):  # no
 
 
 class _KnownTimes(HFTextClassification):
-    """Forward passes that take 1, 2, ..., n ms more than the model's own (the percentiles must follow)."""
+    """Forward passes that take 1, 2, ..., n ms more than the model's own (the percentiles must follow): on a
+    clock of the test's (``clock``, advanced by exactly that much) or, without one, really sleeping."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: "_Clock | None" = None) -> None:
         super().__init__(dataset="x")
         self.calls = 0
+        self.clock = clock
 
     def prepare(self, loaded, inputs):
         return {}
 
     def forward(self, loaded, batch):
         self.calls += 1
-        time.sleep(self.calls / 1000.0)
+        if self.clock is not None:
+            self.clock.now += self.calls / 1000.0
+        else:
+            time.sleep(self.calls / 1000.0)
 
 
-def test_percentiles_follow_the_latencies():
-    class Loaded:
-        device = "cpu"
+class _Clock:
+    """A stand-in for the ``time`` module tasks.batching reads: perf_counter is what the test sets."""
 
-    module = _KnownTimes()
-    out = single_stream(module, Loaded(), list(range(40)))
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+class _Loaded:
+    device = "cpu"
+
+
+def test_percentiles_follow_the_latencies(monkeypatch):
+    """The percentiles, mean and max are numpy's over the latencies measured, exactly (a clock the test drives:
+    a real sleep of 40 ms once took 103 ms on a busy machine, which a p99 of 40 inputs, nearly the max, shows)."""
+    import tasks.batching as batching
+
+    clock = _Clock()
+    monkeypatch.setattr(batching, "time", clock)
+    module = _KnownTimes(clock)
+    out = single_stream(module, _Loaded(), list(range(40)))
     assert out["n"] == 40 and module.calls == 40
-    expected = np.percentile(np.arange(1, 41, dtype=float), [50, 90, 99])
-    # each latency is its sleep plus a little overhead (sleep never returns early)
-    for key, value in zip(("p50_ms", "p90_ms", "p99_ms"), expected):
-        assert value <= out[key] < value + 15, (key, out[key], value)
-    assert single_stream(module, Loaded(), []) == {"n": 0}
+    latencies = np.arange(1, 41, dtype=np.float64)
+    for key, value in zip(("p50_ms", "p90_ms", "p99_ms"), np.percentile(latencies, [50, 90, 99])):
+        assert out[key] == pytest.approx(value, abs=1e-6), key
+    assert out["mean_ms"] == pytest.approx(latencies.mean(), abs=1e-6)
+    assert out["max_ms"] == pytest.approx(40.0, abs=1e-6)
+    assert single_stream(module, _Loaded(), []) == {"n": 0}
+
+
+def test_latencies_are_measured_on_the_real_clock():
+    """With real sleeps of 1..40 ms, the median latency is the median sleep plus a little (sleep never returns
+    early; the median is not moved by one or two stalls of a busy machine, the p99 would be)."""
+    module = _KnownTimes()
+    out = single_stream(module, _Loaded(), list(range(40)))
+    assert out["n"] == 40 and module.calls == 40
+    median = float(np.percentile(np.arange(1, 41, dtype=float), 50))
+    assert median <= out["p50_ms"] < median + 15, out
+    assert out["max_ms"] >= 40.0
