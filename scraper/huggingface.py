@@ -55,6 +55,7 @@ from huggingface_hub import HfApi, constants, get_session, hf_hub_url
 from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, HfHubHTTPError
 from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, parse_ratelimit_headers
 
+from core.collector import collector_paused
 from core.store import Update
 from modules.hf import GATED
 from scraper.repo_metadata import (
@@ -531,31 +532,33 @@ def sync_huggingface(store, endpoint: str | None = None, token: str | None = Non
     sync = _Sync(store, client, limit=limit, progress=progress, page_size=page_size, write_batch=write_batch,
                  gated_recheck=gated_recheck)
     removable: list[str] = []
-    for task in tasks:
-        state_id = f"{SOURCE}:{task}"
-        state = sync._db(lambda: store.sync_state(state_id))
-        same_view = state.get("endpoint") == client.endpoint and state.get("token") == client.token_fingerprint
-        watermark = _utc(state.get("watermark")) if not full and same_view else None
-        result = sync.list_task(task, watermark)
-        how = f"since {watermark.isoformat()}" if watermark else "full listing"
-        if state and not same_view and not full:
-            how += ": the last one was made with another endpoint or HF_TOKEN"
-        if result.error:
-            sync.counts["failed_listings"] += 1
-            log(f"huggingface {task}: listing failed after {result.listed} models ({how}): {result.error}; "
-                "what was listed is stored, the watermark is unchanged and nothing is marked removed")
-            continue
-        log(f"huggingface {task}: {result.listed} models listed ({how})"
-            + ("" if result.complete else f", stopped at --limit {limit}"))
-        if not result.complete:
-            continue
-        newest = max(filter(None, [result.newest, watermark]), default=None)
-        sync._db(lambda: store.save_sync_state(state_id, {
-            "endpoint": client.endpoint, "token": client.token_fingerprint, "watermark": newest,
-            "completed_at": dt.datetime.now(dt.timezone.utc), "full": watermark is None, "listed": result.listed}))
-        if watermark is None:
-            removable.append(task)
-    sync.counts["removed"] = sync.mark_removed(removable)
+    # listing, storing and removals make many objects and no reference cycles: collections would find nothing
+    with collector_paused():
+        for task in tasks:
+            state_id = f"{SOURCE}:{task}"
+            state = sync._db(lambda: store.sync_state(state_id))
+            same_view = state.get("endpoint") == client.endpoint and state.get("token") == client.token_fingerprint
+            watermark = _utc(state.get("watermark")) if not full and same_view else None
+            result = sync.list_task(task, watermark)
+            how = f"since {watermark.isoformat()}" if watermark else "full listing"
+            if state and not same_view and not full:
+                how += ": the last one was made with another endpoint or HF_TOKEN"
+            if result.error:
+                sync.counts["failed_listings"] += 1
+                log(f"huggingface {task}: listing failed after {result.listed} models ({how}): {result.error}; "
+                    "what was listed is stored, the watermark is unchanged and nothing is marked removed")
+                continue
+            log(f"huggingface {task}: {result.listed} models listed ({how})"
+                + ("" if result.complete else f", stopped at --limit {limit}"))
+            if not result.complete:
+                continue
+            newest = max(filter(None, [result.newest, watermark]), default=None)
+            sync._db(lambda: store.save_sync_state(state_id, {
+                "endpoint": client.endpoint, "token": client.token_fingerprint, "watermark": newest,
+                "completed_at": dt.datetime.now(dt.timezone.utc), "full": watermark is None, "listed": result.listed}))
+            if watermark is None:
+                removable.append(task)
+        sync.counts["removed"] = sync.mark_removed(removable)
     if details:
         sync.fetch_details(list(tasks), workers)
     counts: dict[str, Any] = dict(sync.counts)
