@@ -48,10 +48,13 @@ MODEL_DOC_MAX_AGE_S = 2.0
 
 
 class ModelDocs:
-    """The documents of the models a cycle evaluates in this process, in its order, read MODEL_READ_AHEAD at a time
-    (one query instead of a round trip per model). A document read more than MODEL_DOC_MAX_AGE_S seconds before
+    """The documents of the models a cycle evaluates in this process, in its order, read up to MODEL_READ_AHEAD at a
+    time (one query instead of a round trip per model). A document read more than MODEL_DOC_MAX_AGE_S seconds before
     is read again, with the models after it, so a model is loaded from its document as it stood at most that
-    long before; a model the read does not find is looked up alone (Store.get_model)."""
+    long before; a model the read does not find is looked up alone (Store.get_model). How far a read looks ahead
+    follows how fast the models go: it doubles (up to MODEL_READ_AHEAD) each time the documents read ahead were
+    used in time, and falls back to one when they had aged out unused (models slower than MODEL_DOC_MAX_AGE_S
+    each), so slow models do not re-read documents that would only be dropped."""
 
     def __init__(self, store: Store, model_keys: list[str], db: Callable[..., Any]) -> None:
         self.store, self.db = store, db
@@ -59,12 +62,16 @@ class ModelDocs:
         self.position = {key: i for i, key in enumerate(self.keys)}
         self.read_at = 0.0
         self.docs: dict[str, dict[str, Any]] = {}
+        self.ahead = MODEL_READ_AHEAD // 2  # how many documents the last read fetched (the first fetches all)
 
     def get(self, model_key: str) -> dict[str, Any] | None:
         """The model's document (None: no longer stored)."""
-        if model_key not in self.docs or time.monotonic() - self.read_at > MODEL_DOC_MAX_AGE_S:
+        fresh = time.monotonic() - self.read_at <= MODEL_DOC_MAX_AGE_S
+        if model_key not in self.docs or not fresh:
+            # read ahead were used in time (this model's comes after them): read further; aged out unused: one
+            self.ahead = 1 if model_key in self.docs else min(2 * self.ahead, MODEL_READ_AHEAD)
             i = self.position.get(model_key)
-            ahead = self.keys[i : i + MODEL_READ_AHEAD] if i is not None else []
+            ahead = self.keys[i : i + self.ahead] if i is not None else []
             self.read_at = time.monotonic()
             self.docs = {d["_id"]: d for d in self.db(self.store.find_models, {"_id": {"$in": ahead}},
                                                        what="reading the models")} if ahead else {}

@@ -1,6 +1,7 @@
-"""Many small models (issue 15): a cycle run in one process reads the models' documents ahead (ModelDocs) instead
-of one round trip per model, and writes its run record (the running task's progress and the run's counts) at most
-every RunRecord.WRITE_EVERY_S seconds instead of at every task's start. What it stores must be exactly what the
+"""Many small models (issue 15): a cycle run in one process reads the models' documents ahead (ModelDocs: as far
+as the models come fast enough to use them) instead of one round trip per model, and writes its run record (the
+running task's progress and the run's counts) at most every RunRecord.WRITE_EVERY_S seconds instead of at every
+task's start. What it stores must be exactly what the
 path of an isolated child or a Ray worker stores (evaluate_model with nothing read ahead); a crash or a stop must
 leave every finished model whole and nothing twice; an error while storing must be that task's stored failure;
 the run's counts must survive a short MongoDB outage as before (retried), the progress alone being best effort.
@@ -85,6 +86,46 @@ def make_executor(store: Store, home, module, **kwargs) -> Executor:
 
 def stored(store: Store, collection: str) -> dict[str, dict[str, Any]]:
     return {d["_id"]: {k: v for k, v in d.items() if k not in VOLATILE} for d in store.db[collection].find()}
+
+
+class TestClock:
+    """Stands in for the executor's ``time`` module: ``monotonic`` is what the test sets."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("seconds_a_model", [0.0, 3.0])
+def test_model_docs_read_ahead_while_models_come_fast_and_one_at_a_time_when_they_are_slow(
+        mongo_uri, db_name, monkeypatch, seconds_a_model):
+    commands = Commands()
+    store = Store(mongo_uri, db_name, client=MongoClient(mongo_uri, tz_aware=True, event_listeners=[commands]))
+    try:
+        keys = [f"local/m{i:02d}" for i in range(40)]
+        model = lambda key: {"_id": key, "name": key[6:], "source": "local", "status": "active"}  # noqa: E731
+        store.db.models.insert_many([model(key) for key in keys])
+        clock = TestClock()
+        monkeypatch.setattr(executor_module, "time", clock)
+        docs = executor_module.ModelDocs(store, keys, lambda fn, *a, what="", **kw: fn(*a, **kw))
+        commands.seen.clear()
+        for key in keys:
+            assert docs.get(key) == model(key)
+            clock.now += seconds_a_model
+        sizes = [len(flt["_id"]["$in"]) for name, collection, flt in commands.seen
+                 if name == "find" and collection == "models"]
+        if seconds_a_model == 0.0:  # every document read ahead is used in time: 2 reads for 40 models
+            assert sizes == [32, 8]
+        else:  # each read ages out before the next model: after the first, at most 2 documents a read, 1.5 a model
+            assert sizes[0] == 32 and set(sizes[1:]) == {1, 2} and sum(sizes[1:]) <= 1.5 * len(keys)
+        assert docs.get("local/not-there") is None  # looked up alone, found nowhere
+    finally:
+        store.close()
 
 
 def test_a_cycle_stores_what_storing_each_task_at_once_stores(mongo_uri, db_name, fault_zoo, offline, tmp_path,
