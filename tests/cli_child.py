@@ -9,6 +9,9 @@ setting (torch, torchvision, scikit-learn, pymongo) and forks one child per comm
 about 5 s a command on these machines. The zygote never imports the Hub client; a test asserts so. Of the
 variables a Python interpreter reads when it starts, only PYTHONPATH is applied per command (sys.path is built as a
 new interpreter would build it); the others (PYTHONHASHSEED, PYTHONWARNINGS, ...) are the zygote's.
+
+`start_zooeval` starts a command the same way and returns at once (``poll``, ``send_signal``, ``wait``), for the
+tests that stop or kill a cycle midway.
 """
 from __future__ import annotations
 
@@ -118,19 +121,71 @@ class _Zygote:
 
     def run(self, args: Sequence[str], env: dict[str, str], cwd: Path, timeout: float | None
             ) -> subprocess.CompletedProcess:
-        with self.lock, tempfile.TemporaryDirectory(prefix="zooeval-cli-") as tmp:
-            out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+        return self.begin(args, env, cwd).wait(timeout)
+
+    def begin(self, args: Sequence[str], env: dict[str, str], cwd: Path) -> StartedCommand:
+        """Start a command and return at once; the zygote stays reserved for it (the lock) until it is waited for."""
+        self.lock.acquire()
+        tmp = None
+        try:
+            tmp = tempfile.TemporaryDirectory(prefix="zooeval-cli-")
+            out, err = Path(tmp.name) / "stdout", Path(tmp.name) / "stderr"
             proc = self.start()
             req = {"args": list(args), "env": dict(env), "cwd": str(cwd), "out": str(out), "err": str(err)}
             proc.stdin.write((json.dumps(req) + "\n").encode())
             proc.stdin.flush()
             pid = int(self._line(proc, 60))
-            code = self._line(proc, timeout)
-            if not code:  # timed out: end the command's whole process group, as subprocess.run's timeout would
-                os.killpg(pid, signal.SIGKILL)
-                self._line(proc, 60)
-                raise subprocess.TimeoutExpired(["zooeval", *args], timeout, out.read_text(), err.read_text())
-            return subprocess.CompletedProcess(["zooeval", *args], int(code), out.read_text(), err.read_text())
+        except BaseException:
+            if tmp is not None:
+                tmp.cleanup()
+            self.lock.release()
+            raise
+        return StartedCommand(self, proc, pid, list(args), tmp, out, err)
+
+
+class StartedCommand:
+    """A `zooeval` command running in a warm child (``start_zooeval``): ``pid`` (the leader of its own process
+    group), ``poll()`` and ``wait(timeout)`` as with subprocess.Popen; a child killed by a signal ends with
+    -signal. Its streams are read when it has ended (``wait`` returns a subprocess.CompletedProcess)."""
+
+    def __init__(self, zygote: _Zygote, proc: subprocess.Popen, pid: int, args: list[str],
+                 tmp: tempfile.TemporaryDirectory, out: Path, err: Path) -> None:
+        self._zygote, self._proc, self.pid, self.args = zygote, proc, pid, args
+        self._tmp, self._out, self._err = tmp, out, err
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        """The exit code once the command has ended, else None."""
+        if self.returncode is None:
+            line = self._zygote._line(self._proc, 0)
+            if line:
+                self.returncode = int(line)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        """Send ``sig`` to the command's process (not its children)."""
+        os.kill(self.pid, sig)
+
+    def wait(self, timeout: float | None = None) -> subprocess.CompletedProcess:
+        """Wait for the end (at most ``timeout`` s: then its process group is killed and TimeoutExpired raised);
+        frees the zygote for the next command."""
+        if self._tmp is None:
+            raise RuntimeError(f"zooeval {' '.join(self.args)} was already waited for")
+        try:
+            if self.returncode is None:
+                code = self._zygote._line(self._proc, timeout)
+                if not code:  # timed out: end the command's whole process group, as subprocess.run's timeout would
+                    os.killpg(self.pid, signal.SIGKILL)
+                    self._zygote._line(self._proc, 60)
+                    raise subprocess.TimeoutExpired(["zooeval", *self.args], timeout, self._out.read_text(),
+                                                    self._err.read_text())
+                self.returncode = int(code)
+            return subprocess.CompletedProcess(["zooeval", *self.args], self.returncode, self._out.read_text(),
+                                               self._err.read_text())
+        finally:
+            self._tmp.cleanup()
+            self._tmp = None
+            self._zygote.lock.release()
 
 
 _ZYGOTE = _Zygote()
@@ -144,3 +199,40 @@ def run_zooeval(args: Sequence[str], env: dict[str, str], cwd: Path | str = REPO
         return subprocess.run([sys.executable, "-m", "service.cli", *args], env=env, cwd=cwd, capture_output=True,
                               text=True, timeout=timeout)
     return _ZYGOTE.run(args, env, Path(cwd), timeout)
+
+
+def start_zooeval(args: Sequence[str], env: dict[str, str], cwd: Path | str = REPO) -> StartedCommand:
+    """Start `zooeval *args` in its own warm-started process with exactly ``env`` and return at once, for a test that
+    stops or kills a command midway; ``wait()`` for it before the next command (the zygote runs one at a time)."""
+    if os.environ.get("ZOOEVAL_TESTS_COLD_CLI") == "1":
+        return _ColdCommand(args, env, Path(cwd))
+    return _ZYGOTE.begin(args, env, Path(cwd))
+
+
+class _ColdCommand:
+    """start_zooeval's command as a cold `python -m service.cli` (ZOOEVAL_TESTS_COLD_CLI=1), same interface."""
+
+    def __init__(self, args: Sequence[str], env: dict[str, str], cwd: Path) -> None:
+        self.args = list(args)
+        self._popen = subprocess.Popen([sys.executable, "-m", "service.cli", *self.args], env=env, cwd=cwd,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.pid = self._popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    def poll(self) -> int | None:
+        return self._popen.poll()
+
+    def send_signal(self, sig: int) -> None:
+        self._popen.send_signal(sig)
+
+    def wait(self, timeout: float | None = None) -> subprocess.CompletedProcess:
+        try:
+            out, err = self._popen.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._popen.kill()
+            out, err = self._popen.communicate()
+            raise subprocess.TimeoutExpired(["zooeval", *self.args], timeout, out, err) from None
+        return subprocess.CompletedProcess(["zooeval", *self.args], self._popen.returncode, out, err)

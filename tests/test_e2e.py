@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -20,7 +18,7 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from core.store import Store
 from service.cli import main
-from tests.cli_child import run_zooeval
+from tests.cli_child import run_zooeval, start_zooeval
 from tests.web_store import copy_database
 
 GOOD_MODELS = {
@@ -211,21 +209,21 @@ def test_sigkill_mid_cycle_then_resume_without_duplicates(env):
     store = Store(env["uri"], env["db"])
     # offline throughput only (the runtime scenarios are tested in tests/test_runtime_scenarios.py)
     # two of the four text variants: six tasks of about 3 s, enough to kill the cycle midway
-    cmd = [sys.executable, "-m", "service.cli", "run", "--no-progress", "--scenarios", "offline",
-           "--module", "hf-text-classification/*", "--variant", "original", "--variant", "typos"]
+    args = ["run", "--no-progress", "--scenarios", "offline",
+            "--module", "hf-text-classification/*", "--variant", "original", "--variant", "typos"]
     # a first quick scrape so the run has models
     cli("scrape", "--source", "local")
-    proc = subprocess.Popen(cmd, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_zooeval(args, env=os.environ.copy())
     deadline = time.time() + 300
     while store.count("results") < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
     assert proc.poll() is None, "the cycle ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    assert proc.wait(timeout=60).returncode == -signal.SIGKILL
     partial = store.count("results")
     expected = 3 * 2  # 3 good text models x 2 variants
     assert 0 < partial < expected
-    out = run_zooeval(cmd[3:], env=os.environ.copy(), timeout=600)  # the resume
+    out = run_zooeval(args, env=os.environ.copy(), timeout=600)  # the resume
     assert out.returncode == 0, out.stderr[-3000:]
     assert store.count("results", {"module": {"$regex": "^hf-text"}}) == expected
     dup = list(store.db.results.aggregate([

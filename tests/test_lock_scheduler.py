@@ -15,7 +15,7 @@ from service.cli import main
 from service.cycle import CycleOptions, run_cycle
 from service.lock import CycleLock, LockHeld
 from service.scheduler import JOB_ID, JOBS_COLLECTION, ensure_job, make_scheduler, scheduled_cycle, stored_job
-from tests.cli_child import run_zooeval
+from tests.cli_child import run_zooeval, start_zooeval
 
 TEXT_MODELS = 3  # good text models in the demo zoo
 IMAGE_MODELS = 2  # good image models
@@ -106,11 +106,14 @@ def test_lost_lock_stops_the_cycle_after_the_batch(mongo_uri, db_name):
 
 
 # -- two runs at once; stop, status, resume ------------------------------------------------------------
-def _run_cmd(*extra: str, module: str = "hf-text-classification/*") -> list[str]:
+def _run_args(*extra: str, module: str = "hf-text-classification/*") -> list[str]:
     # offline throughput only: the runtime scenarios are tested in tests/test_runtime_scenarios.py; here the
     # single-stream pass (32 batch-1 forwards per task) would only lengthen the cycles these tests stop and race
-    return [sys.executable, "-m", "service.cli", "run", "--no-progress", "--scenarios", "offline", "--module", module,
-            *extra]
+    return ["run", "--no-progress", "--scenarios", "offline", "--module", module, *extra]
+
+
+def _run_cmd(*extra: str, module: str = "hf-text-classification/*") -> list[str]:
+    return [sys.executable, "-m", "service.cli", *_run_args(*extra, module=module)]
 
 
 def test_two_runs_started_at_once_never_overlap(env):
@@ -133,8 +136,7 @@ def test_stop_status_resume(env):
     cli("scrape", "--source", "local")
     store = Store(env["uri"], env["db"])
     # two of the four text variants: six tasks of about 3 s, enough to stop midway (resume keeps the filter)
-    proc = subprocess.Popen(_run_cmd("--batch-size", "8", *STOP_VARIANT_ARGS), env=os.environ.copy(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = start_zooeval(_run_args("--batch-size", "8", *STOP_VARIANT_ARGS), env=os.environ.copy())
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         run = store.last_run()
@@ -147,9 +149,9 @@ def test_stop_status_resume(env):
     out = cli("status")
     assert "running:" in out and "samples/s" in out and "pending" in out
     assert "stop requested" in cli("stop")
-    stdout, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stdout
-    assert "stopped after the current batch" in stdout
+    ended = proc.wait(timeout=300)
+    assert ended.returncode == 0, ended.stdout + ended.stderr
+    assert "stopped after the current batch" in ended.stdout
     run = store.last_run()
     assert run["status"] == "stopped"
     partial = store.count("results")
