@@ -413,7 +413,7 @@ def test_isolated_groups_on_the_cluster(two_workers, store, fault_zoo, tmp_path)
     sync = tmp_path / "sync"
     sync.mkdir()
     mod = ScriptedText(dataset=DATASET, sync_dir=str(sync))
-    summary = ray_executor(store, tmp_path / "home", [mod], isolate=True, task_timeout=20.0).run(
+    summary = ray_executor(store, tmp_path / "home", [mod], isolate=True, task_timeout=10.0).run(
         only("good", "zz-after", "hang"))
     assert store.last_run()["status"] == "done" and summary.results_written == 2
     assert {k: f["error_class"] for k, f in failures(store).items()} == {"hang": "timeout"}
