@@ -11,11 +11,12 @@ variables a Python interpreter reads when it starts, only PYTHONPATH is applied 
 new interpreter would build it); the others (PYTHONHASHSEED, PYTHONWARNINGS, ...) are the zygote's.
 
 `start_zooeval` starts a command the same way and returns at once (``poll``, ``send_signal``, ``wait``), for the
-tests that stop or kill a cycle midway.
+tests that stop or kill a cycle midway; used as a context manager, a command not waited for is killed at the end.
 """
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import select
@@ -154,6 +155,17 @@ class StartedCommand:
         self._tmp, self._out, self._err = tmp, out, err
         self.returncode: int | None = None
 
+    def __enter__(self) -> StartedCommand:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """A command the test did not wait for (it failed midway) is killed and waited for, so the zygote is free for
+        the next test instead of every later command waiting for it."""
+        if self._tmp is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+            self.wait(60)
+
     def poll(self) -> int | None:
         """The exit code once the command has ended, else None."""
         if self.returncode is None:
@@ -217,6 +229,14 @@ class _ColdCommand:
         self._popen = subprocess.Popen([sys.executable, "-m", "service.cli", *self.args], env=env, cwd=cwd,
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.pid = self._popen.pid
+
+    def __enter__(self) -> _ColdCommand:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._popen.poll() is None:
+            self._popen.kill()
+        self._popen.communicate()
 
     @property
     def returncode(self) -> int | None:

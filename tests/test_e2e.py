@@ -213,13 +213,13 @@ def test_sigkill_mid_cycle_then_resume_without_duplicates(env):
             "--module", "hf-text-classification/*", "--variant", "original", "--variant", "typos"]
     # a first quick scrape so the run has models
     cli("scrape", "--source", "local")
-    proc = start_zooeval(args, env=os.environ.copy())
-    deadline = time.time() + 300
-    while store.count("results") < 2 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert proc.poll() is None, "the cycle ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait(timeout=60).returncode == -signal.SIGKILL
+    with start_zooeval(args, env=os.environ.copy()) as proc:  # (killed if the test fails before it is waited for)
+        deadline = time.time() + 300
+        while store.count("results") < 2 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert proc.poll() is None, "the cycle ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=60).returncode == -signal.SIGKILL
     partial = store.count("results")
     expected = 3 * 2  # 3 good text models x 2 variants
     assert 0 < partial < expected

@@ -136,20 +136,21 @@ def test_stop_status_resume(env):
     cli("scrape", "--source", "local")
     store = Store(env["uri"], env["db"])
     # two of the four text variants: six tasks of about 3 s, enough to stop midway (resume keeps the filter)
-    proc = start_zooeval(_run_args("--batch-size", "8", *STOP_VARIANT_ARGS), env=os.environ.copy())
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        run = store.last_run()
-        # a running task is recorded when it starts (its sample count only every few seconds: a short task may
-        # show 0 done), so wait for the first stored result and a current task, not for a nonzero sample count
-        if run and run.get("current") and store.count("results") >= 1:
-            break
-        time.sleep(0.1)
-    assert proc.poll() is None, "the cycle ended before it could be stopped"
-    out = cli("status")
-    assert "running:" in out and "samples/s" in out and "pending" in out
-    assert "stop requested" in cli("stop")
-    ended = proc.wait(timeout=300)
+    # (the cycle is killed if the test fails before it is waited for)
+    with start_zooeval(_run_args("--batch-size", "8", *STOP_VARIANT_ARGS), env=os.environ.copy()) as proc:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            run = store.last_run()
+            # a running task is recorded when it starts (its sample count only every few seconds: a short task may
+            # show 0 done), so wait for the first stored result and a current task, not for a nonzero sample count
+            if run and run.get("current") and store.count("results") >= 1:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, "the cycle ended before it could be stopped"
+        out = cli("status")
+        assert "running:" in out and "samples/s" in out and "pending" in out
+        assert "stop requested" in cli("stop")
+        ended = proc.wait(timeout=300)
     assert ended.returncode == 0, ended.stdout + ended.stderr
     assert "stopped after the current batch" in ended.stdout
     run = store.last_run()
