@@ -88,7 +88,7 @@ def stored(store: Store, collection: str) -> dict[str, dict[str, Any]]:
     return {d["_id"]: {k: v for k, v in d.items() if k not in VOLATILE} for d in store.db[collection].find()}
 
 
-class TestClock:
+class ManualClock:
     """Stands in for the executor's ``time`` module: ``monotonic`` is what the test sets."""
 
     def __init__(self) -> None:
@@ -110,7 +110,7 @@ def test_model_docs_read_ahead_while_models_come_fast_and_one_at_a_time_when_the
         keys = [f"local/m{i:02d}" for i in range(40)]
         model = lambda key: {"_id": key, "name": key[6:], "source": "local", "status": "active"}  # noqa: E731
         store.db.models.insert_many([model(key) for key in keys])
-        clock = TestClock()
+        clock = ManualClock()
         monkeypatch.setattr(executor_module, "time", clock)
         docs = executor_module.ModelDocs(store, keys, lambda fn, *a, what="", **kw: fn(*a, **kw))
         commands.seen.clear()
