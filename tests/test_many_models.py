@@ -27,6 +27,7 @@ from processors.base import PROCESSORS, Processor, register_processor
 from scraper.datasets import register_datasets
 from scraper.local import scrape_local
 from tests.fault_repos import DATASET, session_fault_zoo
+from tests.manual_clock import ManualClock
 from tests.test_faults import assert_correct, assert_no_duplicates, failures, only
 
 #: fault-zoo models with the good model's weights (their names only matter to the fault tests' own modules)
@@ -86,19 +87,6 @@ def make_executor(store: Store, home, module, **kwargs) -> Executor:
 
 def stored(store: Store, collection: str) -> dict[str, dict[str, Any]]:
     return {d["_id"]: {k: v for k, v in d.items() if k not in VOLATILE} for d in store.db[collection].find()}
-
-
-class ManualClock:
-    """Stands in for the executor's ``time`` module: ``monotonic`` is what the test sets."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def perf_counter(self) -> float:
-        return self.now
 
 
 @pytest.mark.parametrize("seconds_a_model", [0.0, 3.0])

@@ -14,6 +14,7 @@ from modules.hf import HFTextClassification
 from pipeline.executor import SINGLE_STREAM_SAMPLES
 from service.cli import main
 from tasks.batching import single_stream
+from tests.manual_clock import ManualClock
 from tests.test_faults import N_TEST, assert_correct, executor, fault_zoo, only, store  # noqa: F401  (fixtures)
 
 
@@ -51,7 +52,7 @@ class _KnownTimes(HFTextClassification):
     """Forward passes that take 1, 2, ..., n ms more than the model's own (the percentiles must follow): on a
     clock of the test's (``clock``, advanced by exactly that much) or, without one, really sleeping."""
 
-    def __init__(self, clock: "_Clock | None" = None) -> None:
+    def __init__(self, clock: ManualClock | None = None) -> None:
         super().__init__(dataset="x")
         self.calls = 0
         self.clock = clock
@@ -67,16 +68,6 @@ class _KnownTimes(HFTextClassification):
             time.sleep(self.calls / 1000.0)
 
 
-class _Clock:
-    """A stand-in for the ``time`` module tasks.batching reads: perf_counter is what the test sets."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def perf_counter(self) -> float:
-        return self.now
-
-
 class _Loaded:
     device = "cpu"
 
@@ -86,7 +77,7 @@ def test_percentiles_follow_the_latencies(monkeypatch):
     a real sleep of 40 ms once took 103 ms on a busy machine, which a p99 of 40 inputs, nearly the max, shows)."""
     import tasks.batching as batching
 
-    clock = _Clock()
+    clock = ManualClock()
     monkeypatch.setattr(batching, "time", clock)
     module = _KnownTimes(clock)
     out = single_stream(module, _Loaded(), list(range(40)))
