@@ -1,6 +1,6 @@
 """Object detection EvaluationModules: Hugging Face, torchvision, facenet-pytorch's MTCNN and the FiftyOne zoo.
 
-The detection contract (what ``pipeline.detection_runner.run_detection`` relies on):
+The detection contract (what ``tasks.detection.run_detection`` relies on):
 
 * ``prepare(loaded, images)`` turns PIL RGB images into a batch dict (CPU tensors or lists; it runs in
   the prefetch thread) that carries each image's original size.

@@ -48,14 +48,15 @@ def prefetch(iterator: Iterator[Any], depth: int = 2) -> Iterator[Any]:
         stop.set()
 
 
-def batches(rows: list[dict[str, Any]], batch_size: int, load: Callable[[dict[str, Any]], Any],
-            prepare: Callable[[list[Any]], Any], device: str = "cpu") -> Iterator[tuple[list[dict[str, Any]], Any]]:
-    """(rows, prepared batch) for consecutive slices of ``rows``: inputs read with ``load`` and turned into
-    tensors with ``prepare``, pinned when they go to a CUDA ``device`` (run it under :func:`prefetch` to
+def batches(rows: list[Any], batch_size: int, load: Callable[[Any], Any], prepare: Callable[[list[Any]], Any],
+            device: str = "cpu") -> Iterator[tuple[list[Any], list[Any], Any]]:
+    """(rows, what ``load`` read for each, prepared batch) for consecutive slices of ``rows``: ``prepare`` turns
+    what was read into tensors, pinned when they go to a CUDA ``device`` (run it under :func:`prefetch` to
     overlap the model: reading, preparing and pinning then happen in the prefetch thread)."""
     for start in range(0, len(rows), batch_size):
         part = rows[start : start + batch_size]
-        yield part, pin_memory(prepare([load(r) for r in part]), device)
+        read = [load(r) for r in part]
+        yield part, read, pin_memory(prepare(read), device)
 
 
 def pin_memory(batch: Any, device: str) -> Any:
@@ -122,24 +123,29 @@ def warm_up(module: EvaluationModule, loaded: LoadedModel, inputs: list[Any]) ->
     return time.perf_counter() - t0
 
 
-def timed_pass(module: EvaluationModule, loaded: LoadedModel, rows: list[dict[str, Any]], batch_size: int,
-               load: Callable[[dict[str, Any]], Any], on_outputs: Callable[[list[dict[str, Any]], Any], None],
+def timed_pass(module: EvaluationModule, loaded: LoadedModel, rows: list[Any], batch_size: int,
+               load: Callable[[Any], Any], on_outputs: Callable[[list[Any], Any, list[Any]], None],
                on_batch: Callable[[int], None] | None = None,
-               should_stop: Callable[[], bool] | None = None) -> tuple[float, float]:
-    """The runners' shared loop: a warm-up pass on the first WARMUP_SAMPLES inputs, then every batch of ``rows``
-    (inputs read with ``load`` and prepared by the module in the prefetch thread, moved to the model's device)
-    through ``module.forward``, under ``torch.inference_mode``; ``on_outputs(the batch's rows, the outputs)``
+               should_stop: Callable[[], bool] | None = None,
+               model_input: Callable[[Any], Any] | None = None) -> tuple[float, float]:
+    """Every runner's loop: a warm-up pass on the first WARMUP_SAMPLES inputs, then every batch of ``rows``
+    (read with ``load`` and prepared by the module in the prefetch thread, moved to the model's device) through
+    ``module.forward``, under ``torch.inference_mode``. ``model_input`` picks the module's input from what
+    ``load`` read (all of it by default; a runner that reads a target with each input, such as a mask or an
+    image's size, reads both at once). ``on_outputs(the batch's rows, the outputs, what load read for them)``
     checks and keeps each batch's outputs. Progress goes to ``on_batch``; a stop request raises
     KeyboardInterrupt after the current batch. Returns (warm-up seconds, seconds of the timed pass)."""
     device = loaded.device
+    pick = model_input or (lambda read: read)
     warmup_s = 0.0
     with torch.inference_mode():
         if rows:
-            warmup_s = warm_up(module, loaded, [load(r) for r in rows[:WARMUP_SAMPLES]])
+            warmup_s = warm_up(module, loaded, [pick(load(r)) for r in rows[:WARMUP_SAMPLES]])
         t0 = time.perf_counter()
-        for part, prepared in prefetch(batches(rows, batch_size, load, lambda inputs: module.prepare(loaded, inputs),
-                                               device)):
-            on_outputs(part, module.forward(loaded, to_device(prepared, device)))
+        for part, read, prepared in prefetch(batches(rows, batch_size, load,
+                                                     lambda read: module.prepare(loaded, [pick(x) for x in read]),
+                                                     device)):
+            on_outputs(part, module.forward(loaded, to_device(prepared, device)), read)
             if on_batch:
                 on_batch(len(part))
             if should_stop and should_stop():

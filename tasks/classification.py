@@ -184,7 +184,7 @@ class ClassificationTask(TaskKind):
         top_labels: list[np.ndarray] = []
         top_scores: list[np.ndarray] = []
 
-        def keep(part: list[dict[str, Any]], logits: Any) -> None:
+        def keep(part: list[dict[str, Any]], logits: Any, _read: list[Any]) -> None:
             if logits.shape[-1] != index.shape[1]:
                 raise InferenceError(f"model returned {logits.shape[-1]} scores per sample, "
                                      f"config declares {index.shape[1]} labels")

@@ -12,11 +12,10 @@ arithmetic's version is part of the variant identity); a perturbation with no bo
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -26,7 +25,7 @@ from core.data import DataError
 from core.labels import LabelMappingError, map_labels, normalise
 from modules.base import EvaluationModule, InferenceError, LoadedModel
 from tasks.base import Column, Mapping, TargetsMovedWithImages, TaskKind, register_task
-from tasks.batching import WARMUP_SAMPLES, pin_memory, prefetch, runtime_record, sync, to_device, warm_up
+from tasks.batching import runtime_record, timed_pass
 
 if TYPE_CHECKING:
     from perturbations.base import Perturbation
@@ -198,16 +197,13 @@ def detection_label_mapping(
 
 
 # ---------------------------------------------------------------------------------------------- inference
-def _batches(module: EvaluationModule, loaded: LoadedModel, dataset: Any, images: list[dict], batch_size: int) -> Iterator:
-    for start in range(0, len(images), batch_size):
-        part = images[start : start + batch_size]
-        pil = [dataset.load_image(img) for img in part]
-        sizes = [(im.width, im.height) for im in pil]
-        for img, (w, h) in zip(part, sizes):
-            if (img.get("width"), img.get("height")) not in ((w, h), (None, None)):
-                raise DataError(f"image {img.get('id')!r} is {w}x{h} pixels but its entry says "
-                                f"{img.get('width')}x{img.get('height')}")
-        yield part, sizes, pin_memory(module.prepare(loaded, pil), loaded.device)
+def _read_image(dataset: Any, img: dict[str, Any]) -> Any:
+    """An image of the split, checked against the size its entry gives (a mismatch would misplace every box)."""
+    pil = dataset.load_image(img)
+    if (img.get("width"), img.get("height")) not in ((pil.width, pil.height), (None, None)):
+        raise DataError(f"image {img.get('id')!r} is {pil.width}x{pil.height} pixels but its entry says "
+                        f"{img.get('width')}x{img.get('height')}")
+    return pil
 
 
 def _to_xywh(boxes: torch.Tensor, width: int, height: int) -> np.ndarray:
@@ -226,7 +222,6 @@ def run_detection(
     split: str,
     label_mapping: list[int | None],
     batch_size: int = 8,
-    warmup: bool = True,
     on_batch: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -238,44 +233,34 @@ def run_detection(
     time_per_instance, instances_per_second) plus n_detections.
     """
     images = dataset.images(split)
-    device = loaded.device
     n_labels = max(loaded.id2label) + 1 if loaded.id2label else 0
     if len(label_mapping) != n_labels:
         raise InferenceError(f"label mapping covers {len(label_mapping)} label ids but the model has {n_labels}")
     lookup = np.array([-1 if c is None else int(c) for c in label_mapping], dtype=np.int64)
     predictions: list[dict[str, Any]] = []
-    warmup_s = 0.0
-    with torch.inference_mode():
-        if warmup and images:
-            warmup_s = warm_up(module, loaded, [dataset.load_image(img) for img in images[:WARMUP_SAMPLES]])
-        t0 = time.perf_counter()
-        for part, sizes, prepared in prefetch(_batches(module, loaded, dataset, images, batch_size)):
-            outputs = module.forward(loaded, to_device(prepared, device))
-            if len(outputs) != len(part):
-                raise InferenceError(f"{module.name} returned {len(outputs)} results for {len(part)} images")
-            for img, (width, height), out in zip(part, sizes, outputs):
-                boxes, scores = out["boxes"], out["scores"]
-                labels = out["labels"].detach().to("cpu", torch.int64).reshape(-1).numpy()
-                if not (torch.isfinite(boxes).all() and torch.isfinite(scores).all()):
-                    raise InferenceError(f"{module.name} produced NaN or infinite boxes or scores (image {img['id']!r})")
-                if labels.size and (labels.min() < 0 or labels.max() >= len(lookup)):
-                    bad = int(labels[(labels < 0) | (labels >= len(lookup))][0])
-                    raise InferenceError(f"{module.name} returned label id {bad}, outside the model's {len(lookup)} labels")
-                cats = lookup[labels]
-                keep = cats >= 0
-                xywh = _to_xywh(boxes, width, height)[keep]
-                sc = scores.detach().to("cpu", torch.float64).reshape(-1).numpy()[keep]
-                order = np.argsort(-sc, kind="stable")
-                predictions.append({"image_id": img["id"], "boxes": xywh[order], "scores": sc[order],
-                                    "labels": cats[keep][order]})
-            if on_batch:
-                on_batch(len(part))
-            if should_stop and should_stop():
-                raise KeyboardInterrupt("stop requested")
-        sync(device)
-        total = time.perf_counter() - t0
-    n = len(predictions)
-    runtime = runtime_record(n, total, batch_size, device, warmup_s)
+
+    def keep(part: list[dict[str, Any]], outputs: Any, pictures: list[Any]) -> None:
+        if len(outputs) != len(part):
+            raise InferenceError(f"{module.name} returned {len(outputs)} results for {len(part)} images")
+        for img, picture, out in zip(part, pictures, outputs):
+            boxes, scores = out["boxes"], out["scores"]
+            labels = out["labels"].detach().to("cpu", torch.int64).reshape(-1).numpy()
+            if not (torch.isfinite(boxes).all() and torch.isfinite(scores).all()):
+                raise InferenceError(f"{module.name} produced NaN or infinite boxes or scores (image {img['id']!r})")
+            if labels.size and (labels.min() < 0 or labels.max() >= len(lookup)):
+                bad = int(labels[(labels < 0) | (labels >= len(lookup))][0])
+                raise InferenceError(f"{module.name} returned label id {bad}, outside the model's {len(lookup)} labels")
+            cats = lookup[labels]
+            mapped = cats >= 0
+            xywh = _to_xywh(boxes, picture.width, picture.height)[mapped]
+            sc = scores.detach().to("cpu", torch.float64).reshape(-1).numpy()[mapped]
+            order = np.argsort(-sc, kind="stable")
+            predictions.append({"image_id": img["id"], "boxes": xywh[order], "scores": sc[order],
+                                "labels": cats[mapped][order]})
+
+    warmup_s, total = timed_pass(module, loaded, images, batch_size, lambda img: _read_image(dataset, img), keep,
+                                 on_batch, should_stop)
+    runtime = runtime_record(len(predictions), total, batch_size, loaded.device, warmup_s)
     runtime["n_detections"] = int(sum(len(p["scores"]) for p in predictions))
     return predictions, runtime
 

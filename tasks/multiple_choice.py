@@ -144,7 +144,7 @@ class MultipleChoiceTask(TaskKind):
         ordered = [rows[i] for i in order]
         scores: list[np.ndarray] = []
 
-        def keep(part: list[dict[str, Any]], outputs: Any) -> None:
+        def keep(part: list[dict[str, Any]], outputs: Any, _read: list[Any]) -> None:
             out = torch.as_tensor(outputs).double().reshape(-1)
             expected = sum(len(r["endings"]) for r in part)
             if out.shape[0] != expected:

@@ -12,11 +12,10 @@ is part of the variant identity); a perturbation with no mask rule does not appl
 """
 from __future__ import annotations
 
-import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -123,14 +122,6 @@ def decode_segmentation(chunks: list[dict[str, Any]]) -> SegmentationPredictions
 
 
 # ---------------------------------------------------------------------------------------------- inference
-def _batches(module: "EvaluationModule", loaded: "LoadedModel", dataset: VocDataset, ids: list[str],
-             batch_size: int) -> Iterator[tuple[list[str], list[np.ndarray], Any]]:
-    for start in range(0, len(ids), batch_size):
-        part = ids[start : start + batch_size]
-        samples = [dataset.load_sample(i) for i in part]
-        yield part, [mask for _, mask in samples], module.prepare(loaded, [img for img, _ in samples])
-
-
 def run_segmentation(module: "EvaluationModule", loaded: "LoadedModel", dataset: VocDataset, split: str,
                      label_mapping: list[int], batch_size: int = 4,
                      on_batch: Callable[[int], None] | None = None,
@@ -140,41 +131,31 @@ def run_segmentation(module: "EvaluationModule", loaded: "LoadedModel", dataset:
     import torch
 
     from modules.base import InferenceError
-    from tasks.batching import WARMUP_SAMPLES, prefetch, runtime_record, sync, to_device, warm_up
+    from tasks.batching import runtime_record, timed_pass
 
-    ids = dataset.ids(split)
-    device = loaded.device
     lookup = np.asarray(label_mapping, dtype=np.int64)
     if len(lookup) != len(loaded.id2label):
         raise InferenceError(f"label mapping covers {len(lookup)} labels but the model has {len(loaded.id2label)}")
     out = SegmentationPredictions([], [], [])
-    warmup_s = 0.0
-    with torch.inference_mode():
-        if ids:
-            warmup_s = warm_up(module, loaded, [dataset.load_image(i) for i in ids[:WARMUP_SAMPLES]])
-        t0 = time.perf_counter()
-        for part, masks, prepared in prefetch(_batches(module, loaded, dataset, ids, batch_size)):
-            label_maps = module.forward(loaded, to_device(prepared, device))
-            if len(label_maps) != len(part):
-                raise InferenceError(f"{module.name} returned {len(label_maps)} class maps for {len(part)} images")
-            for image_id, mask, labels in zip(part, masks, label_maps):
-                labels = labels.detach().to("cpu", torch.int64).numpy()
-                if labels.shape != mask.shape:
-                    raise InferenceError(f"{module.name} returned a {labels.shape[1]}x{labels.shape[0]} class map for "
-                                         f"image {image_id!r} of {mask.shape[1]}x{mask.shape[0]} pixels")
-                if labels.size and (labels.min() < 0 or labels.max() >= len(lookup)):
-                    raise InferenceError(f"{module.name} returned label id {int(labels.max())} for image {image_id!r}, "
-                                         f"outside the model's {len(lookup)} labels")
-                out.image_ids.append(image_id)
-                out.y_true.append(mask)
-                out.y_pred.append(lookup[labels])
-            if on_batch:
-                on_batch(len(part))
-            if should_stop and should_stop():
-                raise KeyboardInterrupt("stop requested")
-        sync(device)
-        total = time.perf_counter() - t0
-    runtime = runtime_record(len(out), total, batch_size, device, warmup_s)
+
+    def keep(part: list[str], label_maps: Any, samples: list[tuple[Any, np.ndarray]]) -> None:
+        if len(label_maps) != len(part):
+            raise InferenceError(f"{module.name} returned {len(label_maps)} class maps for {len(part)} images")
+        for image_id, (_, mask), labels in zip(part, samples, label_maps):
+            labels = labels.detach().to("cpu", torch.int64).numpy()
+            if labels.shape != mask.shape:
+                raise InferenceError(f"{module.name} returned a {labels.shape[1]}x{labels.shape[0]} class map for "
+                                     f"image {image_id!r} of {mask.shape[1]}x{mask.shape[0]} pixels")
+            if labels.size and (labels.min() < 0 or labels.max() >= len(lookup)):
+                raise InferenceError(f"{module.name} returned label id {int(labels.max())} for image {image_id!r}, "
+                                     f"outside the model's {len(lookup)} labels")
+            out.image_ids.append(image_id)
+            out.y_true.append(mask)
+            out.y_pred.append(lookup[labels])
+
+    warmup_s, total = timed_pass(module, loaded, dataset.ids(split), batch_size, dataset.load_sample, keep, on_batch,
+                                 should_stop, model_input=lambda sample: sample[0])
+    runtime = runtime_record(len(out), total, batch_size, loaded.device, warmup_s)
     runtime["n_pixels"] = int(sum(m.size for m in out.y_true))
     return out, runtime
 

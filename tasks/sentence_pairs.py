@@ -183,7 +183,7 @@ class SentenceSimilarityTask(TaskKind):
         ordered = [rows[i] for i in order] if order is not None else rows
         scores: list[np.ndarray] = []
 
-        def keep(part: list[dict[str, Any]], outputs: Any) -> None:
+        def keep(part: list[dict[str, Any]], outputs: Any, _read: list[Any]) -> None:
             out = torch.as_tensor(outputs).float().reshape(len(part), -1)
             if out.shape[1] != 1:
                 raise InferenceError(f"{module.name} returned {out.shape[1]} scores per pair; a similarity model "

@@ -330,7 +330,7 @@ def test_nan_outputs_raise_inference_error(shapes, tmp_path):
     with torch.no_grad():
         loaded.model.class_labels_classifier.weight.fill_(float("nan"))
     with pytest.raises(InferenceError, match="NaN or infinite logits"):
-        run_detection(module, loaded, shapes, "test", [1, 2, 3], batch_size=2, warmup=False)
+        run_detection(module, loaded, shapes, "test", [1, 2, 3], batch_size=2)
     with pytest.raises(InferenceError, match="label mapping covers 2 label ids but the model has 3"):
         run_detection(module, loaded, shapes, "test", [1, 2], batch_size=2)
 
