@@ -18,24 +18,22 @@ A dataset folder holds::
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from core.data import DataError, dataset_metadata, read_dataset_json, read_json_file
+from core.data import DataError, DatasetFolder, dataset_metadata, read_dataset_json, read_json_file
 
 EXAMPLES_PER_CLASS = 20
 DEFAULT_IMAGE_DIR = "images"
 
 
 @dataclass
-class CocoDataset:
-    root: Path
-    meta: dict[str, Any] = field(repr=False)
+class CocoDataset(DatasetFolder):
+    split_file = "{split}.json"
     _instances: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ opening
@@ -57,10 +55,6 @@ class CocoDataset:
         return ds
 
     # ------------------------------------------------------------------ metadata
-    @property
-    def name(self) -> str:
-        return self.meta["name"]
-
     @property
     def datatype(self) -> str:
         return "image"
@@ -86,15 +80,6 @@ class CocoDataset:
     @property
     def supercategories(self) -> list[str | None]:
         return [c.get("supercategory") for c in self.meta["categories"]]
-
-    @property
-    def splits(self) -> list[str]:
-        return list(self.meta["splits"])
-
-    def split_path(self, split: str) -> Path:
-        if split not in self.meta["splits"]:
-            raise DataError(f"dataset {self.name!r} has no split {split!r}; it has {self.splits}")
-        return self.root / f"{split}.json"
 
     def image_dir(self, split: str) -> Path:
         return self.root / (self.meta.get("image_dirs") or {}).get(split, DEFAULT_IMAGE_DIR)
@@ -125,14 +110,7 @@ class CocoDataset:
 
     def load_image(self, image: dict[str, Any]) -> Any:
         """The image decoded to RGB (a PIL image)."""
-        from PIL import Image
-
-        path = self.image_path(image)
-        try:
-            with Image.open(path) as img:
-                return img.convert("RGB")
-        except (OSError, ValueError) as exc:
-            raise DataError(f"dataset {self.name!r}: cannot read image {path} (image id {image.get('id')!r}): {exc}") from None
+        return self.read_image(self.image_path(image), f"image id {image.get('id')!r}")
 
     def class_counts(self, split: str) -> dict[str, int]:
         """Number of annotations per class in the split."""
@@ -142,16 +120,8 @@ class CocoDataset:
             counts[index[ann["category_id"]]] += 1
         return counts
 
-    def revision(self) -> str:
-        """Content hash of the metadata, every instances file and every image they reference."""
-        h = hashlib.sha256()
-        h.update((self.root / "dataset.json").read_bytes())
-        for split in sorted(self.splits):
-            h.update(split.encode())
-            h.update(self.split_path(split).read_bytes())
-            for img in self._load(split)["images"]:
-                h.update(self.image_path(img).read_bytes())
-        return h.hexdigest()[:16]
+    def content_files(self, split: str) -> Iterator[Path]:
+        return (self.image_path(img) for img in self._load(split)["images"])
 
     def dataset_doc(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """The dataset document and examples, in the shape of ``scraper.datasets.dataset_doc``.

@@ -13,7 +13,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 
 class DataError(Exception):
@@ -92,10 +92,58 @@ class Sample:
 
 
 @dataclass
-class LocalDataset:
+class DatasetFolder:
+    """What every dataset folder format shares: its root and ``dataset.json``, its name and splits, the checked
+    path of a split's file, images decoded with an error naming the file, and a content revision."""
+
     root: Path
     meta: dict[str, Any] = field(repr=False)
+    #: a split's file, relative to the root
+    split_file: ClassVar[str] = "{split}.jsonl"
 
+    @property
+    def name(self) -> str:
+        return self.meta["name"]
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.meta["splits"])
+
+    def split_path(self, split: str) -> Path:
+        if split not in self.splits:
+            raise DataError(f"dataset {self.name!r} has no split {split!r}; it has {self.splits}")
+        return self.root / self.split_file.format(split=split)
+
+    def read_image(self, path: Path, what: str = "") -> Any:
+        """The image file decoded to RGB (a PIL image); DataError naming the dataset, the file and ``what``
+        (e.g. the sample) when it cannot be read."""
+        from PIL import Image
+
+        try:
+            with Image.open(path) as img:
+                return img.convert("RGB")
+        except (OSError, ValueError) as exc:
+            raise DataError(f"dataset {self.name!r}: cannot read image {path}{f' ({what})' if what else ''}: "
+                            f"{exc}") from None
+
+    def content_files(self, split: str) -> Iterator[Path]:
+        """The media files a split names (images, masks), in a fixed order: part of the revision."""
+        return iter(())
+
+    def revision(self) -> str:
+        """Content hash of the metadata, every split file and every media file they name."""
+        h = hashlib.sha256()
+        h.update((self.root / "dataset.json").read_bytes())
+        for split in sorted(self.splits):
+            h.update(split.encode())
+            h.update(self.split_path(split).read_bytes())
+            for path in self.content_files(split):
+                h.update(path.read_bytes())
+        return h.hexdigest()[:16]
+
+
+@dataclass
+class LocalDataset(DatasetFolder):
     @classmethod
     def open(cls, root: str | os.PathLike) -> "LocalDataset":
         root = Path(root)
@@ -106,25 +154,12 @@ class LocalDataset:
         return cls(root, meta)
 
     @property
-    def name(self) -> str:
-        return self.meta["name"]
-
-    @property
     def datatype(self) -> str:
         return self.meta["datatype"]
 
     @property
     def classes(self) -> list[str]:
         return list(self.meta["classes"])
-
-    @property
-    def splits(self) -> list[str]:
-        return list(self.meta["splits"])
-
-    def split_path(self, split: str) -> Path:
-        if split not in self.meta["splits"]:
-            raise DataError(f"dataset {self.name!r} has no split {split!r}; it has {self.splits}")
-        return self.root / f"{split}.jsonl"
 
     def rows(self, split: str) -> list[dict[str, Any]]:
         """The split's index rows (no media loaded)."""
@@ -151,31 +186,14 @@ class LocalDataset:
 
     def load_image(self, row: dict[str, Any]) -> Any:
         """The row's image file decoded to RGB; DataError naming the file when it cannot be read."""
-        from PIL import Image
-
-        path = self.root / row["file"]
-        try:
-            with Image.open(path) as img:
-                return img.convert("RGB")
-        except (OSError, ValueError) as exc:
-            raise DataError(f"cannot read image {path} (sample {row['id']!r}): {exc}") from None
+        return self.read_image(self.root / row["file"], f"sample {row['id']!r}")
 
     def samples(self, split: str) -> Iterator[Sample]:
         for row in self.rows(split):
             yield Sample(str(row["id"]), int(row["label"]), self.load_input(row))
 
-    def revision(self) -> str:
-        """Content hash of the metadata, every split file and every media file they reference."""
-        h = hashlib.sha256()
-        h.update((self.root / "dataset.json").read_bytes())
-        for split in sorted(self.splits):
-            path = self.split_path(split)
-            h.update(split.encode())
-            h.update(path.read_bytes())
-            for row in self.rows(split):
-                if "file" in row:  # a media file (an image): its bytes are part of the content
-                    h.update((self.root / row["file"]).read_bytes())
-        return h.hexdigest()[:16]
+    def content_files(self, split: str) -> Iterator[Path]:
+        return (self.root / row["file"] for row in self.rows(split) if "file" in row)
 
     def class_counts(self, split: str) -> dict[str, int]:
         counts = {c: 0 for c in self.classes}

@@ -21,16 +21,15 @@ writes the metadata and split lists of a folder whose images and masks are in pl
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
-from core.data import DataError, dataset_metadata, read_dataset_json
+from core.data import DataError, DatasetFolder, dataset_metadata, read_dataset_json
 
 IGNORE_INDEX = 255
 #: class indices are mask values 0..254 (255 is IGNORE_INDEX)
@@ -45,9 +44,8 @@ INDEX_MODES = ("P", "L", "I;16", "I;16L", "I;16B", "I", "1")
 
 
 @dataclass
-class VocDataset:
-    root: Path
-    meta: dict[str, Any] = field(repr=False)
+class VocDataset(DatasetFolder):
+    split_file = SPLIT_DIR + "/{split}.txt"
     _ids: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -76,25 +74,12 @@ class VocDataset:
 
     # ------------------------------------------------------------------ metadata
     @property
-    def name(self) -> str:
-        return self.meta["name"]
-
-    @property
     def datatype(self) -> str:
         return "image"
 
     @property
     def classes(self) -> list[str]:
         return list(self.meta["classes"])
-
-    @property
-    def splits(self) -> list[str]:
-        return list(self.meta["splits"])
-
-    def split_path(self, split: str) -> Path:
-        if split not in self.splits:
-            raise DataError(f"dataset {self.name!r} has no split {split!r}; it has {self.splits}")
-        return self.root / SPLIT_DIR / f"{split}.txt"
 
     def ids(self, split: str) -> list[str]:
         """The image ids of the split, in list order."""
@@ -130,14 +115,7 @@ class VocDataset:
 
     def load_image(self, image_id: str) -> Any:
         """The image decoded to RGB (a PIL image); DataError naming the file when it cannot be read."""
-        from PIL import Image
-
-        path = self.image_path(image_id)
-        try:
-            with Image.open(path) as img:
-                return img.convert("RGB")
-        except (OSError, ValueError) as exc:
-            raise DataError(f"dataset {self.name!r}: cannot read image {path}: {exc}") from None
+        return self.read_image(self.image_path(image_id))
 
     def image_size(self, image_id: str) -> tuple[int, int]:
         """(width, height) of the image, read from its header."""
@@ -187,17 +165,10 @@ class VocDataset:
         return image, self.load_mask(image_id, image.size)
 
     # ------------------------------------------------------------------ identity and registration
-    def revision(self) -> str:
-        """Content hash of the metadata, every split list and every image and mask they name."""
-        h = hashlib.sha256()
-        h.update((self.root / "dataset.json").read_bytes())
-        for split in sorted(self.splits):
-            h.update(split.encode())
-            h.update(self.split_path(split).read_bytes())
-            for image_id in self.ids(split):
-                h.update(self.image_path(image_id).read_bytes())
-                h.update(self.mask_path(image_id).read_bytes())
-        return h.hexdigest()[:16]
+    def content_files(self, split: str) -> Iterator[Path]:
+        for image_id in self.ids(split):
+            yield self.image_path(image_id)
+            yield self.mask_path(image_id)
 
     def dataset_doc(self, task: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """The registered document and examples; every mask is read and checked against its image.
