@@ -20,7 +20,9 @@ from tests.cli_child import run_zooeval, start_zooeval
 TEXT_MODELS = 3  # good text models in the demo zoo
 IMAGE_MODELS = 2  # good image models
 IMAGE_VARIANTS = 6
-STOP_VARIANTS = ("original", "typos")  # the variants test_stop_status_resume evaluates
+#: the variants test_stop_status_resume evaluates: one, so three tasks (one per text model) of about 3 s on an idle
+#: machine: the cycle is stopped during the second, and the resume does the one or two left
+STOP_VARIANTS = ("original",)
 STOP_VARIANT_ARGS = [arg for v in STOP_VARIANTS for arg in ("--variant", v)]
 
 
@@ -135,7 +137,7 @@ def test_two_runs_started_at_once_never_overlap(env):
 def test_stop_status_resume(env):
     cli("scrape", "--source", "local")
     store = Store(env["uri"], env["db"])
-    # two of the four text variants: six tasks of about 3 s, enough to stop midway (resume keeps the filter)
+    # one of the four text variants (STOP_VARIANTS), enough to stop midway (resume keeps the filter)
     # (the cycle is killed if the test fails before it is waited for)
     with start_zooeval(_run_args("--batch-size", "8", *STOP_VARIANT_ARGS), env=os.environ.copy()) as proc:
         deadline = time.time() + 300
@@ -164,8 +166,11 @@ def test_stop_status_resume(env):
     assert "rotten_tomatoes" in status  # per-dataset rows
     # stop when nothing runs says so and leaves no flag behind
     assert "no cycle is running" in cli("stop")
-    # resume repeats the last options and does only the remaining work
-    out = cli("resume", "--no-progress")
+    # resume repeats the last options and does only the remaining work; in a process of its own, like the stopped
+    # cycle (run inside the pytest process, it took 122-185 s instead of ~25 s in two loaded full-suite runs)
+    resumed_cmd = run_zooeval(["resume", "--no-progress"], env=os.environ.copy(), timeout=600)
+    assert resumed_cmd.returncode == 0, resumed_cmd.stdout[-3000:] + resumed_cmd.stderr[-3000:]
+    out = resumed_cmd.stdout
     assert "nothing to do" not in out
     assert store.count("results", {"module": {"$regex": "^hf-text"}}) == TEXT_MODELS * len(STOP_VARIANTS)
     assert store.count("results", {"module": {"$regex": "^hf-image"}}) == 0  # the --module filter was kept
