@@ -208,20 +208,21 @@ def test_new_processor_costs_no_forward_pass(env, demo_cycle, monkeypatch):
 def test_sigkill_mid_cycle_then_resume_without_duplicates(env):
     store = Store(env["uri"], env["db"])
     # offline throughput only (the runtime scenarios are tested in tests/test_runtime_scenarios.py)
-    # two of the four text variants: six tasks of about 3 s, enough to kill the cycle midway
+    # one of the four text variants: three tasks (one per good text model) of about 3 s on an idle machine; the cycle
+    # is killed during the second, after the first result, and the resume does the two left
     args = ["run", "--no-progress", "--scenarios", "offline",
-            "--module", "hf-text-classification/*", "--variant", "original", "--variant", "typos"]
+            "--module", "hf-text-classification/*", "--variant", "original"]
     # a first quick scrape so the run has models
     cli("scrape", "--source", "local")
     with start_zooeval(args, env=os.environ.copy()) as proc:  # (killed if the test fails before it is waited for)
         deadline = time.time() + 300
-        while store.count("results") < 2 and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.2)
+        while store.count("results") < 1 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.1)
         assert proc.poll() is None, "the cycle ended before it could be killed"
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(timeout=60).returncode == -signal.SIGKILL
     partial = store.count("results")
-    expected = 3 * 2  # 3 good text models x 2 variants
+    expected = 3  # 3 good text models x 1 variant
     assert 0 < partial < expected
     out = run_zooeval(args, env=os.environ.copy(), timeout=600)  # the resume
     assert out.returncode == 0, out.stderr[-3000:]
