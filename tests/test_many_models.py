@@ -1,10 +1,10 @@
 """Many small models (issue 15): a cycle run in one process reads the models' documents ahead (ModelDocs: as far
 as the models come fast enough to use them) instead of one round trip per model, and writes its run record (the
 running task's progress and the run's counts) at most every RunRecord.WRITE_EVERY_S seconds instead of at every
-task's start. What it stores must be exactly what the
-path of an isolated child or a Ray worker stores (evaluate_model with nothing read ahead); a crash or a stop must
-leave every finished model whole and nothing twice; an error while storing must be that task's stored failure;
-the run's counts must survive a short MongoDB outage as before (retried), the progress alone being best effort.
+task's start. What it stores must be exactly what the path of an isolated child or a Ray worker stores
+(evaluate_model with nothing read ahead); a crash or a stop must leave every finished model whole and nothing
+twice; an error while storing must be that task's stored failure; the run's counts must survive a short MongoDB
+outage as before (retried), the progress alone being best effort.
 
 Real mongod (conftest), real tiny trained models (tests/fault_repos.py); the seven fault-zoo models named below
 are copies of the same trained model, so each must score the accuracy plain transformers computes.
