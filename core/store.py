@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 from pymongo import ASCENDING, DeleteMany, InsertOne, MongoClient, ReplaceOne, UpdateOne, WriteConcern
-from pymongo.errors import BulkWriteError, CollectionInvalid, DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import BulkWriteError, CollectionInvalid, DuplicateKeyError, OperationFailure, PyMongoError, WriteError
 from pymongo.results import BulkWriteResult
 
 DUPLICATE_KEY = 11000
 NAMESPACE_EXISTS = 48
 INDEX_NOT_FOUND = 27
-#: a write acknowledged once applied on the primary (see Store.save_inference)
+#: a write acknowledged once applied on the primary (see Store.save_tasks)
 APPLIED = WriteConcern(w=1)
 
 
@@ -42,6 +42,23 @@ def database_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, ConnectionFailure):  # AutoReconnect, NotPrimaryError, ServerSelectionTimeoutError, ...
         return True
     return isinstance(exc, OperationFailure) and exc.code in _RETRYABLE_CODES
+
+
+def _refused_writes(collection: Any, ops: list[Any], owners: list[Any], by_index: bool = False) -> dict[Any, Exception]:
+    """Send ``ops`` as one unordered bulk write; the errors of the operations the server refused, keyed by their
+    owner (``owners[i]`` is operation i's; with ``by_index``, by the operation's index instead). A write-concern
+    error (the batch applied but not confirmed durable) is raised, as is any error that is not per operation."""
+    try:
+        collection.bulk_write(ops, ordered=False)
+        return {}
+    except BulkWriteError as exc:
+        if exc.details.get("writeConcernErrors"):
+            raise
+        refused: dict[Any, Exception] = {}
+        for error in exc.details.get("writeErrors", []):
+            key = error["index"] if by_index else owners[error["index"]]
+            refused.setdefault(key, WriteError(error.get("errmsg", "write refused"), error.get("code"), error))
+        return refused
 
 
 _STR = {"bsonType": "string"}
@@ -366,27 +383,66 @@ class Store:
 
     # -- predictions ----------------------------------------------------------------------------
     def save_inference(self, inference_id: str, doc: dict[str, Any], chunks: list[dict[str, Any]]) -> None:
-        """Store an inference's prediction chunks (their content is the task kind's stored form), then the
-        inference record that marks them complete.
+        """Store one inference's prediction chunks and its record (``save_tasks`` for one task, without results);
+        raises the server's error when it refuses a write."""
+        _, refused = self.save_tasks([(inference_id, doc, chunks)], [], [])
+        if refused:
+            raise refused[inference_id]
 
-        Both writes are idempotent replaces keyed by id (``<inference id>:<chunk number>``); a crash between
-        them leaves no inference record, so the task is simply run again and overwrites the same chunks.
+    def save_tasks(self, inferences: list[tuple[str, dict[str, Any], list[dict[str, Any]]]],
+                   results: list[tuple[str, str, dict[str, Any]]],
+                   cleared_failures: list[str]) -> tuple[set[str], dict[str, Exception]]:
+        """Store finished tasks in one round trip per kind of write, whatever their number: their prediction chunks
+        (``inferences``: (inference id, record, chunks), a chunk's content being its task kind's stored form), then the
+        inference records that mark those chunks complete, then their ``results`` ((inference id, result id,
+        document), each inserted once: one already stored is left as it is), then the removal of the stored failures
+        of the inference ids in ``cleared_failures`` (tasks that succeeded this time). Returns the result ids
+        inserted and, per inference id, the error of a write the server refused: that task's later writes are not
+        sent (no inference record over refused chunks, no result for a refused record, its failure not cleared), the
+        other tasks' are.
 
-        Both are acknowledged once applied (``w=1``): neither waits, as the client's default write concern does
-        (majority on a replica set), to be journaled and replicated. What waits is the task's result, written after
-        them with the default concern (``insert_result``; a task that fails records its failure the same way): a
-        write is majority-committed only once every write applied before it is (one oplog, committed in order), so
-        a result is never reported stored before the predictions it was computed from, and a task pays one
-        durable-write wait instead of three. A crash before the result leaves at worst an inference without a result,
-        which the next cycle re-scores from its stored predictions (or, if the server lost them too, runs again)."""
-        ops: list[Any] = [ReplaceOne({"_id": f"{inference_id}:{c:06d}"}, {**chunk, "inference_id": inference_id, "chunk": c},
-                                     upsert=True) for c, chunk in enumerate(chunks)]
-        # chunks beyond these (left by an earlier attempt that stored more) go in the same bulk write
-        ops.append(DeleteMany({"inference_id": inference_id, "chunk": {"$gte": len(chunks)}}))
-        self.db.predictions.with_options(write_concern=APPLIED).bulk_write(ops, ordered=True)
-        self.db.inferences.with_options(write_concern=APPLIED).replace_one(
-            {"_id": inference_id}, {**doc, "_id": inference_id, "n_chunks": len(chunks), "created_at": utcnow()}, upsert=True
-        )
+        Every write is idempotent by id (a chunk is ``<inference id>:<chunk number>``; chunks an earlier attempt left
+        beyond this one's count are removed in the same round trip), so a crash between them leaves at worst chunks
+        without their record, or a record without its results: the next cycle runs or re-scores that task again.
+        Chunks and records are acknowledged once applied (``w=1``); the results are written with the client's default
+        concern (majority on a replica set), and a write is majority-committed only once every write applied before
+        it is (one oplog, committed in order): a result is never reported stored before the predictions it was
+        computed from, and the whole batch pays one durable-write wait."""
+        refused: dict[str, Exception] = {}
+        if inferences:
+            ops: list[Any] = []
+            owners: list[str] = []
+            for inference_id, _, chunks in inferences:
+                ops += [ReplaceOne({"_id": f"{inference_id}:{c:06d}"}, {**chunk, "inference_id": inference_id, "chunk": c},
+                                   upsert=True) for c, chunk in enumerate(chunks)]
+                owners += [inference_id] * len(chunks)
+            for inference_id, _, chunks in inferences:
+                ops.append(DeleteMany({"inference_id": inference_id, "chunk": {"$gte": len(chunks)}}))
+                owners.append(inference_id)
+            refused.update(_refused_writes(self.db.predictions.with_options(write_concern=APPLIED), ops, owners))
+            now = utcnow()
+            records = [(inference_id, ReplaceOne({"_id": inference_id}, {**doc, "_id": inference_id, "n_chunks": len(chunks),
+                                                                         "created_at": now}, upsert=True))
+                       for inference_id, doc, chunks in inferences if inference_id not in refused]
+            if records:
+                refused.update(_refused_writes(self.db.inferences.with_options(write_concern=APPLIED),
+                                               [op for _, op in records], [inference_id for inference_id, _ in records]))
+        to_insert = [(inference_id, result_id, doc) for inference_id, result_id, doc in results if inference_id not in refused]
+        written: set[str] = set()
+        if to_insert:
+            owners = [inference_id for inference_id, _, _ in to_insert]
+            errors = _refused_writes(self.db.results, [InsertOne({**doc, "_id": result_id}) for _, result_id, doc in to_insert],
+                                     owners, by_index=True)
+            for i, (inference_id, result_id, _) in enumerate(to_insert):
+                error = errors.get(i)
+                if error is None:
+                    written.add(result_id)
+                elif getattr(error, "code", None) != DUPLICATE_KEY:  # (a result already stored stays as it is)
+                    refused.setdefault(inference_id, error)
+        cleared = [inference_id for inference_id in cleared_failures if inference_id not in refused]
+        if cleared:
+            self.db.failures.delete_many({"_id": {"$in": cleared}})
+        return written, refused
 
     def get_inference(self, inference_id: str) -> dict[str, Any] | None:
         return self.db.inferences.find_one({"_id": inference_id})

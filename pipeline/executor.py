@@ -30,6 +30,7 @@ from pipeline.isolation import evaluate_isolated
 from pipeline.planner import Plan, PlannedTask, Planner
 from pipeline.progress import Progress, RunRecord, RunSummary, StopFlag, count_by, progress_bar
 from pipeline.retry import classify_failure, failure_backoff, free_memory, halving_batch, probe_batch, with_retry
+from pipeline.write_batch import HeldTask, WriteBatch
 from processors.base import ProcessorSpec
 from tasks.base import TASKS, Mapping, TaskKind
 from tasks.batching import single_stream, warm_up
@@ -120,6 +121,8 @@ class Executor:
         # and a model's document is read when it is loaded)
         self._run_record: RunRecord | None = None
         self._model_docs: ModelDocs | None = None
+        # set while run runs: finished tasks' writes, stored together (without it each task is stored as it finishes)
+        self._writes: WriteBatch | None = None
         # wraps the steps an interrupt must not cut in half (a model's load and its first imports, the opening
         # or building of a dataset variant); the Ray worker defers Ray's cancel there (pipeline.ray_worker)
         self.uninterruptible: Callable[[], ContextManager[Any]] = contextlib.nullcontext
@@ -185,12 +188,17 @@ class Executor:
             "device": self.device_request, "isolated": self.isolate, "problems": plan.problems[:100],
         }, what="recording the run")
         status = "done"
+        self._writes = writes = self.write_batch(summary)
         try:
-            for task in plan.rescore_tasks:
-                self.rescore(task, summary)
-            bar = progress_bar(self.progress, total=len(plan.inference_tasks), desc="tasks", unit="task")
-            self.evaluate_groups(by_model, summary, bar, stop)
-            bar.close()
+            try:
+                for task in plan.rescore_tasks:
+                    self.rescore(task, summary)
+                bar = progress_bar(self.progress, total=len(plan.inference_tasks), desc="tasks", unit="task")
+                self.evaluate_groups(by_model, summary, bar, stop)
+                bar.close()
+            finally:  # finished tasks' held writes are stored before the run's end (done, stopped or crashed)
+                self._writes = None
+                writes.flush()
         except KeyboardInterrupt:
             summary.stopped = True
             status = "stopped"
@@ -203,6 +211,14 @@ class Executor:
             if status != "crashed":  # stopped too: only units whose every task stands stored or failed advance
                 self.planner().commit_marks(plan)
         return summary
+
+    def write_batch(self, summary: RunSummary, every_s: float | None = None) -> WriteBatch:
+        """A batch for finished tasks' writes: the results it stores are counted in ``summary``, a write the store
+        refuses is that task's stored failure."""
+        def written(n: int) -> None:
+            summary.results_written += n
+
+        return WriteBatch(self.store, self._db, written, lambda task, exc: self.fail(task, exc, summary), every_s)
 
     def evaluate_groups(self, groups: dict[tuple[str, str], list[PlannedTask]], summary: RunSummary, bar,
                         stop: Callable[[], bool]) -> None:
@@ -256,6 +272,7 @@ class Executor:
         task is a stored failure; the cycle goes on."""
         module = tasks[0].module
         kind = TASKS.get(module.task)
+        writes = self._writes or self.write_batch(summary, every_s=0)
         try:
             model = (self._model_docs.get(model_key) if self._model_docs is not None
                      else self._db(self.store.get_model, model_key, what="reading the model"))
@@ -279,6 +296,7 @@ class Executor:
         for task in tasks:
             if should_stop and should_stop():
                 raise KeyboardInterrupt
+            held = writes.hold(task)
             try:
                 predictions, runtime = self._infer(task, kind, loaded, model["name"], mapping, device, summary, should_stop)
                 runtime["load_s"] = load_s
@@ -286,16 +304,17 @@ class Executor:
                 summary.forward_samples += runtime["n"]
                 doc = {**flat_identity(task), "label_mapping": mapping.doc, "runtime": runtime,
                        "env": environment(device), "n_samples": runtime["n"], "run_id": summary.run_id}
-                self._db(self.store.save_inference, task.inference_id, doc, kind.encode(predictions), what="saving predictions")
+                writes.add_inference(held, task.inference_id, doc, kind.encode(predictions))
                 self._process(task, kind.processor_input(predictions, lambda: self.open_dataset(task), module.split),
-                              doc, ds_doc, summary)
-                if task.has_failure:
-                    self._db(self.store.clear_failure, task.inference_id, what="clearing an old failure")
+                              doc, ds_doc, summary, held)
+                held.clear_failure = task.has_failure
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # one task's failure never stops the cycle
                 self.fail(task, exc, summary)
             bar.update(1)
+            if writes.due():
+                writes.flush()
 
     def _infer(self, task: PlannedTask, kind: TaskKind, loaded: Any, model_name: str, mapping: Mapping, device: str,
                summary: RunSummary, should_stop: Callable[[], bool] | None) -> tuple[Any, dict[str, Any]]:
@@ -358,23 +377,26 @@ class Executor:
     def rescore(self, task: PlannedTask, summary: RunSummary) -> None:
         """The task's missing processors from its stored predictions (no model is loaded); an error is a
         stored failure of the task, never the end of the cycle."""
+        writes = self._writes or self.write_batch(summary, every_s=0)
+        held = writes.hold(task)
         try:
             kind = TASKS.get(task.module.task)
             doc = self._db(self.store.get_inference, task.inference_id, what="reading stored predictions")
             chunks = self._db(lambda: list(self.store.iter_predictions(task.inference_id)), what="reading stored predictions")
             batch = kind.processor_input(kind.decode(chunks), lambda: self.open_dataset(task), task.module.split)
-            self._process(task, batch, doc, self.datasets[task.module.dataset], summary)
-            if task.has_failure:
-                self._db(self.store.clear_failure, task.inference_id, what="clearing an old failure")
+            self._process(task, batch, doc, self.datasets[task.module.dataset], summary, held)
+            held.clear_failure = task.has_failure
             summary.rescored += 1
         except KeyboardInterrupt:
             raise
         except Exception as exc:
             self.fail(task, exc, summary)
+        if writes.due():
+            writes.flush()
 
     def _process(self, task: PlannedTask, batch: Any, inference_doc: dict[str, Any], ds_doc: dict[str, Any],
-                 summary: RunSummary) -> None:
-        """Run the task's missing processors over its predictions and store a result each."""
+                 summary: RunSummary, held: HeldTask) -> None:
+        """Run the task's missing processors over its predictions; a result each joins the task's held writes."""
         for spec in task.processors:
             spec = ProcessorSpec.parse(spec)
             processor = spec.build(ds_doc)
@@ -397,8 +419,7 @@ class Executor:
                 "run_id": summary.run_id,
             }
             doc.setdefault("overall", {})
-            if self._db(self.store.insert_result, rid, doc, what="storing a result"):
-                summary.results_written += 1
+            held.results.append((rid, doc))
 
     def fail(self, task: PlannedTask, exc: BaseException, summary: RunSummary, echo: bool = True) -> None:
         """Store a task's failure with its class, reason and traceback, and when it may be retried: after a

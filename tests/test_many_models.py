@@ -1,10 +1,13 @@
 """Many small models (issue 15): a cycle run in one process reads the models' documents ahead (ModelDocs: as far
-as the models come fast enough to use them) instead of one round trip per model, and writes its run record (the
+as the models come fast enough to use them) instead of one round trip per model, writes its run record (the
 running task's progress and the run's counts) at most every RunRecord.WRITE_EVERY_S seconds instead of at every
-task's start. What it stores must be exactly what the path of an isolated child or a Ray worker stores
-(evaluate_model with nothing read ahead); a crash or a stop must leave every finished model whole and nothing
-twice; an error while storing must be that task's stored failure; the run's counts must survive a short MongoDB
-outage as before (retried), the progress alone being best effort.
+task's start, and stores finished tasks together (WriteBatch: one round trip per kind of write for the tasks of
+WriteBatch.WRITE_EVERY_S seconds) instead of four round trips a task. What it stores must be exactly what the path
+of an isolated child or a Ray worker stores (evaluate_model with nothing read ahead, each task stored as it
+finishes); a crash or a stop must leave every finished model whole and nothing twice; an error while computing or
+storing a task's results (a processor's, a document the server or the client refuses) must be that task's stored
+failure and no other's; the run's counts must survive a short MongoDB outage as before (retried), the progress
+alone being best effort.
 
 Real mongod (conftest), real tiny trained models (tests/fault_repos.py); the seven fault-zoo models named below
 are copies of the same trained model, so each must score the accuracy plain transformers computes.
@@ -23,6 +26,7 @@ from modules.hf import HFTextClassification
 from pipeline import executor as executor_module
 from pipeline.executor import Executor
 from pipeline.progress import NoBar, RunRecord, RunSummary
+from pipeline.write_batch import WriteBatch
 from processors.base import PROCESSORS, Processor, register_processor
 from scraper.datasets import register_datasets
 from scraper.local import scrape_local
@@ -118,9 +122,11 @@ def test_model_docs_read_ahead_while_models_come_fast_and_one_at_a_time_when_the
 
 def test_a_cycle_stores_what_storing_each_task_at_once_stores(mongo_uri, db_name, fault_zoo, offline, tmp_path,
                                                               monkeypatch):
-    # one run-record write and one read of the models' documents for the whole cycle, so their counts are exact
+    # one run-record write, one read of the models' documents and one store of the finished tasks for the whole
+    # cycle, so their counts are exact
     monkeypatch.setattr(RunRecord, "WRITE_EVERY_S", 3600.0)
     monkeypatch.setattr(executor_module, "MODEL_DOC_MAX_AGE_S", 3600.0)
+    monkeypatch.setattr(WriteBatch, "WRITE_EVERY_S", 3600.0)
     names = (*COPIES, "corrupt", "nan")
     commands = Commands()
     store = open_store(mongo_uri, db_name, fault_zoo, commands)
@@ -145,6 +151,9 @@ def test_a_cycle_stores_what_storing_each_task_at_once_stores(mongo_uri, db_name
         by_id = lambda flt: isinstance(flt, dict) and isinstance(flt.get("_id"), str)  # noqa: E731
         assert commands.count("find", "models", by_id) == 0
         assert commands.count("find", "models", lambda flt: isinstance(flt, dict) and "$in" in str(flt.get("_id"))) >= 1
+        # the 14 finished tasks: one round trip per kind of write (the failures were recorded as they happened)
+        assert [commands.count(*write) for write in (("update", "predictions"), ("delete", "predictions"),
+                                                     ("update", "inferences"), ("insert", "results"))] == [1, 1, 1, 1]
 
         # the reference: each group evaluated by evaluate_model with nothing set up by evaluate_groups (an isolated
         # child's and a Ray worker's path): models read one by one, a run-record write at every task's start
@@ -287,11 +296,12 @@ def test_an_error_while_storing_is_that_tasks_failure_and_the_cycle_goes_on(mong
         store.close()
 
 
-def test_a_tasks_predictions_are_acknowledged_applied_and_its_result_after_them_waits_for_durability(
-        mongo_uri, db_name, fault_zoo, offline, tmp_path):
-    """Store.save_inference: a task's chunks (and the removal of chunks an earlier attempt left beyond them) and its
-    inference record are sent with w=1; its result, after them, with the client's default write concern (majority
-    on the replica set the tests run), which commits the writes applied before it."""
+def test_finished_tasks_predictions_are_acknowledged_applied_and_their_results_after_them_wait_for_durability(
+        mongo_uri, db_name, fault_zoo, offline, tmp_path, monkeypatch):
+    """Store.save_tasks: the held tasks' chunks (and the removal of chunks an earlier attempt left beyond them) and
+    their inference records are sent with w=1; their results, after them, with the client's default write concern
+    (majority on the replica set the tests run), which commits the writes applied before it."""
+    monkeypatch.setattr(WriteBatch, "WRITE_EVERY_S", 3600.0)  # both tasks stored together at the cycle's end
     commands = Commands()
     store = open_store(mongo_uri, db_name, fault_zoo, commands)
     try:
@@ -311,9 +321,110 @@ def test_a_tasks_predictions_are_acknowledged_applied_and_its_result_after_them_
         assert by_collection[("delete", "predictions")] == {(("w", 1),)}
         assert by_collection[("update", "inferences")] == {(("w", 1),)}
         assert by_collection[("insert", "results")] == {None}
-        # and the order: each inference record after its task's chunks, each result after its inference record
+        # and the order: the inference records after the chunks, the results after the inference records
         order = [(n, c) for n, c, _ in commands.write_concerns if c in ("predictions", "inferences", "results")]
         assert order == [("update", "predictions"), ("delete", "predictions"), ("update", "inferences"),
-                         ("insert", "results")] * len(VARIANTS)
+                         ("insert", "results")]
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def refusing_processor():
+    """A test-only processor (run only where a module names it) whose result, for the task it scores
+    ``refuse_on``-th, is refused: by the server (``overall`` not an object: the results collection's validator) or
+    by the client (a value BSON cannot encode)."""
+
+    @register_processor
+    class Refused(Processor):
+        name = "test-refused"
+        tasks = ("text-classification",)
+        refuse_on: ClassVar[int] = 2
+        how: ClassVar[str] = "server"
+        computed: ClassVar[int] = 0
+
+        def update(self, batch) -> None:
+            self.n = len(batch)
+
+        def merge(self, other) -> None:
+            self.n += other.n
+
+        def compute(self) -> dict[str, Any]:
+            type(self).computed += 1
+            if type(self).computed != self.refuse_on:
+                return {"overall": {"n": self.n}}
+            return {"overall": "not an object"} if self.how == "server" else {"overall": {"n": object()}}
+
+    yield Refused
+    PROCESSORS.unregister(Refused.name)
+
+
+@pytest.mark.parametrize("how", ["server", "client"])
+def test_a_write_refused_in_a_batch_is_that_tasks_failure_and_the_others_are_stored(
+        mongo_uri, db_name, fault_zoo, offline, tmp_path, monkeypatch, refusing_processor, how):
+    monkeypatch.setattr(WriteBatch, "WRITE_EVERY_S", 3600.0)  # the three tasks held and stored together
+    monkeypatch.setattr(refusing_processor, "how", how)
+    store = open_store(mongo_uri, db_name, fault_zoo)
+    try:
+        module = HFTextClassification(dataset=DATASET, processors=("classification", refusing_processor.name))
+        names = COPIES[:3]
+        summary = make_executor(store, tmp_path / "home", module).run(only(*names))
+        assert store.last_run()["status"] == "done"
+        # the second task's refused result is its stored failure (the server's or the client's words), and no other
+        # task's: the server refuses that one document, so the task's classification result is stored; a batch the
+        # client cannot encode is stored again one task at a time, and the task at fault keeps its predictions but
+        # none of its results
+        assert [f["model_name"] for f in summary.failures] == [f"fault/{names[1]}"]
+        reason = failures(store)[names[1]]["reason"]
+        assert ("validation" in reason.lower()) if how == "server" else ("cannot encode" in reason.lower()), reason
+        lost = 1 if how == "server" else 2
+        assert summary.results_written == store.count("results") == 2 * len(names) - lost
+        assert store.count("results", {"processor": refusing_processor.name}) == len(names) - 1
+        assert store.count("results", {"model_name": f"fault/{names[1]}"}) == 2 - lost
+        assert store.count("inferences") == len(names)
+        # once its retry is due, the next cycle re-scores what is missing from the stored predictions (no model
+        # loaded), and every result is right
+        store.db.failures.update_many({}, {"$set": {"retry_after": executor_module.utcnow()}})
+        again = make_executor(store, tmp_path / "home", module).run(only(*names))
+        assert again.models_loaded == 0 and again.rescored == 1 and again.results_written == lost
+        for name in names:
+            assert_correct(store, fault_zoo, name)
+        assert_no_duplicates(store)
+        assert store.count("failures") == 0
+    finally:
+        store.close()
+
+
+def test_finished_tasks_are_held_for_at_most_write_every_s_seconds_of_work(mongo_uri, db_name, monkeypatch):
+    """WriteBatch.due: a task is held while the tasks held stand for less than WRITE_EVERY_S seconds since the last
+    store, or MAX_CHUNKS chunks; every_s=0 stores each task as it finishes."""
+    from pipeline import write_batch as write_batch_module
+    from pipeline.planner import PlannedTask
+
+    clock = ManualClock()
+    monkeypatch.setattr(write_batch_module, "time", clock)
+    store = Store(mongo_uri, db_name)
+    try:
+        written: list[int] = []
+        batch = WriteBatch(store, lambda fn, *a, what="", **kw: fn(*a, **kw), written.append, lambda task, exc: None)
+        tasks = [PlannedTask("m", None, "original", f"inf-{i}", {}, []) for i in range(3)]  # (only their ids are read)
+        assert not batch.due()  # nothing held
+        held = batch.hold(tasks[0])
+        held.results.append(("res-0", {"inference_id": "inf-0", "model_key": "m", "model_revision": "r", "module": "x",
+                                       "processor": "p", "dataset": "d", "split": "s", "dataset_revision": "1",
+                                       "variant": "original", "overall": {}, "created_at": executor_module.utcnow()}))
+        clock.now += WriteBatch.WRITE_EVERY_S / 2
+        assert not batch.due()
+        clock.now += WriteBatch.WRITE_EVERY_S / 2
+        assert batch.due()
+        batch.flush()
+        assert written == [1] and store.count("results") == 1 and not batch.due()
+        held = batch.hold(tasks[1])  # many chunks: due at once
+        batch.add_inference(held, "inf-1", {}, [{"n": i} for i in range(WriteBatch.MAX_CHUNKS)])
+        assert batch.due()
+        immediate = WriteBatch(store, lambda fn, *a, what="", **kw: fn(*a, **kw), written.append, lambda t, e: None,
+                               every_s=0)
+        immediate.hold(tasks[2])
+        assert immediate.due()
     finally:
         store.close()

@@ -15,6 +15,7 @@ from core.store import Store, Update, utcnow
 from modules.hf import HFTextClassification
 from pipeline.executor import Executor
 from pipeline.planner import MODEL_PROJECTION, Planner
+from pipeline.write_batch import WriteBatch
 from scraper.datasets import register_datasets
 from scraper.local import scrape_local
 from tests.fault_repos import DATASET, copy_repo, make_corrupt, session_fault_zoo
@@ -115,7 +116,8 @@ def test_new_variant_processor_or_module_is_planned_for_every_model(zoo):
     assert len(p.tasks) == 8
 
 
-def test_stopped_run_advances_no_mark_and_its_unfinished_tasks_are_planned(zoo):
+def test_stopped_run_advances_no_mark_and_its_unfinished_tasks_are_planned(zoo, monkeypatch):
+    monkeypatch.setattr(WriteBatch, "WRITE_EVERY_S", 0.0)  # each task stored as it finishes: the stop follows the first
     store, mods = zoo["store"], [module()]
     stopped, marked = cycle(zoo, mods, should_stop=lambda: store.count("results") >= 1)
     assert stopped.stopped and store.count("results") == 1 and marked == 0
