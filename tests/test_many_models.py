@@ -245,14 +245,17 @@ def test_a_stop_mid_cycle_stores_every_finished_task_and_counts_them(mongo_uri, 
 
 @pytest.fixture
 def failing_processor():
-    """A test-only processor (for text classification, run only where a module names it) whose compute fails on
-    the task it scores ``fail_on``-th."""
+    """A test-only processor (for text classification, run only where a module names it) that goes wrong on the task
+    it scores ``fail_on``-th, as ``how`` says: its compute raises ("raise"), or its result is refused by the server
+    ("server": ``overall`` not an object, against the results collection's validator) or by the client ("client": a
+    value BSON cannot encode)."""
 
     @register_processor
     class FailsOnce(Processor):
         name = "test-fails-once"
         tasks = ("text-classification",)
         fail_on: ClassVar[int] = 2
+        how: ClassVar[str] = "raise"
         computed: ClassVar[int] = 0
 
         def update(self, batch) -> None:
@@ -263,9 +266,11 @@ def failing_processor():
 
         def compute(self) -> dict[str, Any]:
             type(self).computed += 1
-            if type(self).computed == self.fail_on:
+            if type(self).computed != self.fail_on:
+                return {"overall": {"n": self.n}}
+            if self.how == "raise":
                 raise ProcessorFailure(f"computation {self.computed} failed")
-            return {"overall": {"n": self.n}}
+            return {"overall": "not an object"} if self.how == "server" else {"overall": {"n": object()}}
 
     yield FailsOnce
     PROCESSORS.unregister(FailsOnce.name)
@@ -273,27 +278,6 @@ def failing_processor():
 
 class ProcessorFailure(RuntimeError):
     error_class = "processor_error"
-
-
-def test_an_error_while_storing_is_that_tasks_failure_and_the_cycle_goes_on(mongo_uri, db_name, fault_zoo, offline,
-                                                                            tmp_path, failing_processor):
-    store = open_store(mongo_uri, db_name, fault_zoo)
-    try:
-        module = HFTextClassification(dataset=DATASET, processors=("classification", failing_processor.name))
-        names = COPIES[:3]
-        summary = make_executor(store, tmp_path / "home", module).run(only(*names))
-        assert store.last_run()["status"] == "done"
-        # the second task's failing processor is its stored failure; its classification result, stored before,
-        # stays; the other tasks have both results
-        assert [f["error_class"] for f in summary.failures] == ["processor_error"]
-        assert {name: f["reason"] for name, f in failures(store).items()} == {names[1]: "computation 2 failed"}
-        assert summary.results_written == store.count("results") == 2 * len(names) - 1
-        assert store.count("results", {"processor": failing_processor.name}) == len(names) - 1
-        for name in names:
-            assert_correct(store, fault_zoo, name)
-        assert store.count("inferences") == len(names)
-    finally:
-        store.close()
 
 
 def test_finished_tasks_predictions_are_acknowledged_applied_and_their_results_after_them_wait_for_durability(
@@ -329,57 +313,30 @@ def test_finished_tasks_predictions_are_acknowledged_applied_and_their_results_a
         store.close()
 
 
-@pytest.fixture
-def refusing_processor():
-    """A test-only processor (run only where a module names it) whose result, for the task it scores
-    ``refuse_on``-th, is refused: by the server (``overall`` not an object: the results collection's validator) or
-    by the client (a value BSON cannot encode)."""
-
-    @register_processor
-    class Refused(Processor):
-        name = "test-refused"
-        tasks = ("text-classification",)
-        refuse_on: ClassVar[int] = 2
-        how: ClassVar[str] = "server"
-        computed: ClassVar[int] = 0
-
-        def update(self, batch) -> None:
-            self.n = len(batch)
-
-        def merge(self, other) -> None:
-            self.n += other.n
-
-        def compute(self) -> dict[str, Any]:
-            type(self).computed += 1
-            if type(self).computed != self.refuse_on:
-                return {"overall": {"n": self.n}}
-            return {"overall": "not an object"} if self.how == "server" else {"overall": {"n": object()}}
-
-    yield Refused
-    PROCESSORS.unregister(Refused.name)
-
-
-@pytest.mark.parametrize("how", ["server", "client"])
-def test_a_write_refused_in_a_batch_is_that_tasks_failure_and_the_others_are_stored(
-        mongo_uri, db_name, fault_zoo, offline, tmp_path, monkeypatch, refusing_processor, how):
+@pytest.mark.parametrize("how", ["raise", "server", "client"])
+def test_a_processor_error_or_a_refused_write_is_that_tasks_failure_and_the_others_are_stored(
+        mongo_uri, db_name, fault_zoo, offline, tmp_path, monkeypatch, failing_processor, how):
     monkeypatch.setattr(WriteBatch, "WRITE_EVERY_S", 3600.0)  # the three tasks held and stored together
-    monkeypatch.setattr(refusing_processor, "how", how)
+    monkeypatch.setattr(failing_processor, "how", how)
     store = open_store(mongo_uri, db_name, fault_zoo)
     try:
-        module = HFTextClassification(dataset=DATASET, processors=("classification", refusing_processor.name))
+        module = HFTextClassification(dataset=DATASET, processors=("classification", failing_processor.name))
         names = COPIES[:3]
         summary = make_executor(store, tmp_path / "home", module).run(only(*names))
         assert store.last_run()["status"] == "done"
-        # the second task's refused result is its stored failure (the server's or the client's words), and no other
-        # task's: the server refuses that one document, so the task's classification result is stored; a batch the
-        # client cannot encode is stored again one task at a time, and the task at fault keeps its predictions but
-        # none of its results
+        # the second task's failing processor (its error, or the server's or the client's words on its refused
+        # result) is its stored failure, and no other task's. Its classification result is stored when the processor
+        # raised or the server refused that one document; a batch the client cannot encode is stored again one task
+        # at a time, and the task at fault keeps its predictions but none of its results
         assert [f["model_name"] for f in summary.failures] == [f"fault/{names[1]}"]
-        reason = failures(store)[names[1]]["reason"]
-        assert ("validation" in reason.lower()) if how == "server" else ("cannot encode" in reason.lower()), reason
-        lost = 1 if how == "server" else 2
+        failure = failures(store)[names[1]]
+        if how == "raise":
+            assert failure["error_class"] == "processor_error" and failure["reason"] == "computation 2 failed"
+        else:
+            assert ("validation" if how == "server" else "cannot encode") in failure["reason"].lower(), failure["reason"]
+        lost = 2 if how == "client" else 1
         assert summary.results_written == store.count("results") == 2 * len(names) - lost
-        assert store.count("results", {"processor": refusing_processor.name}) == len(names) - 1
+        assert store.count("results", {"processor": failing_processor.name}) == len(names) - 1
         assert store.count("results", {"model_name": f"fault/{names[1]}"}) == 2 - lost
         assert store.count("inferences") == len(names)
         # once its retry is due, the next cycle re-scores what is missing from the stored predictions (no model
