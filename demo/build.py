@@ -41,7 +41,7 @@ Layout under ``home``::
 Every model folder is a Hugging Face repo (config.json, model.safetensors, tokenizer or image processor,
 README.md with YAML front matter) that ``AutoModelFor*.from_pretrained(folder)`` loads offline.
 
-Idempotent: each output folder holds a ``_BUILT`` marker (JSON: ``build_format``, whether it was built in quick
+Idempotent: each output folder holds a hidden ``.built`` marker (JSON: ``build_format``, whether it was built in quick
 mode, a stamp, the stamps of what it was built from, and measured facts such as test accuracy). A folder is
 rebuilt only when its marker is missing, of another build format, from a quick build while a full one is asked
 for, or when something it was built from was rebuilt. Each folder is written into ``home/.build-tmp`` and renamed
@@ -73,8 +73,11 @@ from demo.sources import (
 )
 from tasks.classification import CLASS_GROUPS_FILE
 
-BUILD_FORMAT = 4  # 2: the ImageNet set names its classes' synsets (synonyms); 3: and says its class order; 4: its class groups
-MARKER = "_BUILT"
+# 2: the ImageNet set names its classes' synsets (synonyms); 3: and says its class order; 4: its class groups; 5: the
+# marker is a hidden file, which a local model's revision leaves out (scraper.local), so a model rebuilt with the same
+# bytes keeps its revision and its stored results
+BUILD_FORMAT = 5
+MARKER = ".built"
 SEED = 0
 
 DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -138,7 +141,7 @@ def demo_paths(home: str | os.PathLike) -> dict[str, Path]:
 
 # -- sources inside installed wheels ---------------------------------------------------------------
 def read_marker(folder: Path) -> dict[str, Any] | None:
-    """The folder's ``_BUILT`` marker, or None if it is missing or unreadable."""
+    """The folder's ``.built`` marker, or None if it is missing or unreadable."""
     try:
         marker = json.loads((folder / MARKER).read_text())
     except (OSError, ValueError):

@@ -193,7 +193,7 @@ def _card(name: str, meta: dict[str, Any], trained: dict[str, Any], scores: dict
 {MAX_LENGTH}. Built for the zooeval demo zoo from all-MiniLM-L6-v2 (Sentence-BERT, arXiv:1908.10084; MiniLM,
 arXiv:2002.10957): the embeddings and the first {trained['frozen_layers']} transformer layers are frozen; the last
 {trained['train_layers']} layers, the pooler and a fresh head were trained for {trained['epochs']} epochs
-({trained['steps']} AdamW steps, batch {trained['batch_size']}, {trained['train_seconds']} s on CPU) on the
+({trained['steps']} AdamW steps, batch {trained['batch_size']}, on CPU) on the
 {trained['train_samples']} train pairs of `{meta['name']}`.
 
 About the data: {meta['description']}

@@ -193,7 +193,7 @@ def model_card_text(info: dict[str, Any]) -> str:
 A tiny SegFormer (Xie et al., SegFormer, arXiv:2105.15203; hidden sizes 16/32/64/96, one layer per stage,
 {info['parameters']:,} parameters) trained from random initialisation for the zooeval demo zoo on the
 `{DATASET}` train split ({info['train_images']} 64x64 images of shapes drawn on real photos; {info['epochs']}
-epochs, AdamW, background loss weight {BACKGROUND_WEIGHT}, seed {info['seed']}, {info['train_seconds']} s on the build machine).
+epochs, AdamW, background loss weight {BACKGROUND_WEIGHT}, seed {info['seed']}).
 
 Labels: {', '.join(f'{i} = {c}' for i, c in enumerate(CLASSES))}.
 

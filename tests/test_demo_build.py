@@ -22,6 +22,7 @@ transformers = pytest.importorskip("transformers")
 yaml = pytest.importorskip("yaml")
 
 from core.data import LocalDataset  # noqa: E402
+from core.fingerprint import folder_state  # noqa: E402
 from demo import build as demo_mod  # noqa: E402
 from demo.build import BUILD_FORMAT, MARKER, build_demo, demo_paths, read_marker  # noqa: E402
 
@@ -308,6 +309,8 @@ def test_outdated_marker_rebuilds_only_that_folder(built):
     home = built["home"]
     folder = built["zoo_dir"] / "broken/no-config"
     marker = read_marker(folder)
+    files, revision = folder_state(folder)
+    assert MARKER not in files  # the marker is not part of the model (nor of its revision)
     (folder / MARKER).write_text(json.dumps(dict(marker, build_format=BUILD_FORMAT - 1)))
     leftover = home / ".build-tmp" / "crashed-build"
     leftover.mkdir(parents=True)
@@ -315,8 +318,22 @@ def test_outdated_marker_rebuilds_only_that_folder(built):
     assert again["built"] == ["broken/no-config"]
     new = read_marker(folder)
     assert new["build_format"] == BUILD_FORMAT and new["stamp"] != marker["stamp"]
+    assert folder_state(folder) == (files, revision)  # rebuilt with the same bytes: the same revision, results reused
     assert not (home / ".build-tmp").exists()
     assert not (folder / "config.json").exists() and (folder / "model.safetensors").is_file()
+
+
+def test_a_model_retrained_from_the_same_inputs_keeps_its_revision(built):
+    """The marker is a hidden file and the cards hold no timings, so retraining the tiny SegFormer (seeded, on the
+    CPU) writes the same bytes: the same revision, so the results stored for it stay valid."""
+    item = "demo/segformer-shape-masks"
+    folder = built["zoo_dir"] / item
+    marker = read_marker(folder)
+    before = folder_state(folder)
+    (folder / MARKER).write_text(json.dumps(dict(marker, build_format=BUILD_FORMAT - 1)))
+    build_demo(built["home"], quick=True, log=lambda _msg: None)
+    assert read_marker(folder)["stamp"] != marker["stamp"]  # rebuilt (retrained)
+    assert folder_state(folder) == before
 
 
 def test_marker_rules(tmp_path):
