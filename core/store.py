@@ -44,21 +44,18 @@ def database_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, OperationFailure) and exc.code in _RETRYABLE_CODES
 
 
-def _refused_writes(collection: Any, ops: list[Any], owners: list[Any], by_index: bool = False) -> dict[Any, Exception]:
-    """Send ``ops`` as one unordered bulk write; the errors of the operations the server refused, keyed by their
-    owner (``owners[i]`` is operation i's; with ``by_index``, by the operation's index instead). A write-concern
-    error (the batch applied but not confirmed durable) is raised, as is any error that is not per operation."""
+def _write_errors(collection: Any, ops: list[Any]) -> dict[int, Exception]:
+    """Send ``ops`` as one unordered bulk write; the server's error for each operation it refused, by the operation's
+    index. A write-concern error (the batch applied but not confirmed durable) is raised, as is any error that is not
+    per operation."""
     try:
         collection.bulk_write(ops, ordered=False)
         return {}
     except BulkWriteError as exc:
         if exc.details.get("writeConcernErrors"):
             raise
-        refused: dict[Any, Exception] = {}
-        for error in exc.details.get("writeErrors", []):
-            key = error["index"] if by_index else owners[error["index"]]
-            refused.setdefault(key, WriteError(error.get("errmsg", "write refused"), error.get("code"), error))
-        return refused
+        return {error["index"]: WriteError(error.get("errmsg", "write refused"), error.get("code"), error)
+                for error in exc.details.get("writeErrors", [])}
 
 
 _STR = {"bsonType": "string"}
@@ -409,6 +406,13 @@ class Store:
         it is (one oplog, committed in order): a result is never reported stored before the predictions it was
         computed from, and the whole batch pays one durable-write wait."""
         refused: dict[str, Exception] = {}
+
+        def send(collection: Any, ops: list[Any], owners: list[str]) -> None:
+            """One bulk write; a refused operation refuses its owner's task (``owners[i]``: operation i's; the
+            task's first error is kept)."""
+            for i, error in _write_errors(collection, ops).items():
+                refused.setdefault(owners[i], error)
+
         if inferences:
             ops: list[Any] = []
             owners: list[str] = []
@@ -419,20 +423,18 @@ class Store:
             for inference_id, _, chunks in inferences:
                 ops.append(DeleteMany({"inference_id": inference_id, "chunk": {"$gte": len(chunks)}}))
                 owners.append(inference_id)
-            refused.update(_refused_writes(self.db.predictions.with_options(write_concern=APPLIED), ops, owners))
+            send(self.db.predictions.with_options(write_concern=APPLIED), ops, owners)
             now = utcnow()
             records = [(inference_id, ReplaceOne({"_id": inference_id}, {**doc, "_id": inference_id, "n_chunks": len(chunks),
                                                                          "created_at": now}, upsert=True))
                        for inference_id, doc, chunks in inferences if inference_id not in refused]
             if records:
-                refused.update(_refused_writes(self.db.inferences.with_options(write_concern=APPLIED),
-                                               [op for _, op in records], [inference_id for inference_id, _ in records]))
+                send(self.db.inferences.with_options(write_concern=APPLIED), [op for _, op in records],
+                     [inference_id for inference_id, _ in records])
         to_insert = [(inference_id, result_id, doc) for inference_id, result_id, doc in results if inference_id not in refused]
         written: set[str] = set()
         if to_insert:
-            owners = [inference_id for inference_id, _, _ in to_insert]
-            errors = _refused_writes(self.db.results, [InsertOne({**doc, "_id": result_id}) for _, result_id, doc in to_insert],
-                                     owners, by_index=True)
+            errors = _write_errors(self.db.results, [InsertOne({**doc, "_id": result_id}) for _, result_id, doc in to_insert])
             for i, (inference_id, result_id, _) in enumerate(to_insert):
                 error = errors.get(i)
                 if error is None:
@@ -530,9 +532,6 @@ class Store:
             {"$set": {**doc, "last_at": now}, "$inc": {"attempts": 1}, "$setOnInsert": {"first_at": now}},
             upsert=True,
         )
-
-    def clear_failure(self, failure_id: str) -> None:
-        self.db.failures.delete_one({"_id": failure_id})
 
     def failure_attempts(self, failure_id: str) -> int:
         """How often the task has failed so far (0: never, or it succeeded since)."""

@@ -304,7 +304,7 @@ class Executor:
                 summary.forward_samples += runtime["n"]
                 doc = {**flat_identity(task), "label_mapping": mapping.doc, "runtime": runtime,
                        "env": environment(device), "n_samples": runtime["n"], "run_id": summary.run_id}
-                writes.add_inference(held, task.inference_id, doc, kind.encode(predictions))
+                writes.add_inference(held, doc, kind.encode(predictions))
                 self._process(task, kind.processor_input(predictions, lambda: self.open_dataset(task), module.split),
                               doc, ds_doc, summary, held)
                 held.clear_failure = task.has_failure

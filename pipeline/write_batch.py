@@ -29,7 +29,7 @@ class HeldTask:
     """One task's writes, filled in as the task goes (a task that fails midway keeps what it got to)."""
 
     task: PlannedTask
-    inference: tuple[str, dict[str, Any], list[dict[str, Any]]] | None = None  # (inference id, record, chunks)
+    inference: tuple[dict[str, Any], list[dict[str, Any]]] | None = None  # (record, chunks), of task.inference_id
     results: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (result id, document)
     clear_failure: bool = False
 
@@ -56,8 +56,8 @@ class WriteBatch:
         self.held.append(held)
         return held
 
-    def add_inference(self, held: HeldTask, inference_id: str, doc: dict[str, Any], chunks: list[dict[str, Any]]) -> None:
-        held.inference = (inference_id, doc, chunks)
+    def add_inference(self, held: HeldTask, doc: dict[str, Any], chunks: list[dict[str, Any]]) -> None:
+        held.inference = (doc, chunks)
         self.chunks += len(chunks)
 
     def due(self) -> bool:
@@ -88,7 +88,7 @@ class WriteBatch:
         tasks = {h.task.inference_id: h.task for h in held}
         written, refused = self.db(
             self.store.save_tasks,
-            [h.inference for h in held if h.inference is not None],
+            [(h.task.inference_id, *h.inference) for h in held if h.inference is not None],
             [(h.task.inference_id, result_id, doc) for h in held for result_id, doc in h.results],
             [h.task.inference_id for h in held if h.clear_failure],
             what="storing finished tasks")

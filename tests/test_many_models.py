@@ -377,7 +377,7 @@ def test_finished_tasks_are_held_for_at_most_write_every_s_seconds_of_work(mongo
         batch.flush()
         assert written == [1] and store.count("results") == 1 and not batch.due()
         held = batch.hold(tasks[1])  # many chunks: due at once
-        batch.add_inference(held, "inf-1", {}, [{"n": i} for i in range(WriteBatch.MAX_CHUNKS)])
+        batch.add_inference(held, {}, [{"n": i} for i in range(WriteBatch.MAX_CHUNKS)])
         assert batch.due()
         immediate = WriteBatch(store, lambda fn, *a, what="", **kw: fn(*a, **kw), written.append, lambda t, e: None,
                                every_s=0)
