@@ -100,6 +100,7 @@ class Executor:
         unknown = set(scenarios) - set(SCENARIOS)
         if unknown:
             raise ValueError(f"unknown runtime scenario(s) {sorted(unknown)}: choose from {', '.join(SCENARIOS)}")
+        WriteBatch.every_s_setting()  # a bad ZOOEVAL_WRITE_EVERY_S stops here, before a run is recorded
         self.store = store
         self.modules = modules
         self.home = Path(home)

@@ -13,9 +13,13 @@ end of the cycle store what is held first (``Executor.run``). A write the server
 failure, as it was when each task was stored alone, and the other tasks' writes are stored; a batch the client
 cannot even send (a document it cannot encode) is stored again one task at a time, so only the task at fault fails
 (it keeps its predictions but none of its results; the next cycle re-scores them with no forward pass).
+
+An operator who wants every finished task stored at once (no held work to lose to a SIGKILL) sets
+ZOOEVAL_WRITE_EVERY_S=0; any other number of seconds sets how long finished work may be held.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -34,6 +38,9 @@ class HeldTask:
     clear_failure: bool = False
 
 
+WRITE_EVERY_ENV = "ZOOEVAL_WRITE_EVERY_S"
+
+
 class WriteBatch:
     """Tasks' writes held and stored together; ``every_s=0`` stores each task as it finishes (one round trip per
     kind of write, the path of an isolated child or a Ray worker, whose process may be killed by a timeout)."""
@@ -41,11 +48,27 @@ class WriteBatch:
     WRITE_EVERY_S = 1.0
     MAX_CHUNKS = 32  # prediction chunks held at most (a classification chunk holds 5,000 samples)
 
+    @classmethod
+    def every_s_setting(cls) -> float:
+        """How long finished tasks may be held: ZOOEVAL_WRITE_EVERY_S when set (0: each stored as it finishes), else
+        WRITE_EVERY_S. Raises ValueError naming the variable for a value that is not a number of seconds >= 0."""
+        raw = os.environ.get(WRITE_EVERY_ENV, "").strip()
+        if not raw:
+            return cls.WRITE_EVERY_S
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not value >= 0:  # (NaN too)
+            raise ValueError(f"{WRITE_EVERY_ENV}={raw!r}: expected a number of seconds >= 0 (0 stores each finished "
+                             f"task at once; unset: {cls.WRITE_EVERY_S:g})")
+        return value
+
     def __init__(self, store: Store, db: Callable[..., Any], on_written: Callable[[int], None],
                  on_refused: Callable[[PlannedTask, BaseException], None], every_s: float | None = None) -> None:
         self.store, self.db = store, db
         self.on_written, self.on_refused = on_written, on_refused
-        self.every_s = self.WRITE_EVERY_S if every_s is None else every_s
+        self.every_s = self.every_s_setting() if every_s is None else every_s
         self.held: list[HeldTask] = []
         self.chunks = 0
         self.since = time.monotonic()

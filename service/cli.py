@@ -464,10 +464,21 @@ def _options(kw: dict[str, Any]):
     )
 
 
+def _check_settings() -> None:
+    """Settings read from the environment by the cycle, checked before one starts (a clear error, no run record)."""
+    from pipeline.write_batch import WriteBatch
+
+    try:
+        WriteBatch.every_s_setting()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def _cycle(c: Ctx, options, progress: bool | None, wait_lock: float):
     from service.cycle import run_cycle
     from service.lock import LockHeld
 
+    _check_settings()
     if progress is None:
         progress = sys.stderr.isatty()
     try:
@@ -580,6 +591,7 @@ def schedule(c: Ctx, cron, interval, scrape_sources, zoo_path, max_cycles, **kw)
         make_trigger(cron, interval)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--cron") from None
+    _check_settings()
     sources = [{"source": s, **({"path": zoo_path} if s == "local" and zoo_path else {})} for s in scrape_sources]
     serve(c.store, c.home, _options(kw), sources, cron, interval, max_cycles, echo=click.echo)
 

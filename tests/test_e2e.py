@@ -214,7 +214,9 @@ def test_sigkill_mid_cycle_then_resume_without_duplicates(env):
             "--module", "hf-text-classification/*", "--variant", "original"]
     # a first quick scrape so the run has models
     cli("scrape", "--source", "local")
-    with start_zooeval(args, env=os.environ.copy()) as proc:  # (killed if the test fails before it is waited for)
+    # each finished task stored at once, so the first result is there before the second task ends on any machine
+    child_env = {**os.environ, "ZOOEVAL_WRITE_EVERY_S": "0"}
+    with start_zooeval(args, env=child_env) as proc:  # (killed if the test fails before it is waited for)
         deadline = time.time() + 300
         while store.count("results") < 1 and time.time() < deadline and proc.poll() is None:
             time.sleep(0.1)

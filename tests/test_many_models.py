@@ -385,3 +385,40 @@ def test_finished_tasks_are_held_for_at_most_write_every_s_seconds_of_work(mongo
         assert immediate.due()
     finally:
         store.close()
+
+
+def test_how_long_finished_tasks_are_held_is_an_operators_setting(mongo_uri, db_name, tmp_path, monkeypatch):
+    """ZOOEVAL_WRITE_EVERY_S: unset, WRITE_EVERY_S; 0, each finished task stored at once; a value that is not a number
+    of seconds >= 0 stops `zooeval run` before anything is recorded, naming the variable."""
+    from click.testing import CliRunner
+
+    from service.cli import main
+
+    store = Store(mongo_uri, db_name)
+    try:
+        def batch() -> WriteBatch:
+            return WriteBatch(store, lambda fn, *a, what="", **kw: fn(*a, **kw), lambda n: None, lambda t, e: None)
+
+        monkeypatch.delenv("ZOOEVAL_WRITE_EVERY_S", raising=False)
+        assert batch().every_s == WriteBatch.WRITE_EVERY_S
+        monkeypatch.setenv("ZOOEVAL_WRITE_EVERY_S", "0")
+        from pipeline.planner import PlannedTask
+
+        zero = batch()
+        zero.hold(PlannedTask("m", None, "original", "inf-0", {}, []))
+        assert zero.every_s == 0 and zero.due()
+        monkeypatch.setenv("ZOOEVAL_WRITE_EVERY_S", " 2.5 ")
+        assert batch().every_s == 2.5
+        for bad in ("soon", "-1", "nan"):
+            monkeypatch.setenv("ZOOEVAL_WRITE_EVERY_S", bad)
+            with pytest.raises(ValueError, match=f"ZOOEVAL_WRITE_EVERY_S='{bad}': expected a number of seconds >= 0"):
+                batch()
+            with pytest.raises(ValueError, match="ZOOEVAL_WRITE_EVERY_S"):
+                Executor(store, [], tmp_path)
+        result = CliRunner().invoke(main, ["--home", str(tmp_path), "--mongo-uri", mongo_uri, "--db", db_name,
+                                           "run", "--no-progress"])
+        assert result.exit_code == 1, result.output
+        assert "ZOOEVAL_WRITE_EVERY_S='nan': expected a number of seconds >= 0" in result.output
+        assert store.count("runs") == 0
+    finally:
+        store.close()
