@@ -149,14 +149,21 @@ def session_web_store(tmp_path_factory, mongo_uri: str) -> dict[str, Any]:
 
 
 def copy_database(mongo_uri: str, source: str, target: str) -> None:
-    """Every collection (documents and indexes) of ``source`` into ``target`` on the same server."""
-    from pymongo import MongoClient
+    """Every collection (documents and indexes) of ``source`` into ``target`` on the same server, the collections
+    copied at once (one after another, each a few majority-acknowledged commands, a copy took 2.3 s; 0.3-0.4 s so)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pymongo import IndexModel, MongoClient
 
     with MongoClient(mongo_uri) as client:
         src = client[source]
-        for name in src.list_collection_names():
+
+        def copy(name: str) -> None:
             src[name].aggregate([{"$match": {}}, {"$out": {"db": target, "coll": name}}])
-            for index in src[name].list_indexes():
-                if index["name"] != "_id_":
-                    client[target][name].create_index(list(index["key"].items()), name=index["name"],
-                                                      sparse=index.get("sparse", False))
+            indexes = [IndexModel(list(index["key"].items()), **{k: v for k, v in index.items() if k not in ("v", "key")})
+                       for index in src[name].list_indexes() if index["name"] != "_id_"]  # (name and options kept)
+            if indexes:
+                client[target][name].create_indexes(indexes)
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(copy, src.list_collection_names()))  # (list: a copy that fails raises here)
