@@ -266,6 +266,25 @@ def coco_variant_revision(dataset_revision: str) -> str:
     return chain(dataset_revision, fingerprint({"boxes_version": BOXES_VERSION}))
 
 
+def ensure_image_variant(dataset: Any, revision: str, perturbation: Perturbation | str | None, seed: int,
+                         cache_root: str | os.PathLike, task: str, follow: Callable[[str], Any],
+                         build: Callable[[Perturbation, Path], None], open_built: Callable[[Path], Any]) -> Any:
+    """The frame of a variant whose annotations move with its images (boxes: ``ensure_coco_variant``; masks:
+    perturbations.masks.ensure_voc_variant): "original" (None) is ``dataset`` itself; a perturbation that is not
+    an image one, or that ``follow(name)`` has no rule for (it raises ValueError), stops before any work; else the
+    variant is built at most once (``build(perturbation, tmp)``) into the cache and opened with ``open_built``."""
+    if is_original(perturbation):
+        return dataset
+    if not isinstance(perturbation, Perturbation):
+        raise TypeError(f"expected a Perturbation, None or {ORIGINAL!r}, got {perturbation!r}")
+    if perturbation.datatype != "image":
+        raise ValueError(f"perturbation {perturbation.name!r} works on {perturbation.datatype} data but dataset "
+                         f"{dataset.name!r} is an image {task} dataset")
+    follow(perturbation.name)
+    final = variant_path(cache_root, dataset, revision, perturbation, seed)
+    return ensure_built(final, lambda tmp: build(perturbation, tmp), open_built)
+
+
 def ensure_coco_variant(dataset: Any, dataset_revision: str, perturbation: Perturbation | str | None,
                         seed: int, cache_root: str | os.PathLike, progress: Progress | None = None) -> Any:
     """``ensure_variant`` for a COCO detection dataset (core.coco.CocoDataset): the images are perturbed
@@ -276,19 +295,10 @@ def ensure_coco_variant(dataset: Any, dataset_revision: str, perturbation: Pertu
     from core.coco import CocoDataset
     from perturbations.boxes import box_transform
 
-    if is_original(perturbation):
-        return dataset
-    if not isinstance(perturbation, Perturbation):
-        raise TypeError(f"expected a Perturbation, None or {ORIGINAL!r}, got {perturbation!r}")
-    if perturbation.datatype != "image":
-        raise ValueError(f"perturbation {perturbation.name!r} works on {perturbation.datatype} data but dataset "
-                         f"{dataset.name!r} is an image detection dataset")
-    box_transform(perturbation.name)  # raises before any work when the boxes could not follow
     revision = coco_variant_revision(dataset_revision)
-    final = variant_path(cache_root, dataset, revision, perturbation, seed)
-    return ensure_built(final, lambda tmp: _build_coco(dataset, revision, perturbation, seed, tmp, progress),
-                         CocoDataset.open)
+    return ensure_image_variant(dataset, revision, perturbation, seed, cache_root, "detection", box_transform,
+                                lambda p, tmp: _build_coco(dataset, revision, p, seed, tmp, progress), CocoDataset.open)
 
 
-__all__ = ["COMPLETE_MARKER", "DataError", "coco_variant_revision", "ensure_coco_variant", "ensure_variant", "is_complete",
-           "variant_fingerprint", "variant_path"]
+__all__ = ["COMPLETE_MARKER", "DataError", "coco_variant_revision", "ensure_coco_variant", "ensure_image_variant",
+           "ensure_variant", "is_complete", "variant_fingerprint", "variant_path"]

@@ -135,17 +135,8 @@ def ensure_voc_variant(dataset: VocDataset, dataset_revision: str, perturbation:
     """The VOC dataset under ``perturbation`` and ``seed`` with its masks moved, built at most once into the
     variant cache; "original" (None) returns ``dataset`` itself. ValueError for a perturbation that is not an
     image one or has no mask rule."""
-    from perturbations.cache import ensure_built, is_original, variant_path
+    from perturbations.cache import ensure_image_variant
 
-    if is_original(perturbation):
-        return dataset
-    if not isinstance(perturbation, Perturbation):
-        raise TypeError(f"expected a Perturbation, None or 'original', got {perturbation!r}")
-    if perturbation.datatype != "image":
-        raise ValueError(f"perturbation {perturbation.name!r} works on {perturbation.datatype} data but dataset "
-                         f"{dataset.name!r} is an image segmentation dataset")
-    mask_transform(perturbation.name)  # raises before any work when the masks could not follow
     revision = voc_variant_revision(dataset_revision)
-    final = variant_path(cache_root, dataset, revision, perturbation, seed)
-    return ensure_built(final, lambda tmp: _build_voc(dataset, revision, perturbation, seed, tmp, progress),
-                         VocDataset.open)
+    return ensure_image_variant(dataset, revision, perturbation, seed, cache_root, "segmentation", mask_transform,
+                                lambda p, tmp: _build_voc(dataset, revision, p, seed, tmp, progress), VocDataset.open)
