@@ -217,3 +217,31 @@ def test_rotation_fills_new_pixels_with_ignore(tmp_path):
         assert corners == [IGNORE_INDEX] * 3 and np.asarray(image)[-1, -1].tolist() == [0, 0, 0]
         assert set(np.unique(moved)) <= {0, 1, 2, IGNORE_INDEX}
         assert (moved == IGNORE_INDEX).sum() > (mask == IGNORE_INDEX).sum()
+
+
+@pytest.mark.parametrize("kind", ["segmentation", "detection"])
+def test_a_variant_whose_annotations_cannot_follow_is_refused_before_any_work(tmp_path, kind):
+    """The frame both annotated image variants share (perturbations.cache.ensure_image_variant): "original" is the
+    dataset itself; a text perturbation, an unknown kind of argument and an image perturbation with no rule for
+    the masks or boxes are refused, naming what was wrong, and nothing is written to the cache."""
+    from core.coco import CocoDataset
+    from demo.detection_data import build_shapes_dataset
+    from perturbations.cache import ensure_coco_variant
+
+    if kind == "segmentation":
+        make_voc(tmp_path / "ds", n_images=2)
+        ds, ensure = VocDataset.open(tmp_path / "ds"), ensure_voc_variant
+        unruled, rule = "elastic_transform-1", "no mask rule for variant 'elastic_transform-1'"
+    else:
+        ds, ensure = CocoDataset.open(build_shapes_dataset(tmp_path / "ds", n_images=2, seed=0)), ensure_coco_variant
+        unruled, rule = "rotated15", "no box transform for variant 'rotated15'"
+    cache = tmp_path / "cache"
+    assert ensure(ds, ds.revision(), None, 0, cache) is ds and ensure(ds, ds.revision(), "original", 0, cache) is ds
+    with pytest.raises(ValueError, match=f"perturbation 'typos' works on text data but dataset '{ds.name}' is an "
+                                         f"image {kind} dataset"):
+        ensure(ds, ds.revision(), get_perturbation("typos"), 0, cache)
+    with pytest.raises(TypeError, match="expected a Perturbation, None or 'original', got 'flipped'"):
+        ensure(ds, ds.revision(), "flipped", 0, cache)
+    with pytest.raises(ValueError, match=rule):
+        ensure(ds, ds.revision(), get_perturbation(unruled), 0, cache)
+    assert not cache.exists()
