@@ -63,14 +63,18 @@ while True:
         os.dup2(null, 0)
         for fd, path in ((1, req["out"]), (2, req["err"])):
             os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), fd)
-        sys.argv = ["zooeval", *req["args"]]
+        code_text = req.get("code")  # a `python -c` script instead of a zooeval command
+        sys.argv = ["zooeval", *req["args"]] if code_text is None else ["-c", *req["args"]]
         # the path a new interpreter would have: the working folder, the command's PYTHONPATH, the installation
         extra = [p for p in req["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
         sys.path[:] = [req["cwd"], *extra, *base_path]
         import atexit, runpy, threading
         code = 0
         try:
-            runpy.run_module("service.cli", run_name="__main__", alter_sys=True)
+            if code_text is None:
+                runpy.run_module("service.cli", run_name="__main__", alter_sys=True)
+            else:
+                exec(compile(code_text, "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
             if not isinstance(exc.code, (int, type(None))):
@@ -124,15 +128,17 @@ class _Zygote:
             ) -> subprocess.CompletedProcess:
         return self.begin(args, env, cwd).wait(timeout)
 
-    def begin(self, args: Sequence[str], env: dict[str, str], cwd: Path) -> StartedCommand:
-        """Start a command and return at once; the zygote stays reserved for it (the lock) until it is waited for."""
+    def begin(self, args: Sequence[str], env: dict[str, str], cwd: Path, code: str | None = None) -> StartedCommand:
+        """Start a command (or, given ``code``, `python -c code *args`) and return at once; the zygote stays reserved
+        for it (the lock) until it is waited for."""
         self.lock.acquire()
         tmp = None
         try:
             tmp = tempfile.TemporaryDirectory(prefix="zooeval-cli-")
             out, err = Path(tmp.name) / "stdout", Path(tmp.name) / "stderr"
             proc = self.start()
-            req = {"args": list(args), "env": dict(env), "cwd": str(cwd), "out": str(out), "err": str(err)}
+            req = {"args": list(args), "env": dict(env), "cwd": str(cwd), "out": str(out), "err": str(err),
+                   "code": code}
             proc.stdin.write((json.dumps(req) + "\n").encode())
             proc.stdin.flush()
             pid = int(self._line(proc, 60))
@@ -211,6 +217,17 @@ def run_zooeval(args: Sequence[str], env: dict[str, str], cwd: Path | str = REPO
         return subprocess.run([sys.executable, "-m", "service.cli", *args], env=env, cwd=cwd, capture_output=True,
                               text=True, timeout=timeout)
     return _ZYGOTE.run(args, env, Path(cwd), timeout)
+
+
+def run_python(code: str, args: Sequence[str], env: dict[str, str], cwd: Path | str = REPO,
+               timeout: float | None = 600) -> subprocess.CompletedProcess:
+    """`python -c code *args` in its own warm-started process with exactly ``env`` (a test's child that must import
+    the Hub client itself, after its environment is set); stdout and stderr as text. ZOOEVAL_TESTS_COLD_CLI=1 starts
+    it cold."""
+    if os.environ.get("ZOOEVAL_TESTS_COLD_CLI") == "1":
+        return subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=cwd, capture_output=True, text=True,
+                              timeout=timeout)
+    return _ZYGOTE.begin(args, env, Path(cwd), code=code).wait(timeout)
 
 
 def start_zooeval(args: Sequence[str], env: dict[str, str], cwd: Path | str = REPO) -> StartedCommand:

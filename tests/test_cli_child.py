@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.cli_child import REPO, run_zooeval
+from tests.cli_child import REPO, run_python, run_zooeval
 
 PROBE = """
 import huggingface_hub.constants as c, os, sys
@@ -49,3 +49,26 @@ def test_a_command_over_its_time_is_ended(tmp_path):
     with pytest.raises(subprocess.TimeoutExpired):
         run_zooeval([], env=dict(os.environ), cwd=probe, timeout=1)
     assert run_zooeval(["--help"], env=dict(os.environ)).returncode == 0  # the next command runs as usual
+
+
+def test_a_python_script_runs_as_python_c_would(tmp_path):
+    """run_python: `python -c code *args` in a warm child, with exactly its environment, the Hub client imported only
+    by the script; its exit code and streams as a cold interpreter gives them."""
+    script = """
+import sys
+cold = "huggingface_hub" in sys.modules
+import huggingface_hub.constants as c, os
+print(sys.argv[1:], c.ENDPOINT, os.environ.get("ZOOEVAL_PROBE"), cold, __name__)
+if sys.argv[1] == "fail":
+    raise ValueError("the script's own error")
+sys.exit(int(sys.argv[2]))
+"""
+    env = {"PATH": os.environ["PATH"], "HF_ENDPOINT": "http://127.0.0.1:9", "ZOOEVAL_PROBE": "seen"}
+    for args in (["ok", "0"], ["ok", "3"], ["fail", "0"]):
+        warm = run_python(script, args, env=env, cwd=tmp_path)
+        cold = subprocess.run([sys.executable, "-c", script, *args], env=env, cwd=tmp_path, capture_output=True,
+                              text=True)
+        assert (warm.returncode, warm.stdout) == (cold.returncode, cold.stdout), (warm, cold)
+        assert warm.stdout.split()[-4:] == ["http://127.0.0.1:9", "seen", "False", "__main__"], warm.stdout
+        assert warm.returncode == (1 if args[0] == "fail" else int(args[1]))
+    assert "ValueError: the script's own error" in warm.stderr and "ValueError: the script's own error" in cold.stderr

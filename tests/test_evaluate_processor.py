@@ -16,7 +16,6 @@ import math
 import os
 import re
 import shutil
-import subprocess
 import sys
 import textwrap
 import urllib.request
@@ -33,6 +32,7 @@ from processors.base import PROCESSORS, ProcessorSpec, processors_for_task
 from processors.classification import ClassificationProcessor
 from processors.evaluate_metric import EvaluateProcessor, MetricError
 from tasks.classification import ClassificationPredictions
+from tests.cli_child import run_python
 from tests.fault_repos import DATASET, session_fault_zoo
 from tests.hubserver import HubServer
 
@@ -478,9 +478,8 @@ def test_hub_metric_through_the_stand_in(cycle, tmp_path):
     with HubServer(root) as hub:
         env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_OFFLINE": "0",
                "HF_UPDATE_DOWNLOAD_COUNTS": "0", "PYTHONPATH": str(REPO)}
-        proc = subprocess.run([sys.executable, "-c", CHILD, cycle["uri"], cycle["db"], str(cycle["home"]), "accuracy",
-                               base["inference_id"]], cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-                              check=False)
+        proc = run_python(CHILD, [cycle["uri"], cycle["db"], str(cycle["home"]), "accuracy", base["inference_id"]],
+                          env=env, cwd=REPO, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         child = json.loads(proc.stdout.strip().splitlines()[-1])
         requests = [(r.method, r.path, r.status) for r in hub.requests]

@@ -7,8 +7,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 
 from core.store import Store
 from scraper.huggingface import HubUnreachable, RetryPolicy, sync_huggingface
+from tests.cli_child import run_python
 from tests.hubserver import Fault, HubServer
 
 FAST = RetryPolicy(max_retries=3, base_wait=0.05, max_wait=0.2, timeout=5)
@@ -304,8 +303,7 @@ def test_transformers_loads_a_real_model_from_the_stand_in(zoo, store, tmp_path)
         counts = sync(store, hub)
         env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "child-hf-home"), "HF_HUB_OFFLINE": "0",
                "TRANSFORMERS_OFFLINE": "0", "HF_HUB_DISABLE_TELEMETRY": "1"}
-        out = subprocess.run([sys.executable, "-c", LOAD, "tiny/bert-sentiment"], env=env, capture_output=True, text=True,
-                             timeout=120)
+        out = run_python(LOAD, ["tiny/bert-sentiment"], env=env, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split()[-2:] == ["2", "positive"]
     tiny = hf_models(store)["tiny/bert-sentiment"]
