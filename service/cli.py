@@ -607,6 +607,7 @@ def demo(c: Ctx, quick, progress, **kw) -> None:
     from scraper.local import scrape_local
     from scraper.training_data import infer_missing_training_datasets
 
+    _check_settings()  # before the build, which takes minutes
     build_demo(c.home, quick=quick, log=click.echo)
     _register_local(c)
     scrape_local(c.store, c.home / "zoo", log=click.echo)

@@ -389,7 +389,8 @@ def test_finished_tasks_are_held_for_at_most_write_every_s_seconds_of_work(mongo
 
 def test_how_long_finished_tasks_are_held_is_an_operators_setting(mongo_uri, db_name, tmp_path, monkeypatch):
     """ZOOEVAL_WRITE_EVERY_S: unset, WRITE_EVERY_S; 0, each finished task stored at once; a value that is not a number
-    of seconds >= 0 stops `zooeval run` before anything is recorded, naming the variable."""
+    of seconds >= 0 stops `zooeval run` before anything is recorded, and `zooeval demo` before its build, naming the
+    variable."""
     from click.testing import CliRunner
 
     from service.cli import main
@@ -420,5 +421,9 @@ def test_how_long_finished_tasks_are_held_is_an_operators_setting(mongo_uri, db_
         assert result.exit_code == 1, result.output
         assert "ZOOEVAL_WRITE_EVERY_S='nan': expected a number of seconds >= 0" in result.output
         assert store.count("runs") == 0
+        demo = CliRunner().invoke(main, ["--home", str(tmp_path), "--mongo-uri", mongo_uri, "--db", db_name,
+                                         "demo", "--quick", "--no-progress"])
+        assert demo.exit_code == 1 and "ZOOEVAL_WRITE_EVERY_S='nan'" in demo.output, demo.output
+        assert not (tmp_path / "zoo").exists() and store.count("runs") == 0  # stopped before the build
     finally:
         store.close()
