@@ -215,11 +215,16 @@ class Executor:
 
     def write_batch(self, summary: RunSummary, every_s: float | None = None) -> WriteBatch:
         """A batch for finished tasks' writes: the results it stores are counted in ``summary``, a write the store
-        refuses is that task's stored failure."""
+        refuses is that task's stored failure (and a re-scored task refused so is no longer counted re-scored)."""
         def written(n: int) -> None:
             summary.results_written += n
 
-        return WriteBatch(self.store, self._db, written, lambda task, exc: self.fail(task, exc, summary), every_s)
+        def refused(task: PlannedTask, exc: BaseException) -> None:
+            if task.has_predictions:  # a re-scored task, counted when scored: it is a failure, not a re-scored task
+                summary.rescored -= 1
+            self.fail(task, exc, summary)
+
+        return WriteBatch(self.store, self._db, written, refused, every_s)
 
     def evaluate_groups(self, groups: dict[tuple[str, str], list[PlannedTask]], summary: RunSummary, bar,
                         stop: Callable[[], bool]) -> None:

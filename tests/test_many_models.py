@@ -352,6 +352,30 @@ def test_a_processor_error_or_a_refused_write_is_that_tasks_failure_and_the_othe
         store.close()
 
 
+@pytest.mark.parametrize("how", ["server", "client"])
+def test_a_rescored_result_refused_is_a_failure_not_a_rescored_task(
+        mongo_uri, db_name, fault_zoo, offline, tmp_path, monkeypatch, failing_processor, how):
+    """A new processor re-scores three stored tasks; the store refuses the second one's result: that task is a
+    failure, and the run counts two re-scored tasks, not three."""
+    monkeypatch.setattr(WriteBatch, "WRITE_EVERY_S", 3600.0)
+    monkeypatch.setattr(failing_processor, "how", how)
+    store = open_store(mongo_uri, db_name, fault_zoo)
+    try:
+        names = COPIES[:3]
+        first = make_executor(store, tmp_path / "home", HFTextClassification(dataset=DATASET)).run(only(*names))
+        assert first.results_written == len(names) and not first.failures
+        module = HFTextClassification(dataset=DATASET, processors=("classification", failing_processor.name))
+        again = make_executor(store, tmp_path / "home", module).run(only(*names))
+        assert again.models_loaded == 0 and again.inferences == 0
+        assert [f["model_name"] for f in again.failures] == [f"fault/{names[1]}"]
+        assert again.rescored == len(names) - 1 and again.results_written == len(names) - 1
+        assert store.last_run()["counts"]["rescored"] == len(names) - 1
+        assert store.count("results", {"processor": failing_processor.name}) == len(names) - 1
+        assert list(failures(store)) == [names[1]]
+    finally:
+        store.close()
+
+
 def test_finished_tasks_are_held_for_at_most_write_every_s_seconds_of_work(mongo_uri, db_name, monkeypatch):
     """WriteBatch.due: a task is held while the tasks held stand for less than WRITE_EVERY_S seconds since the last
     store, or MAX_CHUNKS chunks; every_s=0 stores each task as it finishes."""
