@@ -26,7 +26,7 @@ from sklearn.metrics import matthews_corrcoef
 from statsmodels.stats.proportion import proportion_confint
 
 from core.store import Store
-from service.cli import claims_table
+from service.commands.cards import claims_table
 from tests.cli_child import run_zooeval
 from tests.fault_repos import DATASET, _rows, session_fault_zoo
 from tests.hubserver import HubServer

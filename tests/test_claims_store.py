@@ -159,7 +159,7 @@ def test_verdicts_are_upserted_per_revision_and_position(store):
 
 
 def test_a_titled_claims_table_says_nothing_without_claims(store, capsys):
-    from service.cli import claims_table
+    from service.commands.cards import claims_table
 
     store.upsert_models([{"_id": "local/silent", "name": "silent", "source": "local", "revision": "r1",
                           **card_claims({"license": "mit"}, "r1")}])  # a card with no model-index
@@ -178,6 +178,6 @@ def test_the_verdict_names_agree_everywhere():
     """The store's validator and the CLI's choice spell out cards.verdicts.VERDICTS (neither imports it)."""
     from cards.verdicts import VERDICTS
     from core.store import VALIDATORS
-    from service.cli import VERDICT_CHOICES
+    from service.commands.cards import VERDICT_CHOICES
 
     assert VERDICT_CHOICES == list(VERDICTS) == VALIDATORS["claims"]["properties"]["verdict"]["enum"]

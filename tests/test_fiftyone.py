@@ -239,7 +239,7 @@ def test_mobilenet_v2_end_to_end_matches_torchvision(fo_env, capsys):
     from sklearn.metrics import confusion_matrix
 
     from processors.classification import dense_confusion
-    from service.cli import export_rows
+    from service.export import export_rows
 
     assert r["confusion_matrix"]["format"] == "sparse" and len(r["confusion_matrix"]["entries"]) <= 20
     np.testing.assert_array_equal(dense_confusion(r["confusion_matrix"]),

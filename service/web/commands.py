@@ -1,5 +1,5 @@
 """The commands of the web layer: ``zooeval serve``, ``zooeval report`` and ``zooeval fiftyone``. They are
-plain click commands using the ``zooeval`` group's context object (service.cli.Ctx: ``store``, ``home``);
+plain click commands using the ``zooeval`` group's context object (service.commands.context.Ctx: ``store``, ``home``);
 service.cli adds them with ``main.add_command``."""
 from __future__ import annotations
 
