@@ -32,7 +32,8 @@ import processors.classification  # noqa: E402,F401
 from benchmarks._common import pipeline_seconds, report, target, temp_mongo  # noqa: E402
 from core.data import LocalDataset, write_dataset  # noqa: E402
 from core.store import Store  # noqa: E402
-from demo.build import IMAGENET_DATASET, TIMM_DEMO_MODEL, build_demo  # noqa: E402
+from demo.build import TIMM_DEMO_MODEL, build_demo  # noqa: E402
+from demo.classification_sets import IMAGENET_DATASET  # noqa: E402
 from demo.sources import mobilenet_weights_file  # noqa: E402
 from modules.timm_classification import TimmImageClassification  # noqa: E402
 from scraper.datasets import register_catalogue, register_datasets  # noqa: E402

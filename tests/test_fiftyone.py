@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from core.store import Store
-from demo.build import IMAGENET_DATASET
+from demo.classification_sets import IMAGENET_DATASET
 from demo.sources import MOBILENET_WEIGHTS
 from service.cli import main
 

@@ -73,7 +73,7 @@ def table_value(out: str, variant: str, column: str) -> float:
 @pytest.mark.slow
 def test_mixed_hub_zoo_right_numbers_or_one_reason_each(tmp_path_factory, tmp_path, mongo_uri, db_name):
     from core.data import LocalDataset
-    from demo.build import IMAGENET_DATASET, _build_imagenet_foolbox
+    from demo.classification_sets import IMAGENET_DATASET, build_imagenet_foolbox
     from demo.imagenet_timm import write_timm_repo
 
     fault = session_fault_zoo(tmp_path_factory)
@@ -96,7 +96,7 @@ def test_mixed_hub_zoo_right_numbers_or_one_reason_each(tmp_path_factory, tmp_pa
     shutil.copytree(fault["dataset_dir"], home / "datasets" / DATASET)
     shutil.copytree(setfit["dataset_dir"], home / "datasets" / "rotten_tomatoes")
     (home / "datasets" / IMAGENET_DATASET).mkdir(parents=True)
-    _build_imagenet_foolbox(home / "datasets" / IMAGENET_DATASET)
+    build_imagenet_foolbox(home / "datasets" / IMAGENET_DATASET)
 
     with HubServer(root) as hub:
         env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf-home"), "ZOOEVAL_HOME": str(home),

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from core.store import Store
-from demo.build import IMAGENET_DATASET, _build_imagenet_foolbox
+from demo.classification_sets import IMAGENET_DATASET, build_imagenet_foolbox
 from demo.imagenet_timm import (
     REPO_NAMES,
     ConversionError,
@@ -152,7 +152,7 @@ def test_scraped_config_fields_and_inferred_training_data(hub_root, tmp_path):
     assert doc["task"] == "image-classification" and doc["library"] == "timm" and doc["config"]["id2label"] == {}
 
     ds_dir = tmp_path / "datasets" / IMAGENET_DATASET
-    _build_imagenet_foolbox(ds_dir)
+    build_imagenet_foolbox(ds_dir)
     meta = json.loads((ds_dir / "dataset.json").read_text())
     dataset = {"name": IMAGENET_DATASET, "datatype": "image", "synonyms": meta["synonyms"],
                "classes": [{"id": i, "label": c} for i, c in enumerate(meta["classes"])]}
@@ -237,7 +237,7 @@ def test_timm_repos_from_the_hub_end_to_end(hub_root, images, mongo_uri, db_name
     from tests.hubserver import HubServer
 
     home = tmp_path / "home"
-    _build_imagenet_foolbox(home / "datasets" / IMAGENET_DATASET)
+    build_imagenet_foolbox(home / "datasets" / IMAGENET_DATASET)
     with HubServer(hub_root) as hub:
         env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf-home"), "ZOOEVAL_HOME": str(home),
                "ZOOEVAL_MONGO_URI": mongo_uri, "ZOOEVAL_DB": db_name, "HF_HUB_DISABLE_TELEMETRY": "1"}
