@@ -32,6 +32,13 @@ def test_models_filters_and_dataset_view(env):
     all_models = rows(cli("models"))
     assert {"demo/resnet-digits", "demo/minilm-rt-cased", "broken/unmappable-labels"} <= set(all_models)
     assert "rotten_tomatoes (inferred)" in all_models["demo/minilm-rt-cased"]
+    # a card that declares many training datasets: the first three, then how many more (`zooeval model` lists all)
+    minilm = store.get_model("sentence-transformers/all-MiniLM-L6-v2")
+    declared = minilm["datasets"]
+    assert len(declared) > 3
+    shown = f"{','.join(declared[:3])} (+{len(declared) - 3} more)"
+    assert shown in all_models["sentence-transformers/all-MiniLM-L6-v2"] and declared[3] not in all_models[minilm["name"]]
+    assert f"declared datasets: {', '.join(declared)}" in cli("model", minilm["name"])
     digits = rows(cli("models", "--trained-on", "digits"))
     assert set(digits) >= {"demo/resnet-digits", "demo/resnet-digits-words"} and "demo/minilm-rt-cased" not in digits
     assert "demo/minilm-rt-cased" in rows(cli("models", "--trained-on", "rotten_tomatoes"))

@@ -103,8 +103,8 @@ def models_cmd(c: Ctx, name_contains, source, task, trained_on, evaluated_on, ha
         docs = docs[:limit]
     rows = []
     for m in docs:
-        declared = ",".join(m.get("datasets") or [])
-        inferred = ",".join(m.get("inferred_datasets") or [])
+        declared = _first_names(m.get("datasets") or [])
+        inferred = _first_names(m.get("inferred_datasets") or [])
         trained = declared or (f"{inferred} (inferred)" if inferred else "-")
         notes = "; ".join(filter(None, [m.get("access_note"), *(m.get("notes") or []), _unevaluated_reason(m)]))
         rows.append([m["name"], m["source"], m.get("task") or "?", trained, (m.get("revision") or "")[:12],
@@ -158,6 +158,12 @@ def model_cmd(c: Ctx, name: str, card: bool) -> None:
     if card:
         click.echo("")
         click.echo(_model_card(doc))
+
+
+def _first_names(names: list[str], shown: int = 3) -> str:
+    """At most ``shown`` names, then how many more (a card may declare twenty training datasets; `zooeval model`
+    lists them all)."""
+    return ",".join(names[:shown]) + (f" (+{len(names) - shown} more)" if len(names) > shown else "")
 
 
 def _unevaluated_reason(model: dict[str, Any]) -> str | None:
