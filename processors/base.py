@@ -144,3 +144,9 @@ def processors_for_task(task: str, defaults: tuple[str, ...], extra: list[str | 
         if task in spec.processor.tasks:
             specs.append(spec)
     return tuple(dict.fromkeys(specs))
+
+
+def processor_label(result: dict[str, Any]) -> str:
+    """The processor a stored result was computed by, as the operator named it: the spec written with the result
+    (``evaluate:accuracy``, ``ProcessorSpec`` as text), else the processor's name."""
+    return result.get("processor_spec") or result["processor"]

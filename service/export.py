@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
+from processors.base import processor_label
+
 #: the columns of an exported row
 EXPORT_FIELDS = ["model", "source", "revision", "dataset", "split", "variant", "processor", "class", "metric", "value"]
 
@@ -80,8 +82,3 @@ def claim_rows(store, superseded: bool = False) -> Iterator[dict[str, Any]]:
         for field in CLAIM_EXPORT_FIELDS:
             if value[field] is not None:
                 yield {**base, "metric": field, "value": value[field]}
-
-
-def processor_label(result: dict[str, Any]) -> str:
-    """How a result names its processor: the spec it was asked for (``evaluate:accuracy``), else the processor."""
-    return result.get("processor_spec") or result["processor"]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Iterator
 
+from processors.base import processor_label
+
 #: The runtime figures summarised beside the metrics (the keys of a result's ``runtime`` record).
 RUNTIME_FIGURES = ("instances_per_second", "time_per_instance", "load_s", "warmup_s")
 #: The single-stream scenario's figures (``runtime.single_stream``), summarised as ``runtime:single_stream_<name>``.
@@ -27,7 +29,7 @@ def value_rows(results: Iterable[dict[str, Any]], metric: str | None = None) -> 
     """One row per (result, overall metric or runtime figure) holding a number; ``metric``: only that name."""
     for r in results:
         base = {"task": r.get("task") or "?", "dataset": r["dataset"], "split": r["split"], "variant": r["variant"],
-                "processor": r.get("processor_spec") or r.get("processor"), "model": r["model_name"]}
+                "processor": processor_label(r), "model": r["model_name"]}
         values = {k: v for k, v in (r.get("overall") or {}).items() if _number(v)}
         runtime = r.get("runtime") or {}
         values.update({f"runtime:{k}": runtime[k] for k in RUNTIME_FIGURES if _number(runtime.get(k))})

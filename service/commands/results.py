@@ -12,10 +12,11 @@ from typing import Any
 
 import click
 
+from processors.base import processor_label
 from service.commands.cards import claims_table, print_model_claims
 from service.commands.context import Ctx, pass_ctx
 from service.commands.tables import fixed, print_table
-from service.export import EXPORT_FIELDS, export_rows, processor_label
+from service.export import EXPORT_FIELDS, export_rows
 
 
 @click.command()

@@ -8,6 +8,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from processors.base import processor_label
+
 #: metrics where lower is better (a rise is a regression)
 LOWER_IS_BETTER = {"mse", "mae", "rmse", "loss", "time_per_instance", "time_in_seconds", "load_s", "warmup_s",
                    "incorrect"}
@@ -17,7 +19,7 @@ NOT_METRICS = {"n", "n_images", "correct", "incorrect", "n_detections", "tp", "f
 
 def slot(result: dict[str, Any]) -> tuple[str, str, str, str]:
     """Where a result sits: (dataset, split, variant, processor as run)."""
-    return (result["dataset"], result["split"], result["variant"], result.get("processor_spec") or result["processor"])
+    return (result["dataset"], result["split"], result["variant"], processor_label(result))
 
 
 def slot_label(s: tuple[str, str, str, str]) -> str:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core import store_views as sv
 from core.store import Store
+from processors.base import processor_label
 
 MODEL_FIELDS = {"name": 1, "source": 1, "task": 1, "datasets": 1, "inferred_datasets": 1, "license": 1, "revision": 1,
                 "last_modified": 1, "first_seen": 1, "status": 1, "base_model": 1}
@@ -289,7 +290,7 @@ def _leaderboard_page(store: Store, f: ModelFilters, max_scan: int) -> ModelsPag
         model = models.get(r["model_key"]) or {"_id": r["model_key"], "name": r.get("model_name"), "source": r.get("source")}
         row = _model_row(model, n_results, n_failures)
         row.update(result_id=r["_id"], dataset=r["dataset"], split=r["split"], variant=r["variant"],
-                   module=r["module"], processor=r.get("processor_spec") or r["processor"], metric=f.metric,
+                   module=r["module"], processor=processor_label(r), metric=f.metric,
                    value=sv.get_path(r, path), instances_per_second=(r.get("runtime") or {}).get("instances_per_second"))
         rows.append(row)
     return ModelsPage(rows, encode_cursor(page.after), None, page.complete, page.scanned)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core import store_views as sv
 from core.store import Store
+from processors.base import processor_label
 from service.web import analysis, charts, media
 from service.web.links import Links
 from service.web.models_view import NAME_PATTERN, ModelFilters, metric_choices, metric_path, metric_rows, models_page
@@ -138,7 +139,7 @@ def pick_result(summaries: list[dict[str, Any]], q: ModelPageQuery) -> dict[str,
     def matches(r: dict[str, Any]) -> bool:
         return all(getattr(q, k) in (None, v) for k, v in (("dataset", r["dataset"]), ("split", r["split"]),
                                                             ("variant", r["variant"]),
-                                                            ("processor", r.get("processor_spec") or r["processor"])))
+                                                            ("processor", processor_label(r))))
 
     chosen = [r for r in summaries if matches(r)]
     if not chosen:
@@ -193,7 +194,7 @@ def _result_tables(summaries: list[dict[str, Any]], model: dict[str, Any], links
             "r": r, "values": [(r["overall"].get(k), d) for _, k, d in cols],
             "ips": (r.get("runtime") or {}).get("instances_per_second"),
             "link": links.model(model["_id"], dataset=r["dataset"], split=r["split"], variant=r["variant"],
-                                processor=r.get("processor_spec") or r["processor"])})
+                                processor=processor_label(r))})
     return [{"task": t, **g} for t, g in groups.items()]
 
 
@@ -273,7 +274,7 @@ def _result_detail(store: Store, home: Path, model: dict[str, Any], r: dict[str,
 
 def _selection(r: dict[str, Any]) -> dict[str, str]:
     return {"dataset": r["dataset"], "split": r["split"], "variant": r["variant"],
-            "processor": r.get("processor_spec") or r["processor"]}
+            "processor": processor_label(r)}
 
 
 # -- variants ----------------------------------------------------------------------------------------------------
@@ -406,7 +407,7 @@ def scatter_page(store: Store, q: ScatterQuery, links: Links) -> dict[str, Any]:
         if x is not None and value is not None:
             points.append({"x": x, "y": value, "name": f"{row.get('model_name')} ({row['split']})", "key": row["model_key"],
                            "url": links.model(row["model_key"], dataset=row["dataset"], split=row["split"],
-                                              variant=row["variant"], processor=row.get("processor_spec") or row["processor"])})
+                                              variant=row["variant"], processor=processor_label(row))})
     x_title = "instances per second" if q.x == "throughput" else \
         "latency per instance (ms; batch-1 p50 where measured, else 1000 / throughput)"
     chart = charts.scatter(points, x_title, metric,

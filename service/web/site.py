@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from core import store_views as sv
 from core.store import Store
+from processors.base import processor_label
 from service.web import pages
 from service.web.app import plotly_js
 from service.web.links import StaticLinks
@@ -48,7 +49,7 @@ def write_site(store: Store, home: Path, out: Path, max_models: int = 1000,
         selections = sv.result_variants(store, key)
         for r in selections:
             chosen = {"dataset": r["dataset"], "split": r["split"], "variant": r["variant"],
-                      "processor": r.get("processor_spec") or r["processor"]}
+                      "processor": processor_label(r)}
             write(links.model(key, **chosen), "model.html",
                   pages.model_page(store, home, key, pages.ModelPageQuery(**chosen), links))
         for dataset in sorted({r["dataset"] for r in selections}):
