@@ -17,14 +17,16 @@ log = logging.getLogger("zooeval")
 
 @dataclass
 class RunSummary:
+    """A run's counts, written to its record and summed over Ray workers (``add``)."""
+
     run_id: str
     plan: Plan
-    results_written: int = 0
-    inferences: int = 0
-    rescored: int = 0
+    results_written: int = 0  # results the store took (one already stored is not counted)
+    inferences: int = 0  # forward passes completed, including a task whose writes the store then refused
+    rescored: int = 0  # tasks scored from stored predictions whose writes the store took
     models_loaded: int = 0
-    forward_samples: int = 0
-    failures: list[dict[str, Any]] = field(default_factory=list)
+    forward_samples: int = 0  # samples through the forward passes counted in ``inferences``
+    failures: list[dict[str, Any]] = field(default_factory=list)  # the stored failures' documents
     stopped: bool = False
 
     COUNTERS = ("results_written", "inferences", "rescored", "models_loaded", "forward_samples")
