@@ -72,7 +72,7 @@ def _record(config: dict[str, Any], base: str | None, note: str | None) -> dict[
 # -- the Hugging Face Hub ------------------------------------------------------------------------------
 def hub_adapter(client, name: str, revision: str | None, files: dict[str, Any], card_text: str | None) -> dict[str, Any]:
     """``{"adapter": {...}}`` for a Hub repo with an adapter config (read at the adapter's ``revision``,
-    the base resolved to its current commit sha with ``client``, a scraper.huggingface.HubClient), else
+    the base resolved to its current commit sha with ``client``, a scraper.hub_client.HubClient), else
     ``{"adapter": None}`` (so a new revision that is no longer an adapter loses its old record). A base that is
     not on the Hub is stored with a note; a Hub request that keeps failing raises (the caller records the
     details as not fetched, so the next sync tries again)."""

@@ -174,7 +174,7 @@ def resolve_revision(repo_id: str, revision: str | None, log: Callable[[str], An
     ``datasets`` downloads from; DataError saying what is wrong when the repo or revision is not there."""
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
-    from scraper.huggingface import HubClient, HubRequestFailed, HubUnreachable
+    from scraper.hub_client import HubClient, HubRequestFailed, HubUnreachable
 
     client = HubClient(endpoint=hub_endpoint(), log=log)
     where = f"{client.endpoint}/datasets/{repo_id}"

@@ -19,7 +19,8 @@ from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNot
 from huggingface_hub.utils import hf_raise_for_status
 
 from core.store import Store
-from scraper.huggingface import GATED_NOTE, PRIVATE_NOTE, sync_huggingface, token_fingerprint
+from scraper.hub_client import token_fingerprint
+from scraper.huggingface import GATED_NOTE, PRIVATE_NOTE, sync_huggingface
 from tests.fault_repos import DATASET
 from tests.hubserver import META_FILE, HubServer
 from tests.test_hub_e2e import fault_zoo, zooeval  # noqa: F401 (fault_zoo: the module-scoped fixture)

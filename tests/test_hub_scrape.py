@@ -14,7 +14,8 @@ import pytest
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 
 from core.store import Store
-from scraper.huggingface import HubUnreachable, RetryPolicy, sync_huggingface
+from scraper.hub_client import HubUnreachable, RetryPolicy
+from scraper.huggingface import sync_huggingface
 from tests.cli_child import run_python
 from tests.hubserver import Fault, HubServer
 

@@ -9,7 +9,8 @@ import socket
 import pytest
 
 from core.store import Store
-from scraper.huggingface import HubUnreachable, RetryPolicy, sync_huggingface
+from scraper.hub_client import HubUnreachable, RetryPolicy
+from scraper.huggingface import sync_huggingface
 from tests.hubserver import HubServer
 
 FAST = RetryPolicy(max_retries=1, base_wait=0.05, max_wait=0.1, timeout=5)

@@ -265,7 +265,7 @@ def test_a_local_base_changed_after_the_scrape_is_refused(peft_zoo, tmp_path, st
 @pytest.mark.usefixtures("hub_online")
 def test_a_base_named_by_a_path_falls_back_to_the_card(peft_zoo, tmp_path, store):
     """peft records the folder the author loaded the base from; the card's base_model names the repo."""
-    from scraper.huggingface import HubClient, RetryPolicy
+    from scraper.hub_client import HubClient, RetryPolicy
 
     repos = peft_zoo["repos"]
     hub_root = tmp_path / "hub"

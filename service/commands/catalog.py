@@ -38,7 +38,8 @@ def scrape(c: Ctx, source: str, path: Path | None, tasks: tuple[str, ...], limit
 
         scrape_local(c.store, path or (c.home / "zoo"), log=click.echo)
     elif source == "huggingface":
-        from scraper.huggingface import HubUnreachable, sync_huggingface
+        from scraper.hub_client import HubUnreachable
+        from scraper.huggingface import sync_huggingface
 
         kwargs: dict[str, Any] = {"limit": limit, "full": full, "progress": progress, "log": click.echo}
         if tasks:
