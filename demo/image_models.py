@@ -76,15 +76,14 @@ def train_image_model(data: dict[str, Any], seed: int, id2label: dict[int, str])
                    "test_samples": len(y_test), "train_samples": len(y_train), "epochs": IMAGE_EPOCHS, "seed": seed}
 
 
-def _image_card(name: str, id2label: dict[int, str], info: dict[str, Any], extra_tags: tuple[str, ...] = (),
-                note: str = "") -> str:
+def _image_card(name: str, id2label: dict[int, str], info: dict[str, Any]) -> str:
     front = {
         "pipeline_tag": "image-classification",
         "library_name": "transformers",
         "license": "apache-2.0",
         "datasets": ["digits"],
         "metrics": ["accuracy"],
-        "tags": ["image-classification", "resnet", "digits", "zooeval-demo", *extra_tags],
+        "tags": ["image-classification", "resnet", "digits", "zooeval-demo"],
     }
     labels = ", ".join(f"{i} = {lab}" for i, lab in id2label.items())
     body = f"""
@@ -97,7 +96,7 @@ images; {info['epochs']} epochs, seed {info['seed']}).
 Labels: {labels}.
 
 Test accuracy on the demo `digits` test split ({info['test_samples']} images): {info['test_accuracy']:.3f}.
-{note}
+
 """
     return model_card(front, body)
 

@@ -113,8 +113,7 @@ def train_text_model(datasets_dir: Path, log: Callable[[str], None]) -> dict[str
             "train_accuracy": round(train_acc, 4), "test_samples": len(test_rows), "train_samples": len(train_rows)}
 
 
-def _text_card(name: str, id2label: dict[int, str], trained: dict[str, Any], extra_tags: tuple[str, ...] = (),
-               note: str = "") -> str:
+def _text_card(name: str, id2label: dict[int, str], trained: dict[str, Any], note: str = "") -> str:
     front = {
         "pipeline_tag": "text-classification",
         "library_name": "transformers",
@@ -123,7 +122,7 @@ def _text_card(name: str, id2label: dict[int, str], trained: dict[str, Any], ext
         "base_model": MINILM_HUB_ID,
         "datasets": ["rotten_tomatoes"],
         "metrics": ["accuracy"],
-        "tags": ["text-classification", "sentiment-analysis", "bert", "minilm", "zooeval-demo", *extra_tags],
+        "tags": ["text-classification", "sentiment-analysis", "bert", "minilm", "zooeval-demo"],
     }
     labels = ", ".join(f"{i} = {lab}" for i, lab in id2label.items())
     body = f"""
